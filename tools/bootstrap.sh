@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything CYPHONIC-py needs on a fresh Debian machine (as root),
+# then runs the demo (`demo`) or the whole test suite (`test`).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+what=${1:-test}
+
+if [ "$(id -u)" != 0 ]; then
+  echo "bootstrap: run as root (it installs packages and builds network namespaces)" >&2
+  exit 2
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  python3 python3-venv python3-dev gcc iproute2 nftables iptables iperf3 \
+  dnsutils iputils-ping tcpdump curl procps kmod >/dev/null
+
+if [ ! -x .venv/bin/python ]; then
+  /usr/bin/python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e '.[test]'
+
+case "$what" in
+  demo) exec .venv/bin/cyphonic lab demo ;;
+  test) exec .venv/bin/python -m pytest -q -p no:cacheprovider tests ;;
+  *) echo "bootstrap: unknown action '$what' (use demo or test)" >&2; exit 2 ;;
+esac
