@@ -1,0 +1,278 @@
+"""The key hierarchy (DESIGN section 2). Nothing else imports nacl.
+
+- CA and node identities: Ed25519 (signing) + X25519 (agreement).
+- Certificates: `wire.certificate` bodies signed by the CA.
+- Signaling: XChaCha20-Poly1305 with a random 24-byte nonce (login grant,
+  tickets, NMS messages, tunnel hellos): rare, so a random nonce is safe.
+- Data: ChaCha20-Poly1305-IETF under the End Key with a 64-bit counter nonce,
+  called through libsodium's cffi binding with no per-call Python wrapper.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.bindings as sodium
+import nacl.exceptions
+import nacl.hash
+import nacl.public
+import nacl.signing
+from nacl._sodium import ffi, lib
+
+from cyphonic.errors import AuthenticationError
+from cyphonic.wire import certificate as wire_cert
+from cyphonic.wire.common import build, parse
+
+KEY_SIZE = 32
+XNONCE = 24
+TAG = 16
+
+
+def random_key() -> bytes:
+    return secrets.token_bytes(KEY_SIZE)
+
+
+def kdf(label: bytes, *parts: bytes) -> bytes:
+    """A 32-byte key bound to `label` and every part (BLAKE2b, keyed by label)."""
+    material = b"".join(len(p).to_bytes(2, "big") + p for p in parts)
+    return nacl.hash.blake2b(
+        material, key=label[:64], digest_size=32, encoder=nacl.encoding.RawEncoder
+    )
+
+
+# --- identities -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An Ed25519 signing key and an X25519 agreement key."""
+
+    sign_key: nacl.signing.SigningKey
+    dh_key: nacl.public.PrivateKey
+
+    @classmethod
+    def generate(cls) -> "Identity":
+        return cls(nacl.signing.SigningKey.generate(), nacl.public.PrivateKey.generate())
+
+    @property
+    def sign_public(self) -> bytes:
+        return bytes(self.sign_key.verify_key)
+
+    @property
+    def dh_public(self) -> bytes:
+        return bytes(self.dh_key.public_key)
+
+    def sign(self, data: bytes) -> bytes:
+        return self.sign_key.sign(data).signature
+
+    def save(self, path: Path) -> None:
+        doc = {
+            "sign_seed": base64.b64encode(bytes(self.sign_key)).decode(),
+            "dh_secret": base64.b64encode(bytes(self.dh_key)).decode(),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Identity":
+        doc = json.loads(Path(path).read_text())
+        return cls(
+            nacl.signing.SigningKey(base64.b64decode(doc["sign_seed"])),
+            nacl.public.PrivateKey(base64.b64decode(doc["dh_secret"])),
+        )
+
+
+def verify_signature(public: bytes, data: bytes, signature: bytes) -> None:
+    try:
+        nacl.signing.VerifyKey(public).verify(data, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+        raise AuthenticationError("bad signature") from None
+
+
+# --- certificates ----------------------------------------------------------
+
+PEM_HEAD = "-----BEGIN CYPHONIC CERTIFICATE-----"
+PEM_TAIL = "-----END CYPHONIC CERTIFICATE-----"
+
+
+def issue_certificate(
+    ca: Identity,
+    *,
+    serial: int,
+    role: str,
+    fqdn: str,
+    sign_key: bytes,
+    dh_key: bytes,
+    not_before: int,
+    not_after: int,
+) -> bytes:
+    body = build(
+        wire_cert.CertificateBody,
+        dict(
+            serial=serial,
+            role=role,
+            fqdn=fqdn,
+            sign_key=sign_key,
+            dh_key=dh_key,
+            not_before=not_before,
+            not_after=not_after,
+            issuer=ca.sign_public,
+        ),
+    )
+    return body + ca.sign(body)
+
+
+def verify_certificate(
+    data: bytes,
+    ca_public: bytes,
+    now: float,
+    revoked: frozenset[int] | set[int] = frozenset(),
+    role: str | None = None,
+):
+    """The parsed certificate body, or AuthenticationError with the reason."""
+    cert = parse(wire_cert.Certificate, data)
+    body = cert.body.value
+    if bytes(body.issuer) != ca_public:
+        raise AuthenticationError("unknown CA")
+    verify_signature(ca_public, cert.body.data, cert.signature)
+    if now < body.not_before:
+        raise AuthenticationError("not yet valid")
+    if now > body.not_after:
+        raise AuthenticationError("expired")
+    if body.serial in revoked:
+        raise AuthenticationError("revoked")
+    if role is not None and str(body.role) != role:
+        raise AuthenticationError("wrong role")
+    return body
+
+
+def certificate_to_pem(data: bytes) -> str:
+    b64 = base64.encodebytes(data).decode().strip()
+    return f"{PEM_HEAD}\n{b64}\n{PEM_TAIL}\n"
+
+
+def certificate_from_pem(text: str) -> bytes:
+    inner = text.strip().removeprefix(PEM_HEAD).removesuffix(PEM_TAIL)
+    return base64.b64decode("".join(inner.split()))
+
+
+# --- signaling seal (XChaCha20-Poly1305, random nonce) ------------------------
+
+
+def seal(key: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
+    nonce = secrets.token_bytes(XNONCE)
+    return nonce + sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key)
+
+
+def open_sealed(key: bytes, data: bytes, aad: bytes = b"") -> bytes:
+    if len(data) < XNONCE + TAG:
+        raise AuthenticationError("sealed box too short")
+    try:
+        return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            bytes(data[XNONCE:]), aad, bytes(data[:XNONCE]), key
+        )
+    except nacl.exceptions.CryptoError:
+        raise AuthenticationError("does not open under the key") from None
+
+
+# --- ephemeral agreement (forward secrecy) ----------------------------------
+
+
+class Ephemeral:
+    """A one-use X25519 key pair."""
+
+    def __init__(self) -> None:
+        self._secret = nacl.public.PrivateKey.generate()
+        self.public = bytes(self._secret.public_key)
+
+    def agree(self, peer_public: bytes) -> bytes:
+        try:
+            shared = sodium.crypto_scalarmult(bytes(self._secret), peer_public)
+        except (nacl.exceptions.RuntimeError, nacl.exceptions.TypeError, nacl.exceptions.CryptoError):
+            raise AuthenticationError("invalid ephemeral key") from None
+        if shared == bytes(32):
+            raise AuthenticationError("low-order ephemeral key")
+        return shared
+
+
+def login_key(shared: bytes, nonce: bytes) -> bytes:
+    return kdf(b"cyphonic login", shared, nonce)
+
+
+def end_keys(shared: bytes, tunnel_key: bytes, transcript: bytes, initiator: bool) -> tuple[bytes, bytes]:
+    """(send, receive) End Keys: the ephemeral agreement bound to the key the
+    NMS gave both ends, so neither a passive TRS nor the NMS alone learns them."""
+    i2r = kdf(b"cyphonic end key i2r", shared, tunnel_key, transcript)
+    r2i = kdf(b"cyphonic end key r2i", shared, tunnel_key, transcript)
+    return (i2r, r2i) if initiator else (r2i, i2r)
+
+
+# --- data plane AEAD ----------------------------------------------------------
+
+_NONCE_PAD = b"\0\0\0\0"
+
+
+class DataCipher:
+    """ChaCha20-Poly1305-IETF with the counter nonce, for one tunnel.
+
+    The nonce is 4 zero bytes + the 8-byte little-endian counter that the
+    capsule header carries, so building the nonce is one concatenation.
+    Buffers are allocated once per tunnel, not per packet.
+    """
+
+    BUFFER = 65536 + 64
+
+    def __init__(self, send_key: bytes, recv_key: bytes) -> None:
+        self._send_key = ffi.from_buffer(bytes(send_key))
+        self._recv_key = ffi.from_buffer(bytes(recv_key))
+        self._out = bytearray(self.BUFFER)
+        self._out_c = ffi.from_buffer(self._out)
+        self._in = bytearray(self.BUFFER)
+        self._in_c = ffi.from_buffer(self._in)
+        self._len = ffi.new("unsigned long long *")
+
+    def seal(self, header: bytes, plaintext: bytes | memoryview) -> bytes:
+        """header (13 bytes, ending in the counter) + ciphertext + tag."""
+        n = len(header)
+        out = self._out
+        out[:n] = header
+        lib.crypto_aead_chacha20poly1305_ietf_encrypt(
+            self._out_c + n,
+            self._len,
+            ffi.from_buffer(plaintext),
+            len(plaintext),
+            header,
+            n,
+            ffi.NULL,
+            _NONCE_PAD + header[n - 8 :],
+            self._send_key,
+        )
+        return bytes(out[: n + self._len[0]])
+
+    def open(self, datagram: bytes | memoryview, header_len: int) -> bytes:
+        """The plaintext of a capsule, or AuthenticationError."""
+        if len(datagram) < header_len + TAG:
+            raise AuthenticationError("capsule too short")
+        header = bytes(datagram[:header_len])
+        body = ffi.from_buffer(datagram)
+        rc = lib.crypto_aead_chacha20poly1305_ietf_decrypt(
+            self._in_c,
+            self._len,
+            ffi.NULL,
+            body + header_len,
+            len(datagram) - header_len,
+            header,
+            header_len,
+            _NONCE_PAD + header[header_len - 8 :],
+            self._recv_key,
+        )
+        if rc != 0:
+            raise AuthenticationError("capsule does not open under the End Key")
+        return bytes(self._in[: self._len[0]])

@@ -1,0 +1,165 @@
+"""Signaling with the AS and the NMS (seed: authentication, registration,
+route selection). After the type byte every signaling message carries a
+version and a transaction id, so retransmissions are matched and duplicates
+suppressed. Bodies marked `sealed` are XChaCha20-Poly1305 under the key the
+sequence names; their plaintext schemas are the `*Body` structs below.
+"""
+
+from construct import (
+    Bytes,
+    Const,
+    Enum,
+    Flag,
+    GreedyBytes,
+    Int8ub,
+    Int16ub,
+    Int32ub,
+    Int64ub,
+    PascalString,
+    Prefixed,
+    PrefixedArray,
+    Struct,
+    Terminated,
+)
+
+from cyphonic.wire.common import Fqdn, Locator, MessageType
+
+Header = Struct(
+    "type" / MessageType,
+    "version" / Const(1, Int8ub),
+    "txid" / Int32ub,
+)
+
+Blob = Prefixed(Int16ub, GreedyBytes)
+
+# --- AS: Login Request / Response / Reject --------------------------------
+
+LoginRequest = Struct(
+    "header" / Header,
+    "certificate" / Blob,
+    "nonce" / Bytes(16),
+    "timestamp" / Int64ub,
+    "ephemeral" / Bytes(32),
+    "signature" / Bytes(64),  # by the node's identity over all bytes before it
+    Terminated,
+)
+
+LoginResponse = Struct(
+    "header" / Header,
+    "certificate" / Blob,  # the AS's own certificate, issued by the same CA
+    "ephemeral" / Bytes(32),
+    "sealed" / Blob,  # LoginGrant under the login key (X25519 of both ephemerals)
+    "signature" / Bytes(64),  # by the AS over request nonce + all bytes before it
+    Terminated,
+)
+
+LoginGrant = Struct(
+    "fqdn" / Fqdn,
+    "vip4" / Bytes(4),
+    "vip6" / Bytes(16),
+    "session_key" / Bytes(32),  # MN–NMS session key
+    "ticket" / Blob,  # Ticket sealed under the AS–NMS key; opaque to the node
+    "expires" / Int64ub,
+    Terminated,
+)
+
+RejectReason = Enum(
+    Int8ub,
+    malformed=1,
+    unknown_ca=2,
+    expired=3,
+    not_yet_valid=4,
+    revoked=5,
+    bad_signature=6,
+    wrong_role=7,
+    stale=8,
+    pool_exhausted=9,
+)
+
+LoginReject = Struct(
+    "header" / Header,
+    "reason" / RejectReason,
+    "certificate" / Blob,
+    "signature" / Bytes(64),  # by the AS over request nonce + all bytes before it
+    Terminated,
+)
+
+Ticket = Struct(
+    "fqdn" / Fqdn,
+    "vip4" / Bytes(4),
+    "vip6" / Bytes(16),
+    "session_key" / Bytes(32),
+    "expires" / Int64ub,
+    Terminated,
+)
+
+# --- NMS: every node->NMS request carries its ticket ------------------------
+# The NMS needs no session table to authenticate a request: the ticket gives
+# it the session key, so an NMS restart loses nothing but soft state.
+
+NmsRequest = Struct(
+    "header" / Header,
+    "ticket" / Blob,
+    "sealed" / GreedyBytes,  # body under the MN–NMS session key
+)
+
+NmsReply = Struct(
+    "header" / Header,
+    "sealed" / GreedyBytes,  # body under the session key of the receiver
+)
+
+RegistrationBody = Struct(
+    "sequence" / Int64ub,  # strictly increasing: a replay never moves a locator
+    "locators" / PrefixedArray(Int8ub, Locator),
+    Terminated,
+)
+
+RegistrationAck = Struct(
+    "observed" / Locator,
+    "nat" / Flag,
+    "refresh" / Int16ub,  # seconds until the node should register again
+    Terminated,
+)
+
+DirectionRequestBody = Struct(
+    "target" / Fqdn,
+    Terminated,
+)
+
+Process = Enum(
+    Int8ub,
+    TunnelRequestToCN=1,  # direct: MN opens the tunnel to CN
+    TunnelRequestToNATcn=2,  # reverse: CN behind NAPT opens it to MN
+    TunnelRequestToTRS=3,  # relay (TRS)
+)
+
+Role = Enum(Int8ub, initiator=1, responder=2)
+
+RouteDirectionBody = Struct(
+    "process" / Process,
+    "role" / Role,
+    "path_id" / Int32ub,
+    "peer_fqdn" / Fqdn,
+    "peer_vip4" / Bytes(4),
+    "peer_vip6" / Bytes(16),
+    "peer_locator" / Locator,
+    "tunnel_key" / Bytes(32),  # MN–CN key (direct) / Tunnel Key (relay)
+    "temporary_key" / Bytes(32),  # Temp Key (relay only; zeros otherwise)
+    Terminated,
+)
+
+ErrorCode = Enum(
+    Int8ub,
+    not_registered=1,
+    unknown_peer=2,
+    unreachable=3,
+    bad_request=4,
+)
+
+SignalingErrorBody = Struct(
+    "code" / ErrorCode,
+    "detail" / PascalString(Int8ub, "utf8"),
+    Terminated,
+)
+
+AckBody = Struct("path_id" / Int32ub, Terminated)
