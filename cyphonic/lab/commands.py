@@ -1,0 +1,143 @@
+"""`cyphonic lab ...`: the functions the CLI calls. Each returns an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+from .errors import LabError
+from .instance import DEFAULT_PREFIX, Lab, down
+from .processes import tool_env
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `lab` and its subcommands; each sets `func(args) -> int`."""
+    lab = subparsers.add_parser(
+        "lab", help="network-namespace lab for the demo and the system tests",
+        description="Build a CYPHONIC lab from network namespaces on this machine "
+                    "(root only). All traffic stays inside the namespaces.")
+    sub = lab.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--prefix", default=DEFAULT_PREFIX,
+                        help=f"namespace name prefix, <prefix>-<host> (default {DEFAULT_PREFIX})")
+
+    p = sub.add_parser("up", parents=[common], help="build the topology and start the daemons")
+    p.add_argument("--timeout", type=float, default=20,
+                   help="seconds to wait for the cloud and every node to register")
+    p.set_defaults(func=_as_root(cmd_up))
+
+    p = sub.add_parser("show", parents=[common], help="hosts, addresses and virtual IPs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_as_root(cmd_show))
+
+    p = sub.add_parser("exec", parents=[common], help="run a command inside a host's namespace",
+                       usage="cyphonic lab exec [--prefix P] HOST [-- CMD...]")
+    p.add_argument("host")
+    p.add_argument("cmd", nargs=argparse.REMAINDER,
+                   help="command and arguments (default: a shell)")
+    p.set_defaults(func=_as_root(cmd_exec))
+
+    p = sub.add_parser("down", parents=[common], help="remove the lab, whatever state it is in")
+    p.set_defaults(func=_as_root(cmd_down))
+
+    p = sub.add_parser("demo", parents=[common], help="up, a short tour with stock tools, down")
+    p.set_defaults(func=_as_root(cmd_demo))
+    return lab
+
+
+def _as_root(command: Command) -> Command:
+    def run(args: argparse.Namespace) -> int:
+        if os.geteuid() != 0:
+            print("cyphonic lab: needs root (network namespaces)", file=sys.stderr)
+            return 2
+        try:
+            return command(args)
+        except LabError as e:
+            _report(e)
+            return 1
+        except ValueError as e:  # a bad --prefix
+            print(f"cyphonic lab: {e}", file=sys.stderr)
+            return 2
+    return run
+
+
+def _report(e: LabError) -> None:
+    print(f"cyphonic lab: {e}", file=sys.stderr)
+    if e.detail:
+        for line in e.detail.splitlines():
+            print(f"  | {line}", file=sys.stderr)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    lab = Lab(args.prefix)
+    try:
+        lab.up(timeout=args.timeout)
+    except LabError as e:
+        _report(e)
+        print(f"cyphonic lab: left up for inspection; remove with "
+              f"`cyphonic lab down --prefix {lab.prefix}`", file=sys.stderr)
+        return 1
+    print(f"lab {lab.prefix!r} is up (state in {lab.paths.root})")
+    _print_table(lab.show())
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    shown = Lab.attach(args.prefix).show()
+    if args.json:
+        print(json.dumps(shown, indent=2))
+    else:
+        _print_table(shown)
+    return 0
+
+
+def _print_table(shown: dict) -> None:
+    rows = [("HOST", "ROLE", "NETNS", "FQDN", "VIP4", "VIP6", "ADDRESSES")]
+    for name, h in shown["hosts"].items():
+        rows.append((name, h["role"], h["netns"], h["fqdn"] or "-", h["vip4"] or "-",
+                     h["vip6"] or "-", " ".join(h["addresses"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    lab = Lab.attach(args.prefix)
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        cmd = [os.environ.get("SHELL", "/bin/sh")]
+    try:
+        ns = lab.ns(args.host)
+    except KeyError:
+        hosts = ", ".join(h.name for h in lab.topology.hosts)
+        raise LabError(f"no host {args.host!r} in the lab (hosts: {hosts})") from None
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], env=tool_env())
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        # The command got the same Ctrl-C (same process group); let it finish.
+        rc = proc.wait()
+    return 128 - rc if rc < 0 else rc  # killed by signal N -> 128+N, as a shell says
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    removed = down(args.prefix)
+    if removed:
+        print(f"removed {len(removed)} namespaces: {' '.join(removed)}")
+    else:
+        print(f"nothing to remove for prefix {args.prefix!r}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo  # only the demo needs it
+
+    return run_demo(args.prefix)

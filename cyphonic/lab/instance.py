@@ -1,0 +1,211 @@
+"""A lab instance: one topology built under one prefix, with its programs running."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from . import enrollment, netns
+from .errors import LabError
+from .processes import log_tail, start_daemon, status, tool_env
+from .state import LabPaths, check_prefix
+from .topology import BASIC, TOPOLOGIES, Role, Topology
+
+# Which program a role runs. A role not listed here (router, nat) runs nothing.
+DAEMONS: dict[Role, str] = {
+    Role.CLOUD: "cyphonic.cloud",
+    Role.NODE: "cyphonic.node",
+}
+
+DEFAULT_PREFIX = "cyp"
+
+
+class Lab:
+    def __init__(self, prefix: str = DEFAULT_PREFIX, topology: Topology = BASIC) -> None:
+        self.prefix = check_prefix(prefix)
+        self.topology = topology
+        self.paths = LabPaths(prefix)
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @classmethod
+    def attach(cls, prefix: str = DEFAULT_PREFIX) -> Lab:
+        """The lab that `up` built under `prefix`; LabError if there is none."""
+        lab = cls(prefix)
+        manifest = lab.paths.read_manifest()
+        if manifest is None or not netns.list_namespaces(prefix):
+            raise LabError(f"no lab is up with prefix {prefix!r} (cyphonic lab up --prefix {prefix})")
+        lab.topology = TOPOLOGIES[manifest["topology"]]
+        return lab
+
+    # -- names -------------------------------------------------------------
+
+    def ns(self, host: str) -> str:
+        self.topology.host(host)  # KeyError for a host that is not in the lab
+        return netns.ns_name(self.prefix, host)
+
+    def fqdn(self, host: str) -> str | None:
+        return self.topology.fqdn(host)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def up(self, timeout: float = 20, programs: bool = True) -> None:
+        """Build the namespaces, enroll the nodes, start and wait for the programs.
+
+        On failure the lab is left as it is, for inspection; `down` removes it.
+        """
+        if netns.list_namespaces(self.prefix):
+            raise LabError(f"a lab with prefix {self.prefix!r} is already up "
+                           f"(cyphonic lab down --prefix {self.prefix})")
+        # Stale files from a crashed run would otherwise mix with this one's.
+        shutil.rmtree(self.paths.root, ignore_errors=True)
+        self.paths.write_manifest(self.topology.name)
+        netns.build(self.topology, self.prefix)
+        if not programs:
+            return
+        self.enroll_all()
+        deadline = time.monotonic() + timeout
+        for host in self.topology.with_role(Role.CLOUD):
+            self.start(host.name)
+        self.wait_cloud(deadline)
+        for host in self.topology.with_role(Role.NODE):
+            self.start(host.name)
+        self.wait_registered([h.name for h in self.topology.with_role(Role.NODE)], deadline)
+
+    def enroll_all(self) -> None:
+        enrollment.ca_init(self.paths.ca, self.topology.domain)
+        for host in self.topology.with_role(Role.NODE):
+            enrollment.enroll_node(host.name, self.paths.ca, self.paths.bundle(host.name),
+                                   self.topology.cloud_addresses_for(host.name))
+
+    def config(self, host: str) -> Path:
+        role = self.topology.host(host).role
+        return self.paths.cloud_config if role == Role.CLOUD else self.paths.node_config(host)
+
+    def start(self, host: str) -> subprocess.Popen:
+        """Start the host's program (again, e.g. after `kill`), logging to <host>.log."""
+        module = DAEMONS[self.topology.host(host).role]
+        proc = start_daemon(self.ns(host), module, self.config(host),
+                            self.paths.log(host), self.paths.pid(host))
+        self.procs[host] = proc
+        return proc
+
+    def kill(self, host: str, sig: int = signal.SIGTERM, timeout: float = 5) -> None:
+        """Signal the host's program and wait until it is gone."""
+        pid = int(self.paths.pid(host).read_text())
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        proc = self.procs.get(host)
+        if proc is not None and proc.pid == pid:
+            proc.wait(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def down(self) -> list[str]:
+        return down(self.prefix)
+
+    # -- waiting -----------------------------------------------------------
+
+    def _check_alive(self, host: str) -> None:
+        proc = self.procs.get(host)
+        if proc is not None and proc.poll() is not None:
+            raise LabError(f"{host}: {DAEMONS[self.topology.host(host).role]} exited "
+                           f"with status {proc.returncode} (log: {self.paths.log(host)})",
+                           log_tail(self.paths.log(host)))
+
+    def wait_cloud(self, deadline: float) -> None:
+        for host in self.topology.with_role(Role.CLOUD):
+            while True:
+                self._check_alive(host.name)
+                st = status(self.ns(host.name))
+                if st is not None and st.get("role") == "cloud":
+                    break
+                if time.monotonic() > deadline:
+                    raise LabError(f"{host.name}: cloud does not answer `cyphonic status` "
+                                   f"(log: {self.paths.log(host.name)})",
+                                   log_tail(self.paths.log(host.name)))
+                time.sleep(0.2)
+
+    def wait_registered(self, hosts: list[str], deadline: float) -> None:
+        waiting = list(hosts)
+        while waiting:
+            for host in list(waiting):
+                self._check_alive(host)
+                st = status(self.ns(host))
+                if st is not None and st.get("registered"):
+                    waiting.remove(host)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                host = waiting[0]
+                raise LabError(f"{host}: node not registered with the cloud in time "
+                               f"(log: {self.paths.log(host)})",
+                               log_tail(self.paths.log(host)))
+            time.sleep(0.2)
+
+    # -- using it ----------------------------------------------------------
+
+    def argv(self, host: str, cmd: list[str]) -> list[str]:
+        return netns.in_ns(self.ns(host), cmd)
+
+    def run(self, host: str, cmd: list[str], timeout: float = 30, check: bool = False,
+            capture: bool = True, **kw) -> subprocess.CompletedProcess:
+        """Run a command inside the host's namespace (text mode unless told otherwise)."""
+        kw.setdefault("text", True)
+        return subprocess.run(self.argv(host, cmd), timeout=timeout, check=check,
+                              capture_output=capture, env=tool_env(), **kw)
+
+    def popen(self, host: str, cmd: list[str], **kw) -> subprocess.Popen:
+        kw.setdefault("env", tool_env())
+        return subprocess.Popen(self.argv(host, cmd), **kw)
+
+    def status(self, host: str) -> dict | None:
+        return status(self.ns(host))
+
+    def show(self) -> dict:
+        hosts = {}
+        for host in self.topology.hosts:
+            st = self.status(host.name) if host.role == Role.NODE else None
+            hosts[host.name] = {
+                "netns": self.ns(host.name),
+                "role": str(host.role),
+                "fqdn": self.fqdn(host.name),
+                "vip4": (st or {}).get("vip4"),
+                "vip6": (st or {}).get("vip6"),
+                "addresses": self.topology.addresses(host.name),
+            }
+        return {"domain": self.topology.domain, "prefix": self.prefix, "hosts": hosts}
+
+
+def down(prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """Remove the lab under `prefix`, whatever state it is in; returns the namespaces removed."""
+    paths = LabPaths(check_prefix(prefix))
+    removed = netns.teardown(prefix)
+    # A daemon whose namespace was deleted by hand no longer shows up in
+    # `ip netns pids`; its pid file still names it.
+    for pidfile in paths.root.glob("*.pid") if paths.root.exists() else []:
+        _kill_if_ours(pidfile, paths.root)
+    shutil.rmtree(paths.root, ignore_errors=True)
+    return removed
+
+
+def _kill_if_ours(pidfile: Path, root: Path) -> None:
+    try:
+        pid = int(pidfile.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    # The pid may have been reused since: only kill a program whose command
+    # line names this lab's own files (its --config lives under root).
+    if f"{root}/".encode() in cmdline:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
