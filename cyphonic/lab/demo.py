@@ -1,0 +1,106 @@
+"""`cyphonic lab demo`: bring the lab up, tour it with stock tools from mn, tear down.
+
+Every step is an ordinary program a user would type, run inside mn's
+namespace and addressed by name; the tour prints one line per step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+
+from . import apps
+from .errors import LabError
+from .instance import Lab
+
+FILE_SIZE = 1 << 20
+
+
+def run_demo(prefix: str) -> int:
+    lab = Lab(prefix)
+    try:
+        lab.up()
+        shown = lab.show()["hosts"]
+        for name in ("mn", "cn"):
+            h = shown[name]
+            print(f"{name}: {' '.join(h['addresses'])} -> {h['fqdn']} "
+                  f"vip4 {h['vip4']} vip6 {h['vip6']}")
+        print("cn sits behind the NAPT router nat-cn; every step below runs in mn.")
+        return _tour(lab)
+    except LabError as e:
+        print(f"cyphonic lab: {e}", file=sys.stderr)
+        for line in e.detail.splitlines():
+            print(f"  | {line}", file=sys.stderr)
+        return 1
+    finally:
+        lab.down()
+        print("lab down.")
+
+
+def _tour(lab: Lab) -> int:
+    cn = lab.fqdn("cn")
+    steps: list[tuple[str, Callable[[], str]]] = [
+        (f"dig +short {cn} A", lambda: _dig(lab, cn, "A")),
+        (f"dig +short {cn} AAAA", lambda: _dig(lab, cn, "AAAA")),
+        (f"ping -c 3 {cn}", lambda: _ping(lab, cn)),
+        (f"curl http://{cn}:8000/demo.bin", lambda: _curl(lab, cn)),
+        (f"iperf3 -c {cn} -t 3", lambda: _iperf3(lab, cn)),
+    ]
+    failed = 0
+    for label, step in steps:
+        try:
+            print(f"  {label:<40} {step()}")
+        except LabError as e:
+            failed += 1
+            print(f"  {label:<40} FAILED: {e}")
+    print("  cyphonic status:")
+    done = lab.run("mn", ["cyphonic", "status"], timeout=10)
+    for line in (done.stdout + done.stderr).splitlines():
+        print(f"    {line}")
+    return 1 if failed or done.returncode else 0
+
+
+def _dig(lab: Lab, name: str, rtype: str) -> str:
+    out = lab.run("mn", ["dig", "+short", "+time=5", "+tries=1", name, rtype]).stdout.split()
+    if not out:
+        raise LabError("no answer")
+    return " ".join(out)
+
+
+def _ping(lab: Lab, name: str) -> str:
+    done = lab.run("mn", ["ping", "-c", "3", "-W", "2", name], timeout=20)
+    sent, got, avg = apps.ping_summary(done.stdout)
+    if got == 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise LabError(lines[-1] if lines else "no reply")
+    return f"{got}/{sent} replies, avg rtt {avg} ms"
+
+
+def _curl(lab: Lab, name: str) -> str:
+    www = lab.paths.root / "www"
+    www.mkdir(exist_ok=True)
+    data = os.urandom(FILE_SIZE)
+    (www / "demo.bin").write_bytes(data)
+    server = apps.serve_http(lab, "cn", www)
+    try:
+        done = lab.run("mn", ["curl", "-sS", "--max-time", "20", f"http://{name}:8000/demo.bin"],
+                       text=False, timeout=30)
+    finally:
+        apps.stop(server)
+    if done.returncode != 0:
+        raise LabError(done.stderr.decode(errors="replace").strip())
+    if done.stdout != data:
+        raise LabError(f"got {len(done.stdout)} bytes that differ from the {len(data)} served")
+    return f"{len(data)} bytes, identical (sha256 {hashlib.sha256(data).hexdigest()[:12]}...)"
+
+
+def _iperf3(lab: Lab, name: str) -> str:
+    server = apps.serve_iperf3(lab, "cn")
+    try:
+        report = apps.iperf3(lab, "mn", name, seconds=3)
+    finally:
+        apps.stop(server)
+    bps = report["end"]["sum_received"]["bits_per_second"]
+    return f"{bps / 1e6:.0f} Mbit/s TCP"
