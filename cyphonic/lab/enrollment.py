@@ -6,7 +6,9 @@ would, so the demo and the system tests exercise those commands too.
 
 from __future__ import annotations
 
+import json
 import subprocess
+import tomllib
 from pathlib import Path
 
 from .errors import LabError
@@ -43,3 +45,42 @@ def enroll_node(name: str, ca_dir: Path, out: Path, clouds: list[str],
 
 def revoke(ca_dir: Path, certfile: Path) -> None:
     _cli("ca", "revoke", "--ca", str(ca_dir), str(certfile))
+
+
+def derive_node_config(src: Path, dst: Path, changes: dict[str, object]) -> Path:
+    """Copy a node.toml with some keys changed ("resolver.listen" for a table's key).
+
+    Lets a second daemon run in a namespace that already has one: it needs
+    its own UDP port, TUN name and resolver address. Relative paths in the
+    file are resolved against its own directory, so `dst` sits beside `src`
+    unless the bundle's files are copied too.
+    """
+    config = tomllib.loads(src.read_text())
+    for dotted, value in changes.items():
+        *tables, key = dotted.split(".")
+        where = config
+        for t in tables:
+            where = where.setdefault(t, {})
+        where[key] = value
+    dst.write_text(_toml(config))
+    return dst
+
+
+def _toml(config: dict) -> str:
+    """TOML for the shapes node.toml uses: scalars, lists of scalars, one level of tables."""
+    top = [f"{k} = {_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    tables = [f"\n[{k}]\n" + "".join(f"{kk} = {_value(vv)}\n" for kk, vv in v.items())
+              for k, v in config.items() if isinstance(v, dict)]
+    return "\n".join(top) + "\n" + "".join(tables)
+
+
+def _value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")

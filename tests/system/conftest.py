@@ -1,0 +1,108 @@
+"""System tests: a real lab of network namespaces, real daemons, stock clients.
+
+One lab per test session, under a prefix of its own so it never touches a
+lab someone brought up by hand; it is always torn down, even when `up` fails.
+Without root (or a stock tool) these tests skip on a laptop but FAIL in CI:
+a CI run that skipped them proved nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from cyphonic.lab import Lab, LabError
+from cyphonic.lab.processes import log_tail
+
+TOOLS = ("ip", "nft", "sysctl", "ss", "ping", "dig", "curl", "iperf3", "tcpdump")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "disruptive: kills or restarts lab daemons; runs after the other system tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests that kill the cloud or restart a node go last, so a slow
+    # re-registration cannot make an unrelated test flaky. sort() is stable.
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
+def require_lab_host() -> None:
+    """Skip (or fail, in CI) unless this machine can build a lab."""
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    reason = None
+    if os.geteuid() != 0:
+        reason = "system tests need root (network namespaces)"
+    elif missing:
+        reason = f"system tests need {', '.join(missing)} installed"
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; in CI a skipped system test is a failure", pytrace=False)
+    pytest.skip(reason)
+
+
+def unique_prefix(tag: str) -> str:
+    # pid-based: two test runs at once (two checkouts) still get separate labs.
+    return f"{tag}{os.getpid() % 100000}"
+
+
+@pytest.fixture
+def spare_prefix() -> str:
+    """A prefix for a test's own, short-lived lab."""
+    require_lab_host()
+    return unique_prefix("s")
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """The basic lab (cloud, mn, NAPT'd cn), up and registered."""
+    require_lab_host()
+    lab = Lab(unique_prefix("t"))
+    try:
+        try:
+            lab.up(timeout=30)
+        except LabError as e:
+            pytest.fail(f"lab up: {e}\n{e.detail}\n{_all_logs(lab)}", pytrace=False)
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="module")
+def network() -> Iterator[Lab]:
+    """The same topology with no CYPHONIC program: the bare underlay."""
+    require_lab_host()
+    lab = Lab(unique_prefix("u"))
+    try:
+        lab.up(programs=False)
+        yield lab
+    finally:
+        lab.down()
+
+
+def _all_logs(lab: Lab) -> str:
+    parts = []
+    for log in sorted(lab.paths.root.glob("*.log")):
+        parts.append(f"--- {log.name}\n{log_tail(log, 30)}")
+    return "\n".join(parts)
+
+
+@pytest.fixture(autouse=True)
+def _daemon_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A failed test that used the lab shows the daemons' log tails."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if "lab" in request.fixturenames and report is not None and report.failed:
+        print(_all_logs(request.getfixturevalue("lab")))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
