@@ -276,3 +276,13 @@ class DataCipher:
         if rc != 0:
             raise AuthenticationError("capsule does not open under the End Key")
         return bytes(self._in[: self._len[0]])
+
+
+def ca_public_key(certificate: bytes) -> bytes:
+    """The signing key of a self-signed CA certificate (checked)."""
+    cert = parse(wire_cert.Certificate, certificate)
+    body = cert.body.value
+    if str(body.role) != "ca" or bytes(body.issuer) != bytes(body.sign_key):
+        raise AuthenticationError("not a CA certificate")
+    verify_signature(bytes(body.sign_key), cert.body.data, cert.signature)
+    return bytes(body.sign_key)

@@ -57,6 +57,8 @@ LoginGrant = Struct(
     "fqdn" / Fqdn,
     "vip4" / Bytes(4),
     "vip6" / Bytes(16),
+    "vip4_prefix" / Int8ub,  # the overlay's IPv4 prefix length (routed to the TUN)
+    "vip6_prefix" / Int8ub,
     "session_key" / Bytes(32),  # MN–NMS session key
     "ticket" / Blob,  # Ticket sealed under the AS–NMS key; opaque to the node
     "expires" / Int64ub,

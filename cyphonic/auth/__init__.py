@@ -1,0 +1,1 @@
+"""AS — Authentication Service."""

@@ -1,0 +1,3 @@
+from cyphonic.cloud.run import main
+
+main("cyphonic.auth", with_auth=True, with_nms=False)

@@ -1,0 +1,215 @@
+"""`cyphonic`: the operator's tool — CA and enrollment, status, the lab."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
+
+from cyphonic import control, crypto
+from cyphonic.cloud import settings
+
+DAY = 86400
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cyphonic", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ca = sub.add_parser("ca", help="certificate authority").add_subparsers(dest="ca_command", required=True)
+    init = ca.add_parser("init", help="create a CA, the AS identity and a cloud.toml")
+    init.add_argument("--dir", type=Path, required=True)
+    init.add_argument("--domain", required=True)
+    init.set_defaults(func=ca_init)
+    revoke = ca.add_parser("revoke", help="revoke a certificate")
+    revoke.add_argument("--ca", type=Path, required=True, help="the CA directory")
+    revoke.add_argument("certificate", type=Path)
+    revoke.set_defaults(func=ca_revoke)
+
+    enroll = sub.add_parser("enroll", help="issue a bundle for a node").add_subparsers(dest="kind", required=True)
+    node = enroll.add_parser("node", help="certificate, keys and node.toml for NAME.<domain>")
+    node.add_argument("name")
+    node.add_argument("--ca", type=Path, required=True, help="the CA directory")
+    node.add_argument("--out", type=Path, required=True)
+    node.add_argument("--cloud", action="append", required=True, help="cloud address (repeat per family)")
+    node.add_argument("--start", type=dt.date.fromisoformat, help="validity start (YYYY-MM-DD)")
+    node.add_argument("--days", type=int, default=365, help="validity in days")
+    node.set_defaults(func=enroll_node)
+
+    status = sub.add_parser("status", help="state of the daemon in this network namespace")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--daemon", choices=sorted(control.NAMES), help="which daemon (default: the one running)")
+    status.set_defaults(func=show_status)
+
+    try:
+        from cyphonic.lab.commands import add_lab_parser
+    except ImportError:  # the lab is optional outside a source checkout
+        pass
+    else:
+        add_lab_parser(sub)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def ca_init(args) -> int:
+    d: Path = args.dir
+    d.mkdir(parents=True, exist_ok=True)
+    if (d / "ca.key").exists():
+        print(f"cyphonic ca init: {d}/ca.key exists; refusing to overwrite a CA", file=sys.stderr)
+        return 2
+    now = int(time.time())
+    ca = crypto.Identity.generate()
+    ca.save(d / "ca.key")
+    ca_cert = crypto.issue_certificate(
+        ca, serial=_serial(), role="ca", fqdn=f"ca.{args.domain}", sign_key=ca.sign_public,
+        dh_key=ca.dh_public, not_before=now - 60, not_after=now + 10 * 365 * DAY,
+    )
+    (d / "ca.crt").write_text(crypto.certificate_to_pem(ca_cert))
+    auth = crypto.Identity.generate()
+    auth.save(d / "as.key")
+    as_cert = crypto.issue_certificate(
+        ca, serial=_serial(), role="authority", fqdn=f"as.{args.domain}", sign_key=auth.sign_public,
+        dh_key=auth.dh_public, not_before=now - 60, not_after=now + 10 * 365 * DAY,
+    )
+    (d / "as.crt").write_text(crypto.certificate_to_pem(as_cert))
+    settings.write_secret(d / "as-nms.key", crypto.random_key())
+    (d / "revoked.txt").write_text("# revoked certificate serials, one per line\n")
+    (d / "cloud.toml").write_text(
+        f'''domain = "{args.domain}"
+
+[auth]
+listen = ["0.0.0.0:7000", "[::]:7000"]
+ca = "ca.crt"
+certificate = "as.crt"
+key = "as.key"
+nms_key = "as-nms.key"
+revoked = "revoked.txt"
+database = "cloud.sqlite"
+vip4_pool = "{settings.DEFAULT_VIP4}"
+vip6_pool = "{settings.DEFAULT_VIP6}"
+
+[nms]
+listen = ["0.0.0.0:7001", "[::]:7001"]
+nms_key = "as-nms.key"
+refresh = 10
+'''
+    )
+    print(f"CA for {args.domain} in {d}: ca.crt, as.crt, cloud.toml")
+    return 0
+
+
+def _serial() -> int:
+    return secrets.randbits(63)
+
+
+def _domain(ca_dir: Path) -> str:
+    import tomllib
+
+    return tomllib.loads((ca_dir / "cloud.toml").read_text())["domain"]
+
+
+def enroll_node(args) -> int:
+    ca_dir: Path = args.ca
+    domain = _domain(ca_dir)
+    ca = crypto.Identity.load(ca_dir / "ca.key")
+    start = (
+        int(dt.datetime.combine(args.start, dt.time(), dt.timezone.utc).timestamp())
+        if args.start
+        else int(time.time()) - 60
+    )
+    node = crypto.Identity.generate()
+    fqdn = f"{args.name}.{domain}"
+    cert = crypto.issue_certificate(
+        ca, serial=_serial(), role="node", fqdn=fqdn, sign_key=node.sign_public, dh_key=node.dh_public,
+        not_before=start, not_after=start + args.days * DAY,
+    )
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    node.save(out / "node.key")
+    (out / "node.crt").write_text(crypto.certificate_to_pem(cert))
+    (out / "ca.crt").write_text((ca_dir / "ca.crt").read_text())
+    clouds = [f"[{a}]" if ":" in a else a for a in args.cloud]
+    auth = ", ".join(f'"{a}:7000"' for a in clouds)
+    nms = ", ".join(f'"{a}:7001"' for a in clouds)
+    (out / "node.toml").write_text(
+        f'''# CYPHONIC node {fqdn}
+certificate = "node.crt"
+key = "node.key"
+ca = "ca.crt"
+auth = [{auth}]
+nms = [{nms}]
+listen_port = 4500
+tun = "cyph0"
+mtu = 1420
+
+[resolver]
+listen = "127.0.0.1:53"
+upstream = []
+'''
+    )
+    print(f"enrolled {fqdn} in {out}")
+    return 0
+
+
+def ca_revoke(args) -> int:
+    from cyphonic.wire import certificate as wire_cert
+    from cyphonic.wire.common import parse
+
+    cert = parse(wire_cert.Certificate, settings.read_certificate(args.certificate)).body.value
+    with open(args.ca / "revoked.txt", "a") as f:
+        f.write(f"{cert.serial}  # {cert.fqdn} revoked {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n")
+    print(f"revoked {cert.fqdn} (serial {cert.serial})")
+    return 0
+
+
+def show_status(args) -> int:
+    names = [args.daemon] if args.daemon else list(control.NAMES)
+    for name in names:
+        try:
+            reply = control.query(name, {"command": "status"})
+        except (ConnectionRefusedError, FileNotFoundError):
+            continue
+        except OSError as exc:
+            print(f"cyphonic status: {name}: {exc}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(reply, indent=2))
+        else:
+            print(format_status(reply))
+        return 0
+    print("cyphonic status: no CYPHONIC daemon runs in this network namespace", file=sys.stderr)
+    return 1
+
+
+def format_status(s: dict) -> str:
+    if s.get("role") == "node":
+        lines = [
+            f"node {s['fqdn']}  vip4 {s['vip4']}  vip6 {s['vip6']}",
+            f"registered: {'yes' if s['registered'] else 'no'}"
+            + (f"  (behind NAT: {'yes' if s['nat'] else 'no'})" if s.get("nat") is not None else ""),
+            f"{'peer':<28} {'path':<8} {'endpoint':<24} {'tx bytes':>12} {'rx bytes':>12}  handshake",
+        ]
+        for p in s["peers"]:
+            lines.append(
+                f"{p['fqdn']:<28} {p['path']:<8} {p['endpoint']:<24} {p['tx_bytes']:>12} {p['rx_bytes']:>12}"
+                f"  {p['last_handshake']:.0f}s ago"
+            )
+        if not s["peers"]:
+            lines.append("(no peers)")
+        return "\n".join(lines)
+    if s.get("role") == "cloud":
+        lines = [f"cloud for {s['domain']}, up {s['uptime']}s", "registered nodes:"]
+        for n in s["nodes"]:
+            att = ", ".join(f"{fam} {a['observed']}{' NAT' if a['nat'] else ''}" for fam, a in n["attachments"].items())
+            lines.append(f"  {n['fqdn']:<28} {n['vip4']:<14} {att}")
+        return "\n".join(lines)
+    return json.dumps(s, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

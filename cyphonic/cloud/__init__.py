@@ -1,0 +1,1 @@
+"""The cloud services (AS + NMS) in one process: the embedded default."""

@@ -1,0 +1,3 @@
+from cyphonic.cloud.run import main
+
+main("cyphonic.cloud", with_auth=True, with_nms=True)

@@ -1,0 +1,76 @@
+"""Trio drivers for the AS and the NMS, alone or together."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import trio
+
+from cyphonic import config as c
+from cyphonic import control, logs
+from cyphonic.cloud import settings
+from cyphonic.udp import UdpServer
+
+log = logging.getLogger("cyphonic.cloud")
+
+
+def main(program: str, with_auth: bool, with_nms: bool) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {program}")
+    parser.add_argument("--config", required=True, type=Path, help="cloud.toml")
+    args = parser.parse_args()
+    cfg = c.load_or_exit(program, args.config, settings.SCHEMA)
+    logs.setup(cfg["log_level"])
+    try:
+        auth = settings.build_auth(cfg) if with_auth else None
+        nms = settings.build_nms(cfg) if with_nms else None
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"{program}: cannot start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        trio.run(serve, cfg, auth, nms)
+    except KeyboardInterrupt:
+        pass
+
+
+async def serve(cfg, auth, nms) -> None:
+    started = time.time()
+
+    def status(_request: dict) -> dict:
+        return {
+            "role": "cloud",
+            "domain": cfg["domain"],
+            "uptime": round(time.time() - started, 1),
+            "nodes": nms.status(time.time()) if nms else [],
+            "enrollments": [
+                {"fqdn": e.fqdn, "vip4": str(e.vip4), "vip6": str(e.vip6)} for e in auth.store.enrollments()
+            ]
+            if auth
+            else [],
+            "drops": {
+                **(dict(auth.drops.counts) if auth else {}),
+                **(dict(nms.drops.counts) if nms else {}),
+            },
+        }
+
+    async with trio.open_nursery() as nursery:
+        if auth is not None:
+            await nursery.start(UdpServer(_Replier(auth), cfg["auth"]["listen"], "AS").run)
+        if nms is not None:
+            await nursery.start(UdpServer(nms, cfg["nms"]["listen"], "NMS").run)
+        await nursery.start(control.serve, "cloud", status)
+        log.info("cloud ready (domain %s)", cfg["domain"])
+
+
+class _Replier:
+    """Adapts the AS's one-reply interface to the datagram-service one."""
+
+    def __init__(self, service) -> None:
+        self.service = service
+
+    def receive(self, data, source, now):
+        reply = self.service.receive(data, source, now)
+        return [(reply, source)] if reply else []

@@ -1,0 +1,107 @@
+"""The cloud configuration file shared by `cyphonic.auth`, `cyphonic.nms`
+and `cyphonic.cloud`, and the builders of both services from it."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from cyphonic import config as c
+from cyphonic import crypto
+from cyphonic.auth.service import AuthenticationService
+from cyphonic.nms.service import NodeManagementService
+from cyphonic.store import Store
+
+SCHEMA: c.Schema = {
+    "domain": c.Key(c.text),
+    "log_level": c.Key(c.text, "INFO"),
+    "auth": {
+        "listen": c.Key(c.addresses, [("0.0.0.0", 7000), ("::", 7000)]),
+        "ca": c.Key(c.path, None),
+        "certificate": c.Key(c.path),
+        "key": c.Key(c.path),
+        "nms_key": c.Key(c.path),
+        "revoked": c.Key(c.path, None),
+        "database": c.Key(c.path),
+        "vip4_pool": c.Key(c.network(4), None),
+        "vip6_pool": c.Key(c.network(6), None),
+        "ticket_lifetime": c.Key(c.integer(60, 30 * 86400), 86400),
+    },
+    "nms": {
+        "listen": c.Key(c.addresses, [("0.0.0.0", 7001), ("::", 7001)]),
+        "nms_key": c.Key(c.path),
+        "refresh": c.Key(c.integer(1, 3600), 10),
+    },
+}
+
+DEFAULT_VIP4 = "10.96.0.0/16"
+DEFAULT_VIP6 = "fd7c:1f00::/64"
+
+
+def read_secret(path: Path) -> bytes:
+    key = base64.b64decode(Path(path).read_text().strip())
+    if len(key) != 32:
+        raise ValueError(f"{path}: not a 32-byte key")
+    return key
+
+
+def write_secret(path: Path, key: bytes) -> None:
+    path.write_text(base64.b64encode(key).decode() + "\n")
+    path.chmod(0o600)
+
+
+def read_certificate(path: Path) -> bytes:
+    return crypto.certificate_from_pem(Path(path).read_text())
+
+
+class RevocationList:
+    """Serials from a text file (one per line, '#' comments), re-read when
+    it changes, so `cyphonic ca revoke` takes effect at the next login."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._mtime: float | None = None
+        self._serials: frozenset[int] = frozenset()
+
+    def __call__(self) -> frozenset[int]:
+        if self.path is None:
+            return self._serials
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            return frozenset()
+        if mtime != self._mtime:
+            lines = (line.split("#")[0].strip() for line in self.path.read_text().splitlines())
+            self._serials = frozenset(int(x) for x in lines if x)
+            self._mtime = mtime
+        return self._serials
+
+
+def build_auth(cfg: dict[str, Any]) -> AuthenticationService:
+    import ipaddress
+
+    a = cfg["auth"]
+    certificate = read_certificate(a["certificate"])
+    ca_path = a["ca"] or Path(a["certificate"]).with_name("ca.crt")
+    ca_cert = crypto.ca_public_key(read_certificate(ca_path))
+    store = Store(
+        a["database"],
+        a["vip4_pool"] or ipaddress.ip_network(DEFAULT_VIP4),
+        a["vip6_pool"] or ipaddress.ip_network(DEFAULT_VIP6),
+    )
+    return AuthenticationService(
+        identity=crypto.Identity.load(a["key"]),
+        certificate=certificate,
+        ca_public=ca_cert,
+        store=store,
+        domain=cfg["domain"],
+        nms_key=read_secret(a["nms_key"]),
+        revoked=RevocationList(a["revoked"]),
+        ticket_lifetime=a["ticket_lifetime"],
+    )
+
+
+def build_nms(cfg: dict[str, Any]) -> NodeManagementService:
+    n = cfg["nms"]
+    return NodeManagementService(read_secret(n["nms_key"]), refresh=n["refresh"])

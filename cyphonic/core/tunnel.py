@@ -1,0 +1,195 @@
+"""Tunnel establishment and the per-tunnel data state (seed: "Tunnel
+establishment process"), sans I/O.
+
+The initiator sends a Tunnel Request whose hello (FQDN, virtual IPs, an
+ephemeral X25519 key, a timestamp) is sealed under the key the NMS gave both
+ends; the responder answers with its own hello. Both derive the End Keys
+from the ephemeral agreement, so recording the MN–CN key later does not
+open recorded data (forward secrecy).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass, field
+
+from cyphonic import crypto
+from cyphonic.core.replay import ReplayWindow
+from cyphonic.errors import AuthenticationError
+from cyphonic.wire import tunnel as wire
+from cyphonic.wire.common import TYPE, build, parse
+
+# A hello older than this is refused: it bounds how long a recorded Tunnel
+# Request can be replayed to make the responder do work.
+HELLO_MAX_AGE = 120.0
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    fqdn: str
+    vip4: ipaddress.IPv4Address
+    vip6: ipaddress.IPv6Address
+
+
+@dataclass
+class Path:
+    """What the NMS told this node about one route (Route Direction)."""
+
+    path_id: int
+    process: str
+    initiator: bool
+    peer: PeerInfo
+    peer_address: tuple[str, int]
+    tunnel_key: bytes
+
+
+@dataclass
+class Tunnel:
+    """An established tunnel: End Keys, counters, endpoint and counters."""
+
+    path: Path
+    local_index: int
+    remote_index: int
+    endpoint: tuple[str, int]
+    cipher: crypto.DataCipher
+    established: float
+    send_counter: int = 0
+    replay: ReplayWindow = field(default_factory=ReplayWindow)
+    tx_bytes: int = 0
+    rx_bytes: int = 0
+    tx_packets: int = 0
+    rx_packets: int = 0
+    last_received: float = 0.0
+    last_sent: float = 0.0
+
+    @property
+    def peer(self) -> PeerInfo:
+        return self.path.peer
+
+    def next_counter(self) -> int:
+        c = self.send_counter
+        self.send_counter = c + 1
+        return c
+
+    def seal(self, type_: int, plaintext: bytes) -> bytes:
+        header = wire.CAPSULE_HEADER_STRUCT.pack(type_, self.remote_index, self.next_counter())
+        return self.cipher.seal(header, plaintext)
+
+    def open(self, datagram: bytes, source: tuple[str, int], now: float) -> bytes | None:
+        """Plaintext of an authenticated, fresh capsule (None if replayed).
+
+        Moves the endpoint only for a datagram that opened and is newer than
+        every counter seen: a replay from elsewhere moves nothing."""
+        counter = wire.CAPSULE_HEADER_STRUCT.unpack_from(datagram)[2]
+        if not self.replay.check(counter):
+            return None
+        plaintext = self.cipher.open(datagram, wire.CAPSULE_HEADER)
+        if self.replay.update(counter) and source != self.endpoint:
+            self.endpoint = source
+        self.last_received = now
+        return plaintext
+
+
+def _hello(me: PeerInfo, ephemeral: crypto.Ephemeral, now: float) -> bytes:
+    return build(
+        wire.TunnelHello,
+        dict(
+            fqdn=me.fqdn,
+            vip4=me.vip4.packed,
+            vip6=me.vip6.packed,
+            ephemeral=ephemeral.public,
+            timestamp=int(now),
+        ),
+    )
+
+
+def _open_hello(path: Path, sealed: bytes, aad: bytes, now: float):
+    hello = parse(wire.TunnelHello, crypto.open_sealed(path.tunnel_key, sealed, aad))
+    if hello.fqdn != path.peer.fqdn or bytes(hello.vip4) != path.peer.vip4.packed:
+        raise AuthenticationError("hello names another node than the NMS announced")
+    if abs(now - hello.timestamp) > HELLO_MAX_AGE:
+        raise AuthenticationError("stale tunnel hello")
+    return hello
+
+
+def new_index() -> int:
+    return secrets.randbits(32)
+
+
+class Initiator:
+    """The opener's half of the handshake for one Path."""
+
+    def __init__(self, path: Path, me: PeerInfo, now: float) -> None:
+        self.path = path
+        self.local_index = new_index()
+        self._ephemeral = crypto.Ephemeral()
+        header = build(
+            wire.TunnelRequest,
+            dict(type="TunnelRequest", path_id=path.path_id, sender_index=self.local_index, sealed=b""),
+        )
+        self.request = header + crypto.seal(path.tunnel_key, _hello(me, self._ephemeral, now), header)
+
+    def accept_response(self, datagram: bytes, source: tuple[str, int], now: float) -> Tunnel:
+        msg = parse(wire.TunnelResponse, datagram)
+        if msg.path_id != self.path.path_id or msg.receiver_index != self.local_index:
+            raise AuthenticationError("response for another handshake")
+        aad = datagram[:13]
+        hello = _open_hello(self.path, msg.sealed, aad, now)
+        shared = self._ephemeral.agree(bytes(hello.ephemeral))
+        transcript = _transcript(self.path.path_id, self._ephemeral.public, bytes(hello.ephemeral))
+        send, recv = crypto.end_keys(shared, self.path.tunnel_key, transcript, initiator=True)
+        return Tunnel(
+            path=self.path,
+            local_index=self.local_index,
+            remote_index=msg.sender_index,
+            endpoint=source,
+            cipher=crypto.DataCipher(send, recv),
+            established=now,
+            last_received=now,
+        )
+
+
+def respond(path: Path, me: PeerInfo, datagram: bytes, source: tuple[str, int], now: float) -> tuple[Tunnel, bytes]:
+    """Answer a Tunnel Request on an announced path: the new Tunnel and the
+    Tunnel Response to send back to `source`."""
+    msg = parse(wire.TunnelRequest, datagram)
+    if msg.path_id != path.path_id:
+        raise AuthenticationError("request for another path")
+    hello = _open_hello(path, msg.sealed, datagram[:9], now)
+    ephemeral = crypto.Ephemeral()
+    shared = ephemeral.agree(bytes(hello.ephemeral))
+    transcript = _transcript(path.path_id, bytes(hello.ephemeral), ephemeral.public)
+    send, recv = crypto.end_keys(shared, path.tunnel_key, transcript, initiator=False)
+    local_index = new_index()
+    header = build(
+        wire.TunnelResponse,
+        dict(
+            type="TunnelResponse",
+            path_id=path.path_id,
+            sender_index=local_index,
+            receiver_index=msg.sender_index,
+            sealed=b"",
+        ),
+    )
+    response = header + crypto.seal(path.tunnel_key, _hello(me, ephemeral, now), header)
+    tunnel = Tunnel(
+        path=path,
+        local_index=local_index,
+        remote_index=msg.sender_index,
+        endpoint=source,
+        cipher=crypto.DataCipher(send, recv),
+        established=now,
+        last_received=now,
+    )
+    return tunnel, response
+
+
+def _transcript(path_id: int, initiator_eph: bytes, responder_eph: bytes) -> bytes:
+    return path_id.to_bytes(4, "big") + initiator_eph + responder_eph
+
+
+CAPSULE = TYPE["CapsuleMessage"]
+KEEPALIVE = TYPE["KeepAlive"]
+KEEPALIVE_ACK = TYPE["KeepAliveAck"]
+TUNNEL_UPDATE = TYPE["TunnelUpdate"]

@@ -1,0 +1,1 @@
+"""NMS — Node Management Service."""

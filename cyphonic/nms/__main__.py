@@ -1,0 +1,3 @@
+from cyphonic.cloud.run import main
+
+main("cyphonic.nms", with_auth=False, with_nms=True)

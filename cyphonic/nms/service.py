@@ -1,0 +1,263 @@
+"""The NMS's logic, sans I/O (seed: "Registration process", "Route selection
+process").
+
+Every request carries the node's ticket, so the NMS authenticates it with
+no session table: after a restart it knows every key again at the first
+refresh. The registry of locators is soft state, rebuilt by refreshes.
+Route selection sends the Route Direction to CN first and answers the MN
+only when CN has acknowledged, so the MN's Tunnel Request never reaches a
+CN that does not yet expect it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from cyphonic import crypto
+from cyphonic.core.route import Attachment, Endpoints, route_selection
+from cyphonic.drops import Drops
+from cyphonic.errors import AuthenticationError, ParseError
+from cyphonic.wire import signaling as wire
+from cyphonic.wire.common import TYPE, build, locator, locator_text, parse
+
+log = logging.getLogger("cyphonic.nms")
+
+Address = tuple[str, int]
+Outgoing = list[tuple[bytes, Address]]
+
+REQUESTS = {TYPE[n] for n in ("RegistrationRequest", "DirectionRequest", "RouteDirectionAck")}
+RETRY = 0.25
+ATTEMPTS = 6
+REPLY_CACHE = 4096
+
+
+@dataclass
+class Registration:
+    fqdn: str
+    vip4: bytes
+    vip6: bytes
+    session_key: bytes
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    sequence: dict[str, int] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PendingRoute:
+    """A route selection waiting for CN's acknowledgement."""
+
+    path_id: int
+    reply_to: Address
+    mn_reply: bytes
+    to_cn: bytes
+    cn_address: Address
+    attempts: int
+    next_try: float
+    mn_txid: tuple[str, int]
+    mn_session_key: bytes
+
+
+class NodeManagementService:
+    def __init__(self, nms_key: bytes, refresh: int = 10) -> None:
+        self.nms_key = nms_key
+        self.refresh = refresh
+        self.registry: dict[str, Registration] = {}
+        self.pending: dict[int, PendingRoute] = {}
+        self.drops = Drops(log)
+        self.route_selections = 0
+        self._replies: OrderedDict[tuple[str, int], tuple[bytes, float]] = OrderedDict()
+
+    # -- input ----------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Address, now: float) -> Outgoing:
+        if not data or data[0] not in REQUESTS:
+            self.drops("unexpected message type", source)
+            return []
+        try:
+            msg = parse(wire.NmsRequest, data)
+            ticket = parse(wire.Ticket, crypto.open_sealed(self.nms_key, bytes(msg.ticket)))
+            if ticket.expires < now:
+                raise AuthenticationError("expired ticket")
+            aad = data[: len(data) - len(msg.sealed)]
+            body = crypto.open_sealed(bytes(ticket.session_key), bytes(msg.sealed), aad)
+        except ParseError as exc:
+            self.drops("malformed request", source, str(exc).splitlines()[0])
+            return []
+        except AuthenticationError as exc:
+            self.drops("unauthenticated request", source, exc.reason)
+            return []
+        key = (ticket.fqdn, msg.header.txid)
+        if key in self._replies:  # retransmission: same answer
+            return [(self._replies[key][0], source)]
+        kind = str(msg.header.type)
+        try:
+            if kind == "RegistrationRequest":
+                return self._register(ticket, msg.header.txid, body, source, now)
+            if kind == "DirectionRequest":
+                return self._direction(ticket, msg.header.txid, body, source, now)
+            return self._ack(ticket, body, now)
+        except ParseError as exc:
+            self.drops("malformed body", source, str(exc).splitlines()[0])
+            return []
+
+    def _register(self, ticket, txid: int, body: bytes, source: Address, now: float) -> Outgoing:
+        reg_body = parse(wire.RegistrationBody, body)
+        family = "ipv6" if ":" in source[0] else "ipv4"
+        reg = self.registry.get(ticket.fqdn)
+        if reg is None or reg.session_key != bytes(ticket.session_key):
+            reg = Registration(ticket.fqdn, bytes(ticket.vip4), bytes(ticket.vip6), bytes(ticket.session_key))
+            if ticket.fqdn in self.registry:
+                # a fresh login: keep what other families told us
+                old = self.registry[ticket.fqdn]
+                reg.endpoints, reg.sequence, reg.seen = old.endpoints, old.sequence, old.seen
+            self.registry[ticket.fqdn] = reg
+        if reg_body.sequence <= reg.sequence.get(family, -1):
+            self.drops("stale registration", source, ticket.fqdn)
+            return []
+        reg.sequence[family] = reg_body.sequence
+        reported = {locator_text(loc) for loc in reg_body.locators}
+        nat = source not in reported
+        previous = reg.endpoints.by_family.get(family)
+        reg.endpoints.by_family[family] = Attachment(observed=source, nat=nat)
+        reg.seen[family] = now
+        if previous is None or previous.observed != source:
+            log.info("registered %s %s at %s%s", ticket.fqdn, family, source, " (behind NAT)" if nat else "")
+        ack = build(wire.RegistrationAck, dict(observed=locator(*source), nat=nat, refresh=self.refresh))
+        return [self._reply("RegistrationResponse", txid, ticket, ack, source, now)]
+
+    def _direction(self, ticket, txid: int, body: bytes, source: Address, now: float) -> Outgoing:
+        target = parse(wire.DirectionRequestBody, body).target
+        mn = self._live(ticket.fqdn, now)
+        if mn is None:
+            return [self._error(txid, ticket, "not_registered", "register first", source, now)]
+        if any(p.mn_txid == (ticket.fqdn, txid) for p in self.pending.values()):
+            return []  # already waiting for CN on this request
+        cn = self._live(target, now)
+        if cn is None:
+            return [self._error(txid, ticket, "unknown_peer", target, source, now)]
+        route = route_selection(mn.endpoints, cn.endpoints)
+        self.route_selections += 1
+        if route.process == "TunnelRequestToTRS":
+            log.info("route %s -> %s needs a TRS; none is available", mn.fqdn, cn.fqdn)
+            return [self._error(txid, ticket, "unreachable", "both ends behind NAPT or no common address family", source, now)]
+        path_id = secrets.randbits(32)
+        key = crypto.random_key()
+        mn_initiates = route.process == "TunnelRequestToCN"
+        to_mn = self._direction_body(route.process, mn_initiates, path_id, cn, route.mn_sees, key)
+        to_cn = self._direction_body(route.process, not mn_initiates, path_id, mn, route.cn_sees, key)
+        cn_txid = secrets.randbits(32)
+        header = build(wire.NmsReply, dict(header=dict(type="RouteDirectionToCN", txid=cn_txid), sealed=b""))
+        cn_msg = header + crypto.seal(cn.session_key, to_cn, header)
+        mn_header = build(wire.NmsReply, dict(header=dict(type="RouteDirection", txid=txid), sealed=b""))
+        mn_msg = mn_header + crypto.seal(bytes(ticket.session_key), to_mn, mn_header)
+        cn_address = cn.endpoints.by_family[route.family].observed
+        self.pending[path_id] = PendingRoute(
+            path_id, source, mn_msg, cn_msg, cn_address, 1, now + RETRY, (ticket.fqdn, txid), bytes(ticket.session_key)
+        )
+        log.info("route selection %s -> %s: %s over %s (path %08x)", mn.fqdn, cn.fqdn, route.process, route.family, path_id)
+        return [(cn_msg, cn_address)]
+
+    def _ack(self, ticket, body: bytes, now: float) -> Outgoing:
+        path_id = parse(wire.AckBody, body).path_id
+        pending = self.pending.pop(path_id, None)
+        if pending is None:
+            return []  # a duplicate ack
+        self._remember(pending.mn_txid, pending.mn_reply, now)
+        return [(pending.mn_reply, pending.reply_to)]
+
+    # -- time -----------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        return min((p.next_try for p in self.pending.values()), default=None)
+
+    def handle_timer(self, now: float) -> Outgoing:
+        out: Outgoing = []
+        for path_id, p in list(self.pending.items()):
+            if p.next_try > now:
+                continue
+            if p.attempts >= ATTEMPTS:
+                del self.pending[path_id]
+                log.warning("route selection path %08x: CN never acknowledged", path_id)
+                fqdn, txid = p.mn_txid
+                err = self._sealed_error(txid, p.mn_session_key, "unreachable", "peer does not answer")
+                out.append((err, p.reply_to))
+                continue
+            p.attempts += 1
+            p.next_try = now + RETRY * (2 ** (p.attempts - 1))
+            out.append((p.to_cn, p.cn_address))
+        for key, (_, at) in list(self._replies.items()):
+            if now - at < 30:
+                break
+            del self._replies[key]
+        return out
+
+    # -- helpers --------------------------------------------------------------
+
+    def _live(self, fqdn: str, now: float) -> Registration | None:
+        """A registration refreshed within three refresh intervals."""
+        reg = self.registry.get(fqdn)
+        if reg is None:
+            return None
+        for family, seen in list(reg.seen.items()):
+            if now - seen > 3 * self.refresh:
+                reg.endpoints.by_family.pop(family, None)
+                del reg.seen[family]
+        return reg if reg.endpoints.by_family else None
+
+    def _direction_body(self, process, initiator, path_id, peer: Registration, peer_address, key) -> bytes:
+        return build(
+            wire.RouteDirectionBody,
+            dict(
+                process=process,
+                role="initiator" if initiator else "responder",
+                path_id=path_id,
+                peer_fqdn=peer.fqdn,
+                peer_vip4=peer.vip4,
+                peer_vip6=peer.vip6,
+                peer_locator=locator(*peer_address),
+                tunnel_key=key,
+                temporary_key=bytes(32),
+            ),
+        )
+
+    def _reply(self, type_: str, txid: int, ticket, body: bytes, dest: Address, now: float) -> tuple[bytes, Address]:
+        header = build(wire.NmsReply, dict(header=dict(type=type_, txid=txid), sealed=b""))
+        msg = header + crypto.seal(bytes(ticket.session_key), body, header)
+        self._remember((ticket.fqdn, txid), msg, now)
+        return msg, dest
+
+    def _sealed_error(self, txid: int, session_key: bytes, code: str, detail: str) -> bytes:
+        header = build(wire.NmsReply, dict(header=dict(type="SignalingError", txid=txid), sealed=b""))
+        body = build(wire.SignalingErrorBody, dict(code=code, detail=detail[:200]))
+        return header + crypto.seal(session_key, body, header)
+
+    def _error(self, txid, ticket, code: str, detail: str, dest: Address, now: float) -> tuple[bytes, Address]:
+        return self._sealed_error(txid, bytes(ticket.session_key), code, detail), dest
+
+    def _remember(self, key: tuple[str, int], msg: bytes, now: float) -> None:
+        self._replies[key] = (msg, now)
+        while len(self._replies) > REPLY_CACHE:
+            self._replies.popitem(last=False)
+
+    def status(self, now: float) -> list[dict]:
+        out = []
+        for fqdn in sorted(self.registry):
+            reg = self._live(fqdn, now)
+            if reg is None:
+                continue
+            out.append(
+                {
+                    "fqdn": fqdn,
+                    "vip4": str(ipaddress.IPv4Address(reg.vip4)),
+                    "vip6": str(ipaddress.IPv6Address(reg.vip6)),
+                    "attachments": {
+                        fam: {"observed": f"{a.observed[0]}:{a.observed[1]}", "nat": a.nat}
+                        for fam, a in reg.endpoints.by_family.items()
+                    },
+                }
+            )
+        return out

@@ -1,0 +1,1 @@
+"""The CYPHONIC node daemon: Signaling, Resolver and Packet Handling modules."""

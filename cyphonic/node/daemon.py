@@ -1,0 +1,140 @@
+"""The node daemon: one nursery owns the socket readers, the TUN reader,
+the resolver, the refresh loop, the control socket and every peer's
+supervisor task."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import trio
+
+from cyphonic import control, crypto
+from cyphonic.cloud.settings import read_certificate
+from cyphonic.kernel.tun import Tun
+from cyphonic.node.packet import PacketHandlingModule
+from cyphonic.node.resolver import ResolverModule
+from cyphonic.node.signaling import SignalingModule
+from cyphonic.wire.common import MAX_DATAGRAM, TYPE
+
+log = logging.getLogger("cyphonic.node")
+
+DATA_TYPES = frozenset(TYPE[n] for n in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate"))
+SOCKET_BUFFER = 4 << 20
+
+
+def open_sockets(port: int) -> dict[int, socket.socket]:
+    """One UDP socket per address family, for signaling and tunnels alike,
+    so the NAT mapping the NMS sees is the one peers can use."""
+    sockets = {}
+    for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            if family == socket.AF_INET:
+                raise
+            log.info("no IPv6 socket: %s", exc)
+            continue
+        sock.setblocking(False)
+        sockets[family] = sock
+    return sockets
+
+
+class NodeDaemon:
+    def __init__(self, cfg: dict) -> None:
+        self.cfg = cfg
+        self.started = time.time()
+        identity = crypto.Identity.load(cfg["key"])
+        certificate = read_certificate(cfg["certificate"])
+        ca_public = crypto.ca_public_key(read_certificate(cfg["ca"]))
+        cert = crypto.verify_certificate(certificate, ca_public, time.time())
+        self.domain = cert.fqdn.split(".", 1)[1]
+        self.sockets = open_sockets(cfg["listen_port"])
+        self.tun: Tun | None = None
+        self.packet = PacketHandlingModule(-1, self.sockets)
+        self.signaling = SignalingModule(cfg, identity, certificate, ca_public, self.sockets, self.packet)
+        r = cfg["resolver"]
+        self.resolver = ResolverModule(self.domain, self.signaling, r["listen"], r["upstream"], r["ttl"])
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self.signaling.nursery = nursery
+            await nursery.start(control.serve, "node", self.status)
+            for sock in self.sockets.values():
+                nursery.start_soon(self.socket_reader, sock)
+            grant = await self.signaling.login()
+            self.tun = Tun(self.cfg["tun"])
+            self.tun.configure(self.cfg["mtu"], grant.vip4, grant.vip4_prefix, grant.vip6, grant.vip6_prefix)
+            self.packet.tun_fd = self.tun.fd
+            nursery.start_soon(self.packet.tun_reader)
+            await self.signaling.register_all()
+            nursery.start_soon(self.signaling.refresh_loop)
+            await nursery.start(self.resolver.run)
+            log.info("node %s ready on %s", grant.fqdn, self.tun.name)
+
+    async def socket_reader(self, sock: socket.socket) -> None:
+        """Drain the socket on every wake-up; data is handled in place."""
+        packet, signaling = self.packet, self.signaling
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            now = time.time()
+            while True:
+                try:
+                    data, source = sock.recvfrom(MAX_DATAGRAM)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    continue
+                if not data:
+                    continue
+                if data[0] in DATA_TYPES:
+                    packet.receive(data, source[:2], now)
+                else:
+                    signaling.receive(data, source[:2], now)
+
+    def status(self, _request: dict) -> dict:
+        g = self.signaling.grant
+        now = time.time()
+        peers = [
+            {
+                "fqdn": t.peer.fqdn,
+                "vip4": str(t.peer.vip4),
+                "vip6": str(t.peer.vip6),
+                "path": "direct" if t.path.process == "TunnelRequestToCN" else "reverse",
+                "process": t.path.process,
+                "endpoint": "%s:%d" % t.endpoint if ":" not in t.endpoint[0] else "[%s]:%d" % t.endpoint,
+                "tx_bytes": t.tx_bytes,
+                "rx_bytes": t.rx_bytes,
+                "tx_packets": t.tx_packets,
+                "rx_packets": t.rx_packets,
+                "last_handshake": round(now - t.established, 1),
+            }
+            for t in self.packet.by_index.values()
+        ]
+        drops = {}
+        for d in (self.packet.drops, self.signaling.drops, self.resolver.drops):
+            drops.update(d.counts)
+        return {
+            "role": "node",
+            "fqdn": g.fqdn if g else None,
+            "vip4": str(g.vip4) if g else None,
+            "vip6": str(g.vip6) if g else None,
+            "registered": bool(self.signaling.registered),
+            "nat": any(r["nat"] for r in self.signaling.registered.values()) if self.signaling.registered else None,
+            "registrations": self.signaling.registered,
+            "tun": self.tun.name if self.tun else None,
+            "uptime": round(now - self.started, 1),
+            "peers": sorted(peers, key=lambda p: p["fqdn"]),
+            "drops": drops,
+            "timers": {
+                "route_selection_ms": [round(x, 3) for x in self.signaling.route_ms],
+                "tunnel_establishment_ms": [round(x, 3) for x in self.signaling.tunnel_ms],
+            },
+        }

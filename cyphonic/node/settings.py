@@ -1,0 +1,21 @@
+"""node.toml: what `cyphonic enroll node` writes, checked strictly."""
+
+from cyphonic import config as c
+
+SCHEMA: c.Schema = {
+    "certificate": c.Key(c.path),
+    "key": c.Key(c.path),
+    "ca": c.Key(c.path),
+    "auth": c.Key(c.addresses),
+    "nms": c.Key(c.addresses),
+    "listen_port": c.Key(c.integer(1, 65535), 4500),
+    "tun": c.Key(c.text, "cyph0"),
+    "mtu": c.Key(c.integer(576, 65000), 1420),
+    "keepalive": c.Key(c.integer(1, 600), 10),
+    "log_level": c.Key(c.text, "INFO"),
+    "resolver": {
+        "listen": c.Key(c.address, ("127.0.0.1", 53)),
+        "upstream": c.Key(c.addresses, []),
+        "ttl": c.Key(c.integer(0, 86400), 30),
+    },
+}
