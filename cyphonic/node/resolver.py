@@ -44,14 +44,15 @@ class ResolverModule:
         async with trio.open_nursery() as nursery:
             while True:
                 data, source = await sock.recvfrom(4096)
+                token = object()  # one borrower per query, not per client
                 try:
-                    self._limit.acquire_on_behalf_of_nowait(source)
+                    self._limit.acquire_on_behalf_of_nowait(token)
                 except trio.WouldBlock:
                     self.drops("too many queries in flight", source)
                     continue
-                nursery.start_soon(self._serve, sock, data, source)
+                nursery.start_soon(self._serve, sock, data, source, token)
 
-    async def _serve(self, sock, data: bytes, source) -> None:
+    async def _serve(self, sock, data: bytes, source, token: object) -> None:
         try:
             reply = await self.answer(data)
             if reply is not None:
@@ -60,7 +61,7 @@ class ResolverModule:
         except OSError as exc:
             self.drops("cannot answer", source, str(exc))
         finally:
-            self._limit.release_on_behalf_of(source)
+            self._limit.release_on_behalf_of(token)
 
     async def answer(self, data: bytes) -> bytes | None:
         try:
