@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cyphonic.lab import Lab, LabError
+from cyphonic.lab import Lab, LabError, apps
 from cyphonic.lab.processes import log_tail
 
 TOOLS = ("ip", "nft", "sysctl", "ss", "ping", "dig", "curl", "iperf3", "tcpdump")
@@ -106,3 +106,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture(scope="session")
+def cn_iperf3(lab: Lab) -> Iterator[int]:
+    """An iperf3 server on cn (all addresses); yields its port."""
+    server = apps.serve_iperf3(lab, "cn", port=5201)
+    try:
+        yield 5201
+    finally:
+        apps.stop(server)
