@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import enrollment, netns
@@ -15,10 +16,16 @@ from .processes import log_tail, start_daemon, status, tool_env
 from .state import LabPaths, check_prefix
 from .topology import BASIC, TOPOLOGIES, Role, Topology
 
+@dataclass(frozen=True)
+class Program:
+    module: str  # python -m <module> --config <file>
+    control: str  # its name for `cyphonic status --daemon`
+
+
 # Which program a role runs. A role not listed here (router, nat) runs nothing.
-DAEMONS: dict[Role, str] = {
-    Role.CLOUD: "cyphonic.cloud",
-    Role.NODE: "cyphonic.node",
+DAEMONS: dict[Role, Program] = {
+    Role.CLOUD: Program("cyphonic.cloud", "cloud"),
+    Role.NODE: Program("cyphonic.node", "node"),
 }
 
 DEFAULT_PREFIX = "cyp"
@@ -87,8 +94,8 @@ class Lab:
 
     def start(self, host: str) -> subprocess.Popen:
         """Start the host's program (again, e.g. after `kill`), logging to <host>.log."""
-        module = DAEMONS[self.topology.host(host).role]
-        proc = start_daemon(self.ns(host), module, self.config(host),
+        program = DAEMONS[self.topology.host(host).role]
+        proc = start_daemon(self.ns(host), program.module, self.config(host),
                             self.paths.log(host), self.paths.pid(host))
         self.procs[host] = proc
         return proc
@@ -116,7 +123,7 @@ class Lab:
     def _check_alive(self, host: str) -> None:
         proc = self.procs.get(host)
         if proc is not None and proc.poll() is not None:
-            raise LabError(f"{host}: {DAEMONS[self.topology.host(host).role]} exited "
+            raise LabError(f"{host}: {DAEMONS[self.topology.host(host).role].module} exited "
                            f"with status {proc.returncode} (log: {self.paths.log(host)})",
                            log_tail(self.paths.log(host)))
 
@@ -124,7 +131,7 @@ class Lab:
         for host in self.topology.with_role(Role.CLOUD):
             while True:
                 self._check_alive(host.name)
-                st = status(self.ns(host.name))
+                st = self.status(host.name)
                 if st is not None and st.get("role") == "cloud":
                     break
                 if time.monotonic() > deadline:
@@ -138,7 +145,7 @@ class Lab:
         while waiting:
             for host in list(waiting):
                 self._check_alive(host)
-                st = status(self.ns(host))
+                st = self.status(host)
                 if st is not None and st.get("registered"):
                     waiting.remove(host)
             if not waiting:
@@ -167,7 +174,8 @@ class Lab:
         return subprocess.Popen(self.argv(host, cmd), **kw)
 
     def status(self, host: str) -> dict | None:
-        return status(self.ns(host))
+        program = DAEMONS.get(self.topology.host(host).role)
+        return status(self.ns(host), program.control if program else None)
 
     def show(self) -> dict:
         hosts = {}

@@ -55,10 +55,14 @@ def start_daemon(ns: str, module: str, config: Path, log: Path,
     return proc
 
 
-def status(ns: str, timeout: float = 5) -> dict | None:
-    """`cyphonic status --json` inside `ns`; None while the daemon does not answer."""
+def status(ns: str, daemon: str | None = None, timeout: float = 5) -> dict | None:
+    """`cyphonic status --json` inside `ns`; None while the daemon does not answer.
+
+    `daemon` ("node", "cloud") picks one when a namespace runs several.
+    """
+    which = ["--daemon", daemon] if daemon else []
     try:
-        done = subprocess.run(in_ns(ns, [*cyphonic_cli(), "status", "--json"]),
+        done = subprocess.run(in_ns(ns, [*cyphonic_cli(), "status", "--json", *which]),
                               capture_output=True, text=True, timeout=timeout,
                               env=tool_env())
     except subprocess.TimeoutExpired:

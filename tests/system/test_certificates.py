@@ -65,7 +65,8 @@ def test_cloud_refuses_the_node_and_logs_why(lab: Lab, name: str) -> None:
     node = start_daemon(lab.ns("mn"), "cyphonic.node", config, log)
     try:
         deadline = time.monotonic() + 15
-        while not _refusals(cloud_log, since) and time.monotonic() < deadline:
+        while (not _refusals(cloud_log, since) and node.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.2)
         refusals = _refusals(cloud_log, since)
         time.sleep(0.5)  # a node that wrongly got in would show up by now
@@ -75,6 +76,11 @@ def test_cloud_refuses_the_node_and_logs_why(lab: Lab, name: str) -> None:
         node.kill()
         node.wait()
 
+    node_log = log.read_text(errors="replace")
+    if not refusals and "control.py" in node_log and "Address already in use" in node_log:
+        pytest.fail("a second node daemon in mn's namespace died binding the control socket "
+                    "(abstract \\0cyphonic/node is one per namespace) before it tried to log in",
+                    pytrace=False)
     assert refusals, (f"the cloud logged no refusal for {name}\n--- cloud\n{log_tail(cloud_log)}"
                       f"\n--- {name}\n{log_tail(log)}")
     assert any(word in r for r in refusals for word in reasons), refusals

@@ -28,9 +28,12 @@ def _file_with_marker(marker: bytes) -> bytes:
 
 
 def _start_capture(lab: Lab, path) -> subprocess.Popen:
-    # -U: write each packet at once; -Z root: keep write access to the state dir.
-    cap = lab.popen("mn", ["tcpdump", "-i", "eth0", "-n", "-s", "0", "-U", "-Z", "root",
-                           "-w", str(path)],
+    # --immediate-mode: without it packets wait in a kernel block for up to
+    # 1 s, and the last block is lost when we stop tcpdump. -U: write each
+    # packet at once. -B: 16 MB buffer, so a burst is not dropped. -Z root:
+    # keep write access to the state dir.
+    cap = lab.popen("mn", ["tcpdump", "-i", "eth0", "-n", "-s", "0", "--immediate-mode", "-U",
+                           "-B", "16384", "-Z", "root", "-w", str(path)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in cap.stderr:  # "listening on eth0, ..." once the capture runs
         if "listening on" in line:
