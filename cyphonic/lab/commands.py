@@ -64,6 +64,9 @@ def _as_root(command: Command) -> Command:
         except ValueError as e:  # a bad --prefix
             print(f"cyphonic lab: {e}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `cyphonic lab show | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     return run
 
 
@@ -76,6 +79,9 @@ def _report(e: LabError) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     lab = Lab(args.prefix)
+    if lab.is_up():
+        raise LabError(f"a lab with prefix {lab.prefix!r} is already up "
+                       f"(cyphonic lab down --prefix {lab.prefix}, or another --prefix)")
     try:
         lab.up(timeout=args.timeout)
     except LabError as e:

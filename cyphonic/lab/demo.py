@@ -20,6 +20,11 @@ FILE_SIZE = 1 << 20
 
 def run_demo(prefix: str) -> int:
     lab = Lab(prefix)
+    if lab.is_up():
+        # Not ours to tear down afterwards: leave someone's running lab alone.
+        print(f"cyphonic lab: a lab with prefix {prefix!r} is already up; "
+              f"use another --prefix or `cyphonic lab down --prefix {prefix}`", file=sys.stderr)
+        return 1
     try:
         lab.up()
         shown = lab.show()["hosts"]
@@ -51,10 +56,10 @@ def _tour(lab: Lab) -> int:
     failed = 0
     for label, step in steps:
         try:
-            print(f"  {label:<40} {step()}")
+            print(f"  {label:<44} {step()}")
         except LabError as e:
             failed += 1
-            print(f"  {label:<40} FAILED: {e}")
+            print(f"  {label:<44} FAILED: {e}")
     print("  cyphonic status:")
     done = lab.run("mn", ["cyphonic", "status"], timeout=10)
     for line in (done.stdout + done.stderr).splitlines():

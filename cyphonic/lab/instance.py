@@ -59,12 +59,16 @@ class Lab:
 
     # -- lifecycle ---------------------------------------------------------
 
+    def is_up(self) -> bool:
+        """True if any namespace of this prefix exists (even a half-built lab)."""
+        return bool(netns.list_namespaces(self.prefix))
+
     def up(self, timeout: float = 20, programs: bool = True) -> None:
         """Build the namespaces, enroll the nodes, start and wait for the programs.
 
         On failure the lab is left as it is, for inspection; `down` removes it.
         """
-        if netns.list_namespaces(self.prefix):
+        if self.is_up():
             raise LabError(f"a lab with prefix {self.prefix!r} is already up "
                            f"(cyphonic lab down --prefix {self.prefix})")
         # Stale files from a crashed run would otherwise mix with this one's.
