@@ -61,6 +61,10 @@ def test_tunnel_survives_cloud_kill_and_cloud_restart_keeps_virtual_ips(
     seen = _wait_cloud_sees(lab, fqdns, timeout=40)
     assert fqdns <= seen, f"after the restart the cloud only sees {seen}"
     assert {h: _vips(lab, h) for h in ("mn", "cn")} == before
+    # The restarted cloud kept the assignments in its database, not by luck.
+    enrolled = {e["fqdn"]: (e["vip4"], e["vip6"]) for e in lab.status("cloud")["enrollments"]}
+    assert enrolled[lab.fqdn("mn")] == before["mn"]
+    assert enrolled[lab.fqdn("cn")] == before["cn"]
 
     # A fresh route selection needs the restarted cloud: a restarted mn
     # daemon has no tunnel left and must ask the NMS again.
