@@ -1,0 +1,650 @@
+"""Golden vectors for the CYPHONIC wire protocols (protocols/*.md).
+
+Every input is fixed: keys and seeds are BLAKE2b of a label, the nonces of
+sealed fields are fixed too (the daemons draw them at random), and Ed25519
+and the counter-nonce AEAD are deterministic, so running this script twice
+writes the same bytes. The cryptography here is done with `hashlib` and
+`nacl.bindings` directly, not with `cyphonic.crypto`, so that the unit tests
+(tests/unit/test_wire_vectors.py) check cyphonic.crypto against an
+independent statement of the rules.
+
+    python protocols/vectors/generate.py          # rewrite vectors + docs
+    python protocols/vectors/generate.py --check  # exit 1 if out of date
+
+Besides the JSON files it rewrites the block between
+`<!-- vectors:begin -->` and `<!-- vectors:end -->` in each protocol's
+Markdown document, so the documents quote exactly these bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import nacl.bindings as sodium
+import nacl.signing
+from construct import Construct, RawCopy
+
+HERE = Path(__file__).resolve().parent
+PROTOCOLS = HERE.parent
+sys.path.insert(0, str(PROTOCOLS.parent))
+
+from cyphonic.wire import certificate, common, signaling, tunnel  # noqa: E402
+
+MODULES = {"certificate": certificate, "common": common, "signaling": signaling, "tunnel": tunnel}
+
+# 2026-01-01T00:00:00Z: "now" for every vector.
+NOW = 1767225600
+DAY = 86400
+
+
+def fixed(label: str, size: int = 32) -> bytes:
+    """A fixed 'random' value: BLAKE2b of the label."""
+    return hashlib.blake2b(b"cyphonic vector " + label.encode(), digest_size=size).digest()
+
+
+def kdf(label: bytes, *parts: bytes) -> bytes:
+    """protocols/README.md, 'Key derivation': BLAKE2b-256 keyed by the label
+    over every part, each prefixed with its length (2 bytes, big-endian)."""
+    material = b"".join(len(p).to_bytes(2, "big") + p for p in parts)
+    return hashlib.blake2b(material, key=label, digest_size=32).digest()
+
+
+def x25519_public(secret: bytes) -> bytes:
+    return sodium.crypto_scalarmult_base(secret)
+
+
+def x25519(secret: bytes, public: bytes) -> bytes:
+    return sodium.crypto_scalarmult(secret, public)
+
+
+def xseal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """A sealed field: 24-byte nonce || XChaCha20-Poly1305 ciphertext || tag."""
+    return nonce + sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key)
+
+
+def capsule_seal(key: bytes, header: bytes, plaintext: bytes) -> bytes:
+    """A Capsule-layout datagram: header || ChaCha20-Poly1305-IETF(plaintext)
+    with AAD = the 13 header bytes and nonce = 4 zero bytes || counter (LE)."""
+    nonce = b"\0\0\0\0" + header[5:13]
+    return header + sodium.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, header, nonce, key)
+
+
+def ed25519(seed: bytes) -> nacl.signing.SigningKey:
+    return nacl.signing.SigningKey(seed)
+
+
+def ip(text: str) -> bytes:
+    return ipaddress.ip_address(text).packed
+
+
+def loc(address: str, port: int) -> dict:
+    family = "ipv4" if ipaddress.ip_address(address).version == 4 else "ipv6"
+    return {"family": family, "address": ip(address), "port": port}
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def schema_of(name: str) -> Construct:
+    module, attr = name.split(".")
+    return getattr(MODULES[module], attr)
+
+
+def layout(schema: Construct, fields: dict) -> list[tuple[str, bytes]]:
+    """(field, bytes) for each top-level field, in wire order."""
+    out = []
+    for sub in schema.subcons:
+        if sub.name is None:  # Terminated
+            continue
+        value = fields[sub.name]
+        if sub.name == "header" and isinstance(value, dict):
+            for hsub in sub.subcon.subcons:
+                out.append((f"header.{hsub.name}", hsub.build(value[hsub.name])))
+            continue
+        if isinstance(sub.subcon, RawCopy):  # the certificate body, field by field
+            for bsub in sub.subcon.subcon.subcons:
+                out.append((f"{sub.name}.{bsub.name}", bsub.build(value["value"][bsub.name])))
+            continue
+        out.append((sub.name, sub.build(value)))
+    return out
+
+
+class Protocol:
+    """Collects the vectors of one protocol document."""
+
+    def __init__(self, name: str, title: str) -> None:
+        self.name = name
+        self.title = title
+        self.inputs: dict[str, Any] = {}
+        self.derived: dict[str, Any] = {}
+        self.messages: list[dict] = []
+
+    def message(self, name: str, schema: str, fields: dict, **checks: Any) -> bytes:
+        data = schema_of(schema).build(fields)
+        pieces = layout(schema_of(schema), fields)
+        assert b"".join(p for _, p in pieces) == data, name
+        entry = {"name": name, "schema": schema, "fields": jsonable(fields), "hex": data.hex()}
+        entry["layout"] = [{"field": f, "offset": o, "hex": p.hex()} for f, o, p in _offsets(pieces)]
+        for key, value in checks.items():
+            entry[key] = jsonable(value)
+        self.messages.append(entry)
+        return data
+
+    def doc(self) -> dict:
+        return {
+            "protocol": self.name,
+            "title": self.title,
+            "generator": "protocols/vectors/generate.py",
+            "now": NOW,
+            "inputs": jsonable(self.inputs),
+            "derived": jsonable(self.derived),
+            "messages": self.messages,
+        }
+
+
+def _offsets(pieces: list[tuple[str, bytes]]):
+    offset = 0
+    for field, data in pieces:
+        yield field, offset, data
+        offset += len(data)
+
+
+# --- the fixed world ---------------------------------------------------------
+
+CA = ed25519(fixed("ca sign"))
+MN_SIGN, MN_DH = ed25519(fixed("mn sign")), fixed("mn dh")
+CN_SIGN, CN_DH = ed25519(fixed("cn sign")), fixed("cn dh")
+AS_SIGN, AS_DH = ed25519(fixed("as sign")), fixed("as dh")
+
+MN_FQDN, CN_FQDN, AS_FQDN = "mn.cyphonic.example", "cn.cyphonic.example", "as.cyphonic.example"
+MN_VIP4, MN_VIP6 = ip("10.64.0.2"), ip("fd00:c0ff:ee::2")
+CN_VIP4, CN_VIP6 = ip("10.64.0.3"), ip("fd00:c0ff:ee::3")
+
+AS_NMS_KEY = fixed("as-nms key")
+MN_SESSION = fixed("mn session key")
+CN_SESSION = fixed("cn session key")
+MN_CN_KEY = fixed("mn-cn key")
+PATH_ID = 0x0000A001
+
+
+def cert_fields(serial: int, role: str, fqdn: str, sign: nacl.signing.SigningKey, dh: bytes) -> dict:
+    return {
+        "version": 1,
+        "serial": serial,
+        "role": role,
+        "fqdn": fqdn,
+        "sign_key": bytes(sign.verify_key),
+        "dh_key": x25519_public(dh),
+        "not_before": NOW - DAY,
+        "not_after": NOW + 365 * DAY,
+        "issuer": bytes(CA.verify_key),
+    }
+
+
+def make_certificate(p: Protocol, name: str, body: dict) -> bytes:
+    body_bytes = certificate.CertificateBody.build(body)
+    signature = CA.sign(body_bytes).signature
+    return p.message(
+        name,
+        "certificate.Certificate",
+        {"body": {"value": body}, "signature": signature},
+        certificate_check={"ca_public": bytes(CA.verify_key), "now": NOW, "role": body["role"]},
+        signed_by={"public": bytes(CA.verify_key), "data": body_bytes},
+    )
+
+
+def ticket_fields(fqdn: str, vip4: bytes, vip6: bytes, session: bytes) -> dict:
+    return {"fqdn": fqdn, "vip4": vip4, "vip6": vip6, "session_key": session, "expires": NOW + DAY}
+
+
+def certificates() -> Protocol:
+    p = Protocol("certificate", "Certificate")
+    p.inputs = {
+        "ca_sign_seed": fixed("ca sign"),
+        "ca_sign_public": bytes(CA.verify_key),
+        "ca_dh_secret": fixed("ca dh"),
+        "mn_sign_seed": fixed("mn sign"),
+        "mn_dh_secret": MN_DH,
+        "as_sign_seed": fixed("as sign"),
+        "as_dh_secret": AS_DH,
+    }
+    ca_body = cert_fields(0x0000, "ca", "ca.cyphonic.example", CA, fixed("ca dh"))
+    ca_body["not_after"] = NOW + 10 * 365 * DAY
+    make_certificate(p, "CA certificate (self-signed)", ca_body)
+    make_certificate(p, "Node certificate (mn)", cert_fields(0x1001, "node", MN_FQDN, MN_SIGN, MN_DH))
+    make_certificate(p, "Authority certificate (AS)", cert_fields(0x0001, "authority", AS_FQDN, AS_SIGN, AS_DH))
+    return p
+
+
+def authentication() -> Protocol:
+    p = Protocol("authentication", "Authentication (Login)")
+    mn_body = certificate.CertificateBody.build(cert_fields(0x1001, "node", MN_FQDN, MN_SIGN, MN_DH))
+    mn_cert = mn_body + CA.sign(mn_body).signature
+    as_body = certificate.CertificateBody.build(cert_fields(0x0001, "authority", AS_FQDN, AS_SIGN, AS_DH))
+    as_cert = as_body + CA.sign(as_body).signature
+
+    nonce = fixed("login nonce", 16)
+    mn_eph, as_eph = fixed("mn login ephemeral"), fixed("as login ephemeral")
+    txid = 0x00C0FFEE
+    shared = x25519(as_eph, x25519_public(mn_eph))
+    login_key = kdf(b"cyphonic login", shared, nonce)
+    ticket_nonce, grant_nonce = fixed("ticket nonce", 24), fixed("grant nonce", 24)
+    p.inputs = {
+        "mn_sign_seed": fixed("mn sign"),
+        "as_sign_seed": fixed("as sign"),
+        "ca_sign_public": bytes(CA.verify_key),
+        "mn_login_ephemeral_secret": mn_eph,
+        "as_login_ephemeral_secret": as_eph,
+        "request_nonce": nonce,
+        "as_nms_key": AS_NMS_KEY,
+        "session_key": MN_SESSION,
+        "ticket_seal_nonce": ticket_nonce,
+        "grant_seal_nonce": grant_nonce,
+    }
+    p.derived = {
+        "login_shared": shared,
+        "login_key": login_key,
+    }
+
+    header = {"type": "LoginRequest", "version": 1, "txid": txid}
+    unsigned = {
+        "header": header,
+        "certificate": mn_cert,
+        "nonce": nonce,
+        "timestamp": NOW,
+        "ephemeral": x25519_public(mn_eph),
+        "signature": bytes(64),
+    }
+    before = signaling.LoginRequest.build(unsigned)[:-64]
+    request = dict(unsigned, signature=MN_SIGN.sign(before).signature)
+    p.message(
+        "Login Request",
+        "signaling.LoginRequest",
+        request,
+        signed_by={"public": bytes(MN_SIGN.verify_key), "data": before},
+    )
+
+    ticket = p.message("Ticket (plaintext)", "signaling.Ticket", ticket_fields(MN_FQDN, MN_VIP4, MN_VIP6, MN_SESSION))
+    sealed_ticket = xseal(AS_NMS_KEY, ticket_nonce, ticket, b"")
+    p.derived["sealed_ticket"] = sealed_ticket
+    grant = p.message(
+        "Login Grant (plaintext)",
+        "signaling.LoginGrant",
+        {
+            "fqdn": MN_FQDN,
+            "vip4": MN_VIP4,
+            "vip6": MN_VIP6,
+            "vip4_prefix": 16,
+            "vip6_prefix": 64,
+            "session_key": MN_SESSION,
+            "ticket": sealed_ticket,
+            "expires": NOW + DAY,
+        },
+    )
+
+    header = {"type": "LoginResponse", "version": 1, "txid": txid}
+    # No AAD: the AS's signature already covers every byte of the response.
+    aad = b""
+    sealed = xseal(login_key, grant_nonce, grant, aad)
+    unsigned = {
+        "header": header,
+        "certificate": as_cert,
+        "ephemeral": x25519_public(as_eph),
+        "sealed": sealed,
+        "signature": bytes(64),
+    }
+    before = signaling.LoginResponse.build(unsigned)[:-64]
+    p.message(
+        "Login Response",
+        "signaling.LoginResponse",
+        dict(unsigned, signature=AS_SIGN.sign(nonce + before).signature),
+        signed_by={"public": bytes(AS_SIGN.verify_key), "data": nonce + before},
+        sealed_with={"field": "sealed", "key": login_key, "aad": aad, "plaintext": "Login Grant (plaintext)"},
+    )
+    p.inputs["ticket_aad"] = b""
+
+    header = {"type": "LoginReject", "version": 1, "txid": txid}
+    unsigned = {"header": header, "reason": "expired", "certificate": as_cert, "signature": bytes(64)}
+    before = signaling.LoginReject.build(unsigned)[:-64]
+    p.message(
+        "Login Reject (expired)",
+        "signaling.LoginReject",
+        dict(unsigned, signature=AS_SIGN.sign(nonce + before).signature),
+        signed_by={"public": bytes(AS_SIGN.verify_key), "data": nonce + before},
+    )
+    return p
+
+
+def nms_request(p: Protocol, name: str, mtype: str, txid: int, ticket: bytes, key: bytes,
+                body_name: str, body: bytes, nonce_label: str) -> bytes:
+    header = {"type": mtype, "version": 1, "txid": txid}
+    aad = signaling.Header.build(header) + signaling.Blob.build(ticket)
+    sealed = xseal(key, fixed(nonce_label, 24), body, aad)
+    return p.message(
+        name,
+        "signaling.NmsRequest",
+        {"header": header, "ticket": ticket, "sealed": sealed},
+        sealed_with={"field": "sealed", "key": key, "aad": aad, "plaintext": body_name},
+    )
+
+
+def nms_reply(p: Protocol, name: str, mtype: str, txid: int, key: bytes,
+              body_name: str, body: bytes, nonce_label: str) -> bytes:
+    header = {"type": mtype, "version": 1, "txid": txid}
+    aad = signaling.Header.build(header)
+    sealed = xseal(key, fixed(nonce_label, 24), body, aad)
+    return p.message(
+        name,
+        "signaling.NmsReply",
+        {"header": header, "sealed": sealed},
+        sealed_with={"field": "sealed", "key": key, "aad": aad, "plaintext": body_name},
+    )
+
+
+def sealed_ticket(fqdn: str, vip4: bytes, vip6: bytes, session: bytes, label: str) -> bytes:
+    plain = signaling.Ticket.build(ticket_fields(fqdn, vip4, vip6, session))
+    return xseal(AS_NMS_KEY, fixed(label, 24), plain, b"")
+
+
+def cn_ticket() -> bytes:
+    return sealed_ticket(CN_FQDN, CN_VIP4, CN_VIP6, CN_SESSION, "cn ticket nonce")
+
+
+def registration() -> Protocol:
+    p = Protocol("registration", "Registration")
+    ticket = cn_ticket()
+    p.inputs = {"as_nms_key": AS_NMS_KEY, "session_key": CN_SESSION, "ticket": ticket}
+    p.derived = {}
+    # IPv4, behind NAPT: reported 192.168.1.10:40000, observed 203.0.113.7:61001.
+    seq4 = NOW * 10**9
+    body = p.message(
+        "Registration Body (IPv4)",
+        "signaling.RegistrationBody",
+        {"sequence": seq4, "locators": [loc("192.168.1.10", 40000)]},
+    )
+    nms_request(p, "Registration Request (IPv4)", "RegistrationRequest", 0x00000101, ticket, CN_SESSION,
+                "Registration Body (IPv4)", body, "registration v4 nonce")
+    ack = p.message(
+        "Registration Ack (IPv4, behind NAT)",
+        "signaling.RegistrationAck",
+        {"observed": loc("203.0.113.7", 61001), "nat": True, "refresh": 25},
+    )
+    nms_reply(p, "Registration Response (IPv4)", "RegistrationResponse", 0x00000101, CN_SESSION,
+              "Registration Ack (IPv4, behind NAT)", ack, "registration v4 reply nonce")
+    # IPv6, no NAT: the observed source is one of the reported locators.
+    seq6 = NOW * 10**9 + 1
+    body = p.message(
+        "Registration Body (IPv6)",
+        "signaling.RegistrationBody",
+        {"sequence": seq6, "locators": [loc("2001:db8:1::10", 40000)]},
+    )
+    nms_request(p, "Registration Request (IPv6)", "RegistrationRequest", 0x00000102, ticket, CN_SESSION,
+                "Registration Body (IPv6)", body, "registration v6 nonce")
+    ack = p.message(
+        "Registration Ack (IPv6, no NAT)",
+        "signaling.RegistrationAck",
+        {"observed": loc("2001:db8:1::10", 40000), "nat": False, "refresh": 25},
+    )
+    nms_reply(p, "Registration Response (IPv6)", "RegistrationResponse", 0x00000102, CN_SESSION,
+              "Registration Ack (IPv6, no NAT)", ack, "registration v6 reply nonce")
+    return p
+
+
+def route_body(process: str, role: str, fqdn: str, vip4: bytes, vip6: bytes, peer: dict) -> dict:
+    return {
+        "process": process,
+        "role": role,
+        "path_id": PATH_ID,
+        "peer_fqdn": fqdn,
+        "peer_vip4": vip4,
+        "peer_vip6": vip6,
+        "peer_locator": peer,
+        "tunnel_key": MN_CN_KEY,
+        "temporary_key": bytes(32),
+    }
+
+
+def route_selection() -> Protocol:
+    p = Protocol("route-selection", "Route selection")
+    mn_ticket = sealed_ticket(MN_FQDN, MN_VIP4, MN_VIP6, MN_SESSION, "ticket nonce")
+    p.inputs = {
+        "mn_session_key": MN_SESSION,
+        "cn_session_key": CN_SESSION,
+        "mn_ticket": mn_ticket,
+        "cn_ticket": cn_ticket(),
+        "mn_cn_key": MN_CN_KEY,
+        "path_id": PATH_ID,
+    }
+    mn_v4 = loc("198.51.100.20", 40000)
+    cn_v4_observed = loc("203.0.113.7", 61001)
+
+    body = p.message("Direction Request Body", "signaling.DirectionRequestBody", {"target": CN_FQDN})
+    nms_request(p, "Direction Request", "DirectionRequest", 0x00000201, mn_ticket, MN_SESSION,
+                "Direction Request Body", body, "direction nonce")
+
+    # Reverse: CN behind NAPT on the only common family (IPv4), MN not.
+    body = p.message(
+        "Route Direction Body to CN (reverse)",
+        "signaling.RouteDirectionBody",
+        route_body("TunnelRequestToNATcn", "initiator", MN_FQDN, MN_VIP4, MN_VIP6, mn_v4),
+    )
+    nms_reply(p, "Route Direction to CN (reverse)", "RouteDirectionToCN", 0x80000001, CN_SESSION,
+              "Route Direction Body to CN (reverse)", body, "route to cn nonce")
+    body = p.message("Route Direction Ack Body", "signaling.AckBody", {"path_id": PATH_ID})
+    # The ack has a txid of its own: the NMS matches it by path_id.
+    nms_request(p, "Route Direction Ack", "RouteDirectionAck", 0x00000301, cn_ticket(), CN_SESSION,
+                "Route Direction Ack Body", body, "route ack nonce")
+    body = p.message(
+        "Route Direction Body to MN (reverse)",
+        "signaling.RouteDirectionBody",
+        route_body("TunnelRequestToNATcn", "responder", CN_FQDN, CN_VIP4, CN_VIP6, cn_v4_observed),
+    )
+    nms_reply(p, "Route Direction to MN (reverse)", "RouteDirection", 0x00000201, MN_SESSION,
+              "Route Direction Body to MN (reverse)", body, "route to mn nonce")
+
+    # Direct: had MN also IPv6, the common family would be IPv6, CN is not
+    # behind NAT there, and MN would open the tunnel itself.
+    body = p.message(
+        "Route Direction Body to MN (direct)",
+        "signaling.RouteDirectionBody",
+        route_body("TunnelRequestToCN", "initiator", CN_FQDN, CN_VIP4, CN_VIP6, loc("2001:db8:1::10", 40000)),
+    )
+    nms_reply(p, "Route Direction to MN (direct)", "RouteDirection", 0x00000202, MN_SESSION,
+              "Route Direction Body to MN (direct)", body, "route direct nonce")
+
+    body = p.message(
+        "Signaling Error Body (unreachable)",
+        "signaling.SignalingErrorBody",
+        {"code": "unreachable", "detail": "relay via TRS not implemented"},
+    )
+    nms_reply(p, "Signaling Error (unreachable)", "SignalingError", 0x00000203, MN_SESSION,
+              "Signaling Error Body (unreachable)", body, "signaling error nonce")
+    return p
+
+
+def icmp_echo(src: bytes, dst: bytes) -> bytes:
+    """A small IPv4 ICMP echo request (the plaintext of the Capsule vector)."""
+
+    def checksum(data: bytes) -> int:
+        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        return ~total & 0xFFFF
+
+    payload = b"ping"
+    icmp = struct.pack("!BBHHH", 8, 0, 0, 1, 1) + payload
+    icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0x4000, 64, 1, 0, src, dst)
+    head = head[:10] + struct.pack("!H", checksum(head)) + head[12:]
+    return head + icmp
+
+
+def capsule(p: Protocol, name: str, mtype: str, index: int, counter: int, key: bytes,
+            plaintext: bytes, plaintext_name: str | None = None) -> bytes:
+    header = struct.pack("<BIQ", common.TYPE[mtype], index, counter)
+    datagram = capsule_seal(key, header, plaintext)
+    check = {"key": key, "plaintext": plaintext, "nonce": b"\0\0\0\0" + header[5:], "aad": header}
+    if plaintext_name:
+        check["plaintext_vector"] = plaintext_name
+    return p.message(
+        name,
+        "tunnel.Capsule",
+        {"type": mtype, "receiver_index": index, "counter": counter, "sealed": datagram[13:]},
+        data_cipher=check,
+    )
+
+
+def tunnel_vectors() -> Protocol:
+    """The reverse path of route-selection: CN (behind NAPT) initiates to MN."""
+    p = Protocol("tunnel", "Tunnel establishment and data")
+    i_eph, r_eph = fixed("cn tunnel ephemeral"), fixed("mn tunnel ephemeral")
+    i_pub, r_pub = x25519_public(i_eph), x25519_public(r_eph)
+    i_index, r_index = 0x1A2B3C4D, 0x5E6F7081
+    shared = x25519(i_eph, r_pub)
+    transcript = PATH_ID.to_bytes(4, "big") + i_pub + r_pub
+    i2r = kdf(b"cyphonic end key i2r", shared, MN_CN_KEY, transcript)
+    r2i = kdf(b"cyphonic end key r2i", shared, MN_CN_KEY, transcript)
+    p.inputs = {
+        "mn_cn_key": MN_CN_KEY,
+        "path_id": PATH_ID,
+        "initiator": "cn",
+        "initiator_ephemeral_secret": i_eph,
+        "responder_ephemeral_secret": r_eph,
+        "initiator_index": i_index,
+        "responder_index": r_index,
+    }
+    p.derived = {
+        "shared": shared,
+        "transcript": transcript,
+        "end_key_i2r": i2r,
+        "end_key_r2i": r2i,
+    }
+
+    hello = p.message(
+        "Tunnel Hello (initiator, CN)",
+        "tunnel.TunnelHello",
+        {"fqdn": CN_FQDN, "vip4": CN_VIP4, "vip6": CN_VIP6, "ephemeral": i_pub, "timestamp": NOW + 1},
+    )
+    head = {"type": "TunnelRequest", "path_id": PATH_ID, "sender_index": i_index}
+    aad = tunnel.TunnelRequest.build(dict(head, sealed=b""))
+    p.message(
+        "Tunnel Request",
+        "tunnel.TunnelRequest",
+        dict(head, sealed=xseal(MN_CN_KEY, fixed("tunnel request nonce", 24), hello, aad)),
+        sealed_with={"field": "sealed", "key": MN_CN_KEY, "aad": aad, "plaintext": "Tunnel Hello (initiator, CN)"},
+    )
+    hello = p.message(
+        "Tunnel Hello (responder, MN)",
+        "tunnel.TunnelHello",
+        {"fqdn": MN_FQDN, "vip4": MN_VIP4, "vip6": MN_VIP6, "ephemeral": r_pub, "timestamp": NOW + 1},
+    )
+    head = {"type": "TunnelResponse", "path_id": PATH_ID, "sender_index": r_index, "receiver_index": i_index}
+    aad = tunnel.TunnelResponse.build(dict(head, sealed=b""))
+    p.message(
+        "Tunnel Response",
+        "tunnel.TunnelResponse",
+        dict(head, sealed=xseal(MN_CN_KEY, fixed("tunnel response nonce", 24), hello, aad)),
+        sealed_with={"field": "sealed", "key": MN_CN_KEY, "aad": aad, "plaintext": "Tunnel Hello (responder, MN)"},
+    )
+
+    capsule(p, "Capsule Message (CN to MN, counter 0)", "CapsuleMessage", r_index, 0, i2r,
+            icmp_echo(CN_VIP4, MN_VIP4))
+    capsule(p, "Keep Alive (MN to CN, counter 0)", "KeepAlive", i_index, 0, r2i, b"")
+    capsule(p, "Keep Alive Ack (CN to MN, counter 1)", "KeepAliveAck", r_index, 1, i2r, b"")
+    update = p.message(
+        "Tunnel Update Body", "tunnel.TunnelUpdateBody", {"locator": loc("198.51.100.77", 40000)}
+    )
+    capsule(p, "Tunnel Update (MN to CN, counter 1)", "TunnelUpdate", i_index, 1, r2i, update,
+            "Tunnel Update Body")
+    return p
+
+
+def build_all() -> list[Protocol]:
+    return [certificates(), authentication(), registration(), route_selection(), tunnel_vectors()]
+
+
+# --- Markdown --------------------------------------------------------------
+
+BEGIN, END = "<!-- vectors:begin -->", "<!-- vectors:end -->"
+
+
+def wrap(hexstr: str, width: int = 64) -> list[str]:
+    return [hexstr[i : i + width] for i in range(0, len(hexstr), width)] or [""]
+
+
+def render(p: Protocol) -> str:
+    lines = [
+        BEGIN,
+        "",
+        f"Generated by `protocols/vectors/generate.py` into `protocols/vectors/{p.name}.json`;",
+        "do not edit by hand. Fixed inputs are listed in the JSON file.",
+        "",
+    ]
+    for m in p.messages:
+        lines.append(f"#### {m['name']}")
+        lines.append("")
+        lines.append(f"`{m['schema']}`, {len(m['hex']) // 2} bytes:")
+        lines.append("")
+        lines.append("```hex")
+        lines.extend(wrap(m["hex"]))
+        lines.append("```")
+        lines.append("")
+        lines.append("| offset | field | bytes |")
+        lines.append("|---:|---|---|")
+        for part in m["layout"]:
+            shown = part["hex"] if len(part["hex"]) <= 48 else part["hex"][:40] + f"… ({len(part['hex']) // 2} B)"
+            lines.append(f"| {part['offset']} | `{part['field']}` | `{shown}` |")
+        lines.append("")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def splice(text: str, block: str) -> str:
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < 0:
+        return text.rstrip("\n") + "\n\n## Golden vectors\n\n" + block + "\n"
+    return text[:start] + block + text[end + len(END) :]
+
+
+def outputs() -> dict[Path, str]:
+    files: dict[Path, str] = {}
+    for p in build_all():
+        files[HERE / f"{p.name}.json"] = json.dumps(p.doc(), indent=2) + "\n"
+        md = PROTOCOLS / f"{p.name}.md"
+        current = md.read_text() if md.exists() else f"# {p.title}\n"
+        files[md] = splice(current, render(p))
+    return files
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file is out of date")
+    args = parser.parse_args()
+    stale = []
+    for path, text in outputs().items():
+        if path.exists() and path.read_text() == text:
+            continue
+        stale.append(path)
+        if not args.check:
+            path.write_text(text)
+    for path in stale:
+        print(("stale: " if args.check else "wrote: ") + str(path.relative_to(PROTOCOLS.parent)))
+    return 1 if (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

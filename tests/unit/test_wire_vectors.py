@@ -1,0 +1,315 @@
+"""The golden vectors of protocols/ against the wire schemas and crypto.
+
+Each vector is parsed with its schema and compared field by field, built
+from its fields and compared byte for byte, and then every check it records
+(signature, sealed field, certificate, data cipher) is run through
+cyphonic.crypto. The vectors were made with hashlib and nacl.bindings
+directly (protocols/vectors/generate.py), so these tests hold
+cyphonic.crypto to the written rules, not to itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import nacl.bindings as sodium
+import nacl.public
+import pytest
+from construct import Container, ListContainer
+
+from cyphonic import crypto
+from cyphonic.errors import AuthenticationError
+from cyphonic.wire import certificate, common, signaling, tunnel
+from cyphonic.wire.common import build, parse
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOCOLS = ROOT / "protocols"
+VECTORS = PROTOCOLS / "vectors"
+MODULES = {"certificate": certificate, "common": common, "signaling": signaling, "tunnel": tunnel}
+
+# Field names whose JSON string is text (an enum label or a name); every
+# other string in a vector's fields is hex.
+TEXT_FIELDS = {"type", "role", "process", "code", "reason", "family", "fqdn", "peer_fqdn", "target", "detail"}
+
+
+DOCS = {p.stem: json.loads(p.read_text()) for p in sorted(VECTORS.glob("*.json"))}
+MESSAGES = [(doc["protocol"], m) for doc in DOCS.values() for m in doc["messages"]]
+IDS = [f"{proto}: {m['name']}" for proto, m in MESSAGES]
+
+
+def schema_of(name: str):
+    module, attr = name.split(".")
+    return getattr(MODULES[module], attr)
+
+
+def plain(value):
+    """A parsed construct value as the JSON of a vector writes it."""
+    if isinstance(value, Container):
+        if {"data", "value", "offset1", "offset2", "length"} <= set(value):  # RawCopy
+            return {"value": plain(value.value)}
+        return {k: plain(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, ListContainer):
+        return [plain(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def decode(fields, key: str | None = None):
+    """A vector's JSON fields as values for construct's build."""
+    if isinstance(fields, dict):
+        return {k: decode(v, k) for k, v in fields.items()}
+    if isinstance(fields, list):
+        return [decode(v, key) for v in fields]
+    if isinstance(fields, str) and key not in TEXT_FIELDS:
+        return bytes.fromhex(fields)
+    return fields
+
+
+def message(protocol: str, name: str) -> dict:
+    return next(m for m in DOCS[protocol]["messages"] if m["name"] == name)
+
+
+def raw(protocol: str, name: str) -> bytes:
+    return bytes.fromhex(message(protocol, name)["hex"])
+
+
+def test_every_protocol_has_vectors():
+    assert set(DOCS) == {"certificate", "authentication", "registration", "route-selection", "tunnel"}
+    assert all(doc["messages"] for doc in DOCS.values())
+
+
+# --- schema <-> vector ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol, vector", MESSAGES, ids=IDS)
+def test_vector_parses_to_its_fields(protocol, vector):
+    parsed = parse(schema_of(vector["schema"]), bytes.fromhex(vector["hex"]))
+    assert plain(parsed) == vector["fields"]
+
+
+@pytest.mark.parametrize("protocol, vector", MESSAGES, ids=IDS)
+def test_vector_builds_from_its_fields(protocol, vector):
+    built = build(schema_of(vector["schema"]), decode(vector["fields"]))
+    assert built.hex() == vector["hex"]
+
+
+@pytest.mark.parametrize("protocol, vector", MESSAGES, ids=IDS)
+def test_vector_layout_tiles_the_message(protocol, vector):
+    offset = 0
+    for part in vector["layout"]:
+        assert part["offset"] == offset, part["field"]
+        offset += len(part["hex"]) // 2
+    assert "".join(p["hex"] for p in vector["layout"]) == vector["hex"]
+
+
+def type_name(vector) -> str | None:
+    fields = vector["fields"]
+    return fields.get("type") or fields.get("header", {}).get("type")
+
+
+DATAGRAMS = [(p, m) for p, m in MESSAGES if type_name(m)]
+
+
+@pytest.mark.parametrize("protocol, vector", DATAGRAMS, ids=[f"{p}: {m['name']}" for p, m in DATAGRAMS])
+def test_first_byte_is_the_message_type(protocol, vector):
+    assert bytes.fromhex(vector["hex"])[0] == common.TYPE[type_name(vector)]
+
+
+# --- the checks each vector records ------------------------------------------------
+
+SIGNED = [(p, m) for p, m in MESSAGES if "signed_by" in m]
+SEALED = [(p, m) for p, m in MESSAGES if "sealed_with" in m]
+CERTS = [(p, m) for p, m in MESSAGES if "certificate_check" in m]
+CAPSULES = [(p, m) for p, m in MESSAGES if "data_cipher" in m]
+
+
+def _ids(items):
+    return [f"{p}: {m['name']}" for p, m in items]
+
+
+@pytest.mark.parametrize("protocol, vector", SIGNED, ids=_ids(SIGNED))
+def test_signature_covers_the_documented_bytes(protocol, vector):
+    data = bytes.fromhex(vector["hex"])
+    signed = bytes.fromhex(vector["signed_by"]["data"])
+    public = bytes.fromhex(vector["signed_by"]["public"])
+    if vector["schema"] in ("signaling.LoginResponse", "signaling.LoginReject"):
+        # the AS signs the request nonce, then every byte before the signature
+        nonce = bytes.fromhex(DOCS["authentication"]["inputs"]["request_nonce"])
+        assert signed == nonce + data[:-64]
+    else:
+        assert signed == data[:-64]
+    crypto.verify_signature(public, signed, data[-64:])
+    with pytest.raises(AuthenticationError):
+        crypto.verify_signature(public, signed[:-1] + bytes([signed[-1] ^ 1]), data[-64:])
+
+
+@pytest.mark.parametrize("protocol, vector", SEALED, ids=_ids(SEALED))
+def test_sealed_field_opens_to_its_plaintext_vector(protocol, vector):
+    check = vector["sealed_with"]
+    data = bytes.fromhex(vector["hex"])
+    sealed = bytes.fromhex(vector["fields"][check["field"]])
+    key, aad = bytes.fromhex(check["key"]), bytes.fromhex(check["aad"])
+    assert crypto.open_sealed(key, sealed, aad) == raw(protocol, check["plaintext"])
+    if vector["schema"] == "signaling.LoginResponse":
+        assert aad == b""
+    else:  # AAD = every byte before the sealed field, which runs to the end
+        assert data.endswith(sealed) and aad == data[: len(data) - len(sealed)]
+    with pytest.raises(AuthenticationError):
+        crypto.open_sealed(key, sealed, aad + b"\0")
+
+
+@pytest.mark.parametrize("protocol, vector", CERTS, ids=_ids(CERTS))
+def test_certificate_vector_verifies(protocol, vector):
+    check = vector["certificate_check"]
+    body = crypto.verify_certificate(
+        bytes.fromhex(vector["hex"]), bytes.fromhex(check["ca_public"]), check["now"], role=check["role"]
+    )
+    assert plain(body) == vector["fields"]["body"]["value"]
+
+
+def test_ca_certificate_vector_is_a_trust_anchor():
+    ca = raw("certificate", "CA certificate (self-signed)")
+    assert crypto.ca_public_key(ca) == bytes.fromhex(DOCS["certificate"]["inputs"]["ca_sign_public"])
+
+
+@pytest.mark.parametrize("protocol, vector", CAPSULES, ids=_ids(CAPSULES))
+def test_capsule_vector_is_chacha20_poly1305_with_the_counter_nonce(protocol, vector):
+    check = vector["data_cipher"]
+    data = bytes.fromhex(vector["hex"])
+    key, plaintext = bytes.fromhex(check["key"]), bytes.fromhex(check["plaintext"])
+    header = data[: tunnel.CAPSULE_HEADER]
+    assert bytes.fromhex(check["aad"]) == header
+    assert bytes.fromhex(check["nonce"]) == b"\0\0\0\0" + vector["fields"]["counter"].to_bytes(8, "little")
+    nonce = bytes.fromhex(check["nonce"])
+    assert sodium.crypto_aead_chacha20poly1305_ietf_decrypt(data[13:], header, nonce, key) == plaintext
+    assert crypto.DataCipher(bytes(32), key).open(data, tunnel.CAPSULE_HEADER) == plaintext
+    assert crypto.DataCipher(key, bytes(32)).seal(header, plaintext) == data
+    assert len(data) == len(plaintext) + tunnel.OVERHEAD
+    if "plaintext_vector" in check:
+        assert plaintext == raw(protocol, check["plaintext_vector"])
+
+
+# --- derived keys ----------------------------------------------------------------------
+
+
+def fixed_ephemeral(monkeypatch, secret: bytes) -> crypto.Ephemeral:
+    """A crypto.Ephemeral whose secret is a vector's fixed one."""
+    monkeypatch.setattr(nacl.public.PrivateKey, "generate", classmethod(lambda cls: cls(secret)))
+    return crypto.Ephemeral()
+
+
+def test_login_key_matches_the_vector(monkeypatch):
+    doc = DOCS["authentication"]
+    inputs, derived = doc["inputs"], doc["derived"]
+    node = fixed_ephemeral(monkeypatch, bytes.fromhex(inputs["mn_login_ephemeral_secret"]))
+    server = fixed_ephemeral(monkeypatch, bytes.fromhex(inputs["as_login_ephemeral_secret"]))
+    request = message("authentication", "Login Request")["fields"]
+    response = message("authentication", "Login Response")["fields"]
+    assert node.public.hex() == request["ephemeral"]
+    assert server.public.hex() == response["ephemeral"]
+    shared = node.agree(server.public)
+    assert shared == server.agree(node.public) == bytes.fromhex(derived["login_shared"])
+    key = crypto.login_key(shared, bytes.fromhex(request["nonce"]))
+    assert key.hex() == derived["login_key"]
+
+
+def test_ticket_in_the_grant_is_the_sealed_ticket_vector():
+    doc = DOCS["authentication"]
+    grant = message("authentication", "Login Grant (plaintext)")["fields"]
+    assert grant["ticket"] == doc["derived"]["sealed_ticket"]
+    opened = crypto.open_sealed(bytes.fromhex(doc["inputs"]["as_nms_key"]), bytes.fromhex(grant["ticket"]))
+    assert opened == raw("authentication", "Ticket (plaintext)")
+
+
+def test_login_request_carries_the_node_certificate_vector():
+    request = message("authentication", "Login Request")["fields"]
+    response = message("authentication", "Login Response")["fields"]
+    assert request["certificate"] == message("certificate", "Node certificate (mn)")["hex"]
+    assert response["certificate"] == message("certificate", "Authority certificate (AS)")["hex"]
+
+
+def test_nms_requests_carry_tickets_the_nms_can_open():
+    as_nms = bytes.fromhex(DOCS["authentication"]["inputs"]["as_nms_key"])
+    for protocol in ("registration", "route-selection"):
+        for vector in DOCS[protocol]["messages"]:
+            if vector["schema"] != "signaling.NmsRequest":
+                continue
+            ticket = parse(signaling.Ticket, crypto.open_sealed(as_nms, bytes.fromhex(vector["fields"]["ticket"])))
+            assert bytes(ticket.session_key).hex() == vector["sealed_with"]["key"], vector["name"]
+
+
+def test_end_keys_match_the_vector(monkeypatch):
+    doc = DOCS["tunnel"]
+    inputs, derived = doc["inputs"], doc["derived"]
+    initiator = fixed_ephemeral(monkeypatch, bytes.fromhex(inputs["initiator_ephemeral_secret"]))
+    responder = fixed_ephemeral(monkeypatch, bytes.fromhex(inputs["responder_ephemeral_secret"]))
+    assert initiator.public.hex() == message("tunnel", "Tunnel Hello (initiator, CN)")["fields"]["ephemeral"]
+    assert responder.public.hex() == message("tunnel", "Tunnel Hello (responder, MN)")["fields"]["ephemeral"]
+    transcript = inputs["path_id"].to_bytes(4, "big") + initiator.public + responder.public
+    assert transcript.hex() == derived["transcript"]
+    shared = initiator.agree(responder.public)
+    assert shared.hex() == derived["shared"]
+    mn_cn = bytes.fromhex(inputs["mn_cn_key"])
+    i2r, r2i = bytes.fromhex(derived["end_key_i2r"]), bytes.fromhex(derived["end_key_r2i"])
+    assert crypto.end_keys(shared, mn_cn, transcript, initiator=True) == (i2r, r2i)
+    assert crypto.end_keys(responder.agree(initiator.public), mn_cn, transcript, initiator=False) == (r2i, i2r)
+
+
+def test_tunnel_messages_use_the_indices_of_the_handshake():
+    inputs = DOCS["tunnel"]["inputs"]
+    request = message("tunnel", "Tunnel Request")["fields"]
+    response = message("tunnel", "Tunnel Response")["fields"]
+    assert request["sender_index"] == response["receiver_index"] == inputs["initiator_index"]
+    assert response["sender_index"] == inputs["responder_index"]
+    for vector in DOCS["tunnel"]["messages"]:
+        if vector["schema"] == "tunnel.Capsule":
+            to_responder = vector["fields"]["receiver_index"] == inputs["responder_index"]
+            key = "end_key_i2r" if to_responder else "end_key_r2i"
+            assert vector["data_cipher"]["key"] == DOCS["tunnel"]["derived"][key], vector["name"]
+
+
+def test_capsule_header_is_little_endian_and_signaling_big_endian():
+    capsule = raw("tunnel", "Keep Alive Ack (CN to MN, counter 1)")
+    assert capsule[1:5] == DOCS["tunnel"]["inputs"]["responder_index"].to_bytes(4, "little")
+    assert capsule[5:13] == (1).to_bytes(8, "little")
+    request = raw("tunnel", "Tunnel Request")
+    assert request[5:9] == DOCS["tunnel"]["inputs"]["initiator_index"].to_bytes(4, "big")
+    login = raw("authentication", "Login Request")
+    assert login[2:6] == (0x00C0FFEE).to_bytes(4, "big")
+
+
+def test_capsule_overhead_and_mtu_are_as_documented():
+    assert tunnel.CAPSULE_HEADER == 13 and tunnel.TAG == 16 and tunnel.OVERHEAD == 29
+    assert 1500 - 40 - 8 - tunnel.OVERHEAD == 1423
+    readme = (PROTOCOLS / "README.md").read_text()
+    assert "1423" in readme and "inner MTU 1420" in readme
+
+
+# --- the documents and the generator --------------------------------------------------
+
+
+def hex_blocks(markdown: str) -> set[str]:
+    return {re.sub(r"\s", "", b) for b in re.findall(r"```hex\n(.*?)```", markdown, re.S)}
+
+
+@pytest.mark.parametrize("protocol", sorted(DOCS))
+def test_document_quotes_every_vector(protocol):
+    blocks = hex_blocks((PROTOCOLS / f"{protocol}.md").read_text())
+    missing = [m["name"] for m in DOCS[protocol]["messages"] if m["hex"] not in blocks]
+    assert not missing
+
+
+def test_generator_output_is_committed():
+    """Vectors and documents are what generate.py writes today: a schema
+    change that alters the bytes must come with regenerated vectors."""
+    spec = importlib.util.spec_from_file_location("generate_vectors", VECTORS / "generate.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    stale = [str(path.relative_to(ROOT)) for path, text in generator.outputs().items() if path.read_text() != text]
+    assert not stale, "run protocols/vectors/generate.py"
