@@ -1,10 +1,20 @@
 """Network-namespace labs for the demo, the system tests and the benchmarks.
 
+As root:  cyphonic lab up [--prefix P]     build, enroll, start, wait for registration
+          cyphonic lab show [--json]       hosts, addresses, virtual IPs
+          cyphonic lab exec mn -- ping cn.cyphonic.test
+          cyphonic lab down                 also cleans up after a crash
+          cyphonic lab demo                 up, a tour with stock tools, down
+From Python: `Lab(prefix).up()`, `lab.run("mn", [...])`, `lab.status("cn")`, `lab.down()`.
+State (CA, bundles, logs, pids) is under /run/cyphonic-lab/<prefix>/.
+
     topology.py    what a lab is: hosts, links, addresses (data only)
     netns.py       builds and removes it with ip/sysctl/nft
     state.py       its files under /run/cyphonic-lab/<prefix>/
     enrollment.py  CA and node bundles, via `cyphonic ca` / `cyphonic enroll`
     processes.py   starting daemons, `cyphonic status --json`
+    apps.py        stock programs as users run them: http.server, iperf3, ping
+    pcap.py        what kinds of packets a tcpdump capture holds
     instance.py    Lab: one topology, up under one prefix
     demo.py        `cyphonic lab demo`
     commands.py    `cyphonic lab ...` for the CLI
