@@ -22,7 +22,7 @@ MAX_REQUEST = 4096
 
 async def serve(name: str, handler: Callable[[dict], dict], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    await sock.bind(NAMES[name])
+    await sock.bind(NAMES.get(name, name))
     sock.listen(16)
     listener = trio.SocketListener(sock)
     task_status.started()

@@ -36,7 +36,7 @@ def main(program: str, with_auth: bool, with_nms: bool) -> None:
         pass
 
 
-async def serve(cfg, auth, nms) -> None:
+async def serve(cfg, auth, nms, control_name: str | None = "cloud", *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     started = time.time()
 
     def status(_request: dict) -> dict:
@@ -61,8 +61,10 @@ async def serve(cfg, auth, nms) -> None:
             await nursery.start(UdpServer(_Replier(auth), cfg["auth"]["listen"], "AS").run)
         if nms is not None:
             await nursery.start(UdpServer(nms, cfg["nms"]["listen"], "NMS").run)
-        await nursery.start(control.serve, "cloud", status)
+        if control_name:
+            await nursery.start(control.serve, control_name, status)
         log.info("cloud ready (domain %s)", cfg["domain"])
+        task_status.started()
 
 
 class _Replier:

@@ -78,6 +78,7 @@ class SignalingModule:
         self._routing: dict[str, trio.Event] = {}
         self._sequence = time.time_ns()
         self.nursery: trio.Nursery | None = None
+        self.local_addresses = global_addresses
         self.nms = {family_of(a[0]): a for a in reversed(cfg["nms"]) if family_of(a[0]) in sockets}
 
     @property
@@ -193,7 +194,7 @@ class SignalingModule:
         own = {str(self.grant.vip4), str(self.grant.vip6)}
         want = 6 if family == socket.AF_INET6 else 4
         locators = [
-            locator(a, port) for a in global_addresses(own) if ipaddress.ip_address(a).version == want
+            locator(a, port) for a in self.local_addresses(own) if ipaddress.ip_address(a).version == want
         ][:16]
         body = build(wire.RegistrationBody, dict(sequence=self._sequence, locators=locators))
         kind, reply = await self.nms_request("RegistrationRequest", body, family)
