@@ -1,0 +1,1 @@
+"""CYPHONIC benchmarks on the network-namespace lab (see bench/README.md)."""
