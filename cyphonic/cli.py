@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     status = sub.add_parser("status", help="state of the daemon in this network namespace")
     status.add_argument("--json", action="store_true")
-    status.add_argument("--daemon", choices=sorted(control.NAMES), help="which daemon (default: the one running)")
+    status.add_argument("--daemon", help="control socket name: node, cloud, trs or a node's `control` key (default: the one running)")
     status.set_defaults(func=show_status)
 
     try:

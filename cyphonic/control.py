@@ -20,9 +20,13 @@ NAMES = {"node": "\0cyphonic/node", "cloud": "\0cyphonic/cloud", "trs": "\0cypho
 MAX_REQUEST = 4096
 
 
+def address(name: str) -> str:
+    return NAMES.get(name, f"\0cyphonic/{name}")
+
+
 async def serve(name: str, handler: Callable[[dict], dict], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    await sock.bind(NAMES.get(name, name))
+    await sock.bind(address(name))
     sock.listen(16)
     listener = trio.SocketListener(sock)
     task_status.started()
@@ -55,7 +59,7 @@ def query(name: str, request: dict | None = None, timeout: float = 3.0) -> dict:
     """Blocking client for the CLI."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
-        sock.connect(NAMES[name])
+        sock.connect(address(name))
         sock.sendall(json.dumps(request or {}).encode() + b"\n")
         data = b""
         while True:

@@ -17,14 +17,17 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import binascii
+
 import nacl.bindings as sodium
+import nacl.encoding
 import nacl.exceptions
 import nacl.hash
 import nacl.public
 import nacl.signing
 from nacl._sodium import ffi, lib
 
-from cyphonic.errors import AuthenticationError
+from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.wire import certificate as wire_cert
 from cyphonic.wire.common import build, parse
 
@@ -160,7 +163,10 @@ def certificate_to_pem(data: bytes) -> str:
 
 def certificate_from_pem(text: str) -> bytes:
     inner = text.strip().removeprefix(PEM_HEAD).removesuffix(PEM_TAIL)
-    return base64.b64decode("".join(inner.split()))
+    try:
+        return base64.b64decode("".join(inner.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ParseError("certificate: not valid base64") from None
 
 
 # --- signaling seal (XChaCha20-Poly1305, random nonce) ------------------------
@@ -197,8 +203,6 @@ class Ephemeral:
             shared = sodium.crypto_scalarmult(bytes(self._secret), peer_public)
         except (nacl.exceptions.RuntimeError, nacl.exceptions.TypeError, nacl.exceptions.CryptoError):
             raise AuthenticationError("invalid ephemeral key") from None
-        if shared == bytes(32):
-            raise AuthenticationError("low-order ephemeral key")
         return shared
 
 
@@ -241,6 +245,8 @@ class DataCipher:
     def seal(self, header: bytes, plaintext: bytes | memoryview) -> bytes:
         """header (13 bytes, ending in the counter) + ciphertext + tag."""
         n = len(header)
+        if n + len(plaintext) + TAG > self.BUFFER:
+            raise ValueError("capsule too large")
         out = self._out
         out[:n] = header
         lib.crypto_aead_chacha20poly1305_ietf_encrypt(
@@ -260,6 +266,8 @@ class DataCipher:
         """The plaintext of a capsule, or AuthenticationError."""
         if len(datagram) < header_len + TAG:
             raise AuthenticationError("capsule too short")
+        if len(datagram) - header_len > self.BUFFER:
+            raise AuthenticationError("capsule too long")
         header = bytes(datagram[:header_len])
         body = ffi.from_buffer(datagram)
         rc = lib.crypto_aead_chacha20poly1305_ietf_decrypt(

@@ -106,7 +106,11 @@ def _hello(me: PeerInfo, ephemeral: crypto.Ephemeral, now: float) -> bytes:
 
 def _open_hello(path: Path, sealed: bytes, aad: bytes, now: float):
     hello = parse(wire.TunnelHello, crypto.open_sealed(path.tunnel_key, sealed, aad))
-    if hello.fqdn != path.peer.fqdn or bytes(hello.vip4) != path.peer.vip4.packed:
+    if (
+        hello.fqdn != path.peer.fqdn
+        or bytes(hello.vip4) != path.peer.vip4.packed
+        or bytes(hello.vip6) != path.peer.vip6.packed
+    ):
         raise AuthenticationError("hello names another node than the NMS announced")
     if abs(now - hello.timestamp) > HELLO_MAX_AGE:
         raise AuthenticationError("stale tunnel hello")

@@ -59,6 +59,7 @@ class PendingRoute:
     next_try: float
     mn_txid: tuple[str, int]
     mn_session_key: bytes
+    cn_fqdn: str
 
 
 class NodeManagementService:
@@ -156,16 +157,21 @@ class NodeManagementService:
         mn_msg = mn_header + crypto.seal(bytes(ticket.session_key), to_mn, mn_header)
         cn_address = cn.endpoints.by_family[route.family].observed
         self.pending[path_id] = PendingRoute(
-            path_id, source, mn_msg, cn_msg, cn_address, 1, now + RETRY, (ticket.fqdn, txid), bytes(ticket.session_key)
+            path_id, source, mn_msg, cn_msg, cn_address, 1, now + RETRY, (ticket.fqdn, txid),
+            bytes(ticket.session_key), cn.fqdn,
         )
         log.info("route selection %s -> %s: %s over %s (path %08x)", mn.fqdn, cn.fqdn, route.process, route.family, path_id)
         return [(cn_msg, cn_address)]
 
     def _ack(self, ticket, body: bytes, now: float) -> Outgoing:
         path_id = parse(wire.AckBody, body).path_id
-        pending = self.pending.pop(path_id, None)
+        pending = self.pending.get(path_id)
         if pending is None:
             return []  # a duplicate ack
+        if pending.cn_fqdn != ticket.fqdn:
+            self.drops("acknowledgement from another node than the path's CN", None, ticket.fqdn)
+            return []
+        del self.pending[path_id]
         self._remember(pending.mn_txid, pending.mn_reply, now)
         return [(pending.mn_reply, pending.reply_to)]
 
@@ -232,7 +238,8 @@ class NodeManagementService:
 
     def _sealed_error(self, txid: int, session_key: bytes, code: str, detail: str) -> bytes:
         header = build(wire.NmsReply, dict(header=dict(type="SignalingError", txid=txid), sealed=b""))
-        body = build(wire.SignalingErrorBody, dict(code=code, detail=detail[:200]))
+        detail = detail.encode()[:200].decode(errors="ignore")
+        body = build(wire.SignalingErrorBody, dict(code=code, detail=detail))
         return header + crypto.seal(session_key, body, header)
 
     def _error(self, txid, ticket, code: str, detail: str, dest: Address, now: float) -> tuple[bytes, Address]:

@@ -27,13 +27,16 @@ def main() -> None:
     except (OSError, ValueError, KeyError, ParseError, AuthenticationError) as exc:
         print(f"cyphonic.node: cannot start: {exc}", file=sys.stderr)
         sys.exit(2)
+    fatal = None
     try:
         trio.run(daemon.run)
     except* Fatal as group:
-        log.error("%s", group.exceptions[0])
-        sys.exit(1)
+        fatal = group.exceptions[0]
     except* KeyboardInterrupt:
         pass
+    if fatal is not None:  # one line, not a traceback: it is the operator's to fix
+        log.error("%s", fatal)
+        sys.exit(1)
 
 
 main()

@@ -63,11 +63,11 @@ class NodeDaemon:
         *,
         tun_factory: Callable[[str], Tun] = Tun,
         local_addresses: Callable[[set[str]], list[str]] = global_addresses,
-        control_name: str | None = "node",
+        control_name: str | None = "",
     ) -> None:
         self.cfg = cfg
         self.tun_factory = tun_factory
-        self.control_name = control_name
+        self.control_name = cfg["control"] if control_name == "" else control_name
         self.started = time.time()
         identity = crypto.Identity.load(cfg["key"])
         certificate = read_certificate(cfg["certificate"])

@@ -13,6 +13,9 @@ SCHEMA: c.Schema = {
     "mtu": c.Key(c.integer(576, 65000), 1420),
     "keepalive": c.Key(c.integer(1, 600), 10),
     "log_level": c.Key(c.text, "INFO"),
+    # name of the control socket (abstract, per network namespace); a second
+    # daemon in the same namespace needs its own
+    "control": c.Key(c.text, "node"),
     "resolver": {
         "listen": c.Key(c.address, ("127.0.0.1", 53)),
         "upstream": c.Key(c.addresses, []),

@@ -10,6 +10,7 @@ from construct import (
     Construct,
     ConstructError,
     Enum,
+    Error,
     Int8ub,
     Int16ub,
     PascalString,
@@ -49,7 +50,7 @@ Fqdn = PascalString(Int8ub, "ascii")
 
 Locator = Struct(
     "family" / Enum(Int8ub, ipv4=4, ipv6=6),
-    "address" / Switch(this.family, {"ipv4": Bytes(4), "ipv6": Bytes(16)}),
+    "address" / Switch(this.family, {"ipv4": Bytes(4), "ipv6": Bytes(16)}, default=Error),
     "port" / Int16ub,
 )
 

@@ -58,6 +58,7 @@ def test_cloud_refuses_the_node_and_logs_why(lab: Lab, name: str) -> None:
         "listen_port": 4600 + index,
         "tun": f"cyref{index}",
         "resolver.listen": f"127.0.0.{10 + index}:53",
+        "control": f"refused-{index}",
     })
     cloud_log = lab.paths.log("cloud")
     since = cloud_log.stat().st_size

@@ -277,7 +277,6 @@ def test_data_cipher_refuses_appended_bytes(vector, extra):
 # --- known schema defects (strict xfail: they start failing once fixed) ---------------------
 
 
-@pytest.mark.xfail(strict=True, reason="common.Locator: Switch without default=Error parses family 5 as address=None")
 def test_locator_with_unknown_family_does_not_parse():
     with pytest.raises(ParseError):
         parse(common.Locator, bytes([5, 0x9C, 0x40]))
