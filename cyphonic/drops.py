@@ -20,14 +20,18 @@ class Drops:
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
 
-    def __call__(self, reason: str, source: object = None, detail: str = "") -> None:
+    def __call__(self, reason: str, source: object = None, detail: str = "", *, per_detail: bool = False) -> None:
+        """Count a drop; log it unless this reason (or, with `per_detail`,
+        this reason and detail, for a small fixed set of details) was
+        logged within the interval."""
         self.counts[reason] += 1
         now = time.monotonic()
-        if now - self._last.get(reason, -1e9) < self._interval:
-            self._suppressed[reason] += 1
+        key = f"{reason}\0{detail}" if per_detail else reason
+        if now - self._last.get(key, -1e9) < self._interval:
+            self._suppressed[key] += 1
             return
-        self._last[reason] = now
-        more = self._suppressed.pop(reason, 0)
+        self._last[key] = now
+        more = self._suppressed.pop(key, 0)
         tail = f" (+{more} more since last report)" if more else ""
         where = f" from {source}" if source is not None else ""
         self._log.warning("dropped %s%s%s%s", reason, where, f": {detail}" if detail else "", tail)

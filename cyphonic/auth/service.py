@@ -84,8 +84,7 @@ class AuthenticationService:
             reply = self._login(request, data, source, now)
         except AuthenticationError as exc:
             self.refusals += 1
-            self.drops("login refused", source, exc.reason)
-            log.warning("login refused from %s: %s", source, exc.reason)
+            self.drops("login refused", source, exc.reason, per_detail=True)
             return self._reject(request, exc.reason)
         self._replies[bytes(request.nonce)] = reply
         while len(self._replies) > REPLY_CACHE:

@@ -60,7 +60,10 @@ class LoginClient:
         """The grant, or LoginRefused / AuthenticationError / ParseError."""
         schema = wire.LoginResponse if data[0] == TYPE["LoginResponse"] else wire.LoginReject
         msg = parse(schema, data)
-        crypto.verify_certificate(bytes(msg.certificate), self.ca_public, now, role="authority")
+        try:
+            crypto.verify_certificate(bytes(msg.certificate), self.ca_public, now, role="authority")
+        except AuthenticationError as exc:
+            raise AuthenticationError(f"AS certificate: {exc.reason}") from None
         as_cert = parse(crypto.wire_cert.Certificate, bytes(msg.certificate)).body.value
         crypto.verify_signature(bytes(as_cert.sign_key), self.nonce + data[:-64], bytes(msg.signature))
         if schema is wire.LoginReject:

@@ -33,6 +33,11 @@ log = logging.getLogger("cyphonic.signaling")
 Address = tuple[str, int]
 NMS_REPLIES = {TYPE[n] for n in ("RegistrationResponse", "RouteDirection", "SignalingError")}
 PATH_LIFETIME = 30.0  # an announced path not used by then is forgotten
+# On the reverse path the CN's Tunnel Request can overtake the NMS's answer
+# to the MN; the MN holds a few such early requests (bytes only, no state
+# derived from them) until the Route Direction names their path.
+EARLY_HOLD = 16
+EARLY_LIFETIME = 3.0
 
 
 class Fatal(Exception):
@@ -74,6 +79,7 @@ class SignalingModule:
         self._waiters: dict[tuple[str, int], _Waiter] = {}
         self._expected: dict[int, tuple[core.Path, float]] = {}
         self._answered: dict[int, tuple[bytes, bytes]] = {}
+        self._early: dict[int, tuple[bytes, Address, float]] = {}
         self._established: dict[int, trio.Event] = {}
         self._routing: dict[str, trio.Event] = {}
         self._sequence = time.time_ns()
@@ -145,16 +151,29 @@ class SignalingModule:
 
     async def login(self) -> Grant:
         backoff = 1.0
+        foreign = 0
         while True:
             for address in self.cfg["auth"]:
                 if family_of(address[0]) not in self.sockets:
                     continue
                 client = LoginClient(self.identity, self.certificate, self.ca_public, time.time())
+
+                def accept(data: bytes, source: Address, now: float, client=client) -> Grant:
+                    nonlocal foreign
+                    try:
+                        return client.accept(data, now)
+                    except AuthenticationError as exc:
+                        foreign += exc.reason == "AS certificate: unknown CA"
+                        raise
+
                 try:
-                    result = await self.transact(
-                        ("txid", client.txid), client.request, address, lambda d, s, n: client.accept(d, n)
-                    )
+                    result = await self.transact(("txid", client.txid), client.request, address, accept)
                 except TimeoutError:
+                    if foreign >= 3:
+                        # Every answer came from an AS our CA did not certify:
+                        # either ca.crt is the wrong one or this node's
+                        # certificate comes from another CA. Retrying cannot help.
+                        raise Fatal("the AS's certificate is not from this node's CA (check ca.crt and the enrollment)")
                     log.warning("AS %s:%s does not answer", *address)
                     continue
                 if isinstance(result, LoginRefused):
@@ -267,6 +286,9 @@ class SignalingModule:
         else:
             event = self._established.setdefault(path.path_id, trio.Event())
             self._expected[path.path_id] = (path, time.time())
+            early = self._early.pop(path.path_id, None)
+            if early is not None and time.time() - early[2] < EARLY_LIFETIME:
+                self.receive(early[0], early[1], time.time())
             with trio.move_on_after(5):
                 await event.wait()
             self._established.pop(path.path_id, None)
@@ -343,6 +365,13 @@ class SignalingModule:
                 self.drops("second tunnel request on a path", source)
             return
         entry = self._expected.get(path_id)
+        if entry is None and self._routing:
+            # a route selection is in flight: this may be its early request
+            for stale in [k for k, v in self._early.items() if now - v[2] > EARLY_LIFETIME]:
+                del self._early[stale]
+            if len(self._early) < EARLY_HOLD:
+                self._early[path_id] = (data, source, now)
+                return
         if entry is None or entry[0].initiator:
             self.drops("tunnel request on an unannounced path", source)
             return
