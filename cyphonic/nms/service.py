@@ -70,7 +70,7 @@ class NodeManagementService:
         self.pending: dict[int, PendingRoute] = {}
         self.drops = Drops(log)
         self.route_selections = 0
-        self._replies: OrderedDict[tuple[str, int], tuple[bytes, float]] = OrderedDict()
+        self._replies: OrderedDict[tuple[str, int], tuple[bytes, float, Address]] = OrderedDict()
 
     # -- input ----------------------------------------------------------------
 
@@ -92,8 +92,12 @@ class NodeManagementService:
             self.drops("unauthenticated request", source, exc.reason)
             return []
         key = (ticket.fqdn, msg.header.txid)
-        if key in self._replies:  # retransmission: same answer
-            return [(self._replies[key][0], source)]
+        if key in self._replies:
+            reply, _, dest = self._replies[key]
+            if dest != source:  # a replay from elsewhere: never reflect it
+                self.drops("replayed request from another address", source, ticket.fqdn)
+                return []
+            return [(reply, source)]  # a retransmission: the same answer
         kind = str(msg.header.type)
         try:
             if kind == "RegistrationRequest":
@@ -172,7 +176,7 @@ class NodeManagementService:
             self.drops("acknowledgement from another node than the path's CN", None, ticket.fqdn)
             return []
         del self.pending[path_id]
-        self._remember(pending.mn_txid, pending.mn_reply, now)
+        self._remember(pending.mn_txid, pending.mn_reply, now, pending.reply_to)
         return [(pending.mn_reply, pending.reply_to)]
 
     # -- time -----------------------------------------------------------------
@@ -193,9 +197,9 @@ class NodeManagementService:
                 out.append((err, p.reply_to))
                 continue
             p.attempts += 1
-            p.next_try = now + RETRY * (2 ** (p.attempts - 1))
+            p.next_try = now + min(RETRY * (2 ** (p.attempts - 1)), 1.0)  # within the MN's own wait
             out.append((p.to_cn, p.cn_address))
-        for key, (_, at) in list(self._replies.items()):
+        for key, (_, at, _) in list(self._replies.items()):
             if now - at < 30:
                 break
             del self._replies[key]
@@ -233,7 +237,7 @@ class NodeManagementService:
     def _reply(self, type_: str, txid: int, ticket, body: bytes, dest: Address, now: float) -> tuple[bytes, Address]:
         header = build(wire.NmsReply, dict(header=dict(type=type_, txid=txid), sealed=b""))
         msg = header + crypto.seal(bytes(ticket.session_key), body, header)
-        self._remember((ticket.fqdn, txid), msg, now)
+        self._remember((ticket.fqdn, txid), msg, now, dest)
         return msg, dest
 
     def _sealed_error(self, txid: int, session_key: bytes, code: str, detail: str) -> bytes:
@@ -245,8 +249,8 @@ class NodeManagementService:
     def _error(self, txid, ticket, code: str, detail: str, dest: Address, now: float) -> tuple[bytes, Address]:
         return self._sealed_error(txid, bytes(ticket.session_key), code, detail), dest
 
-    def _remember(self, key: tuple[str, int], msg: bytes, now: float) -> None:
-        self._replies[key] = (msg, now)
+    def _remember(self, key: tuple[str, int], msg: bytes, now: float, dest: Address) -> None:
+        self._replies[key] = (msg, now, dest)
         while len(self._replies) > REPLY_CACHE:
             self._replies.popitem(last=False)
 
