@@ -53,6 +53,12 @@ def integer(low: int, high: int) -> Callable[[Any, Path], int]:
     return check
 
 
+def boolean(value: Any, base: Path) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 def path(value: Any, base: Path) -> Path:
     return base / text(value, base)
 

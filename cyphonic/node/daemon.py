@@ -13,6 +13,8 @@ from typing import Callable
 import trio
 
 from cyphonic import control, crypto
+
+from cyphonic.kernel import batch as batch_io
 from cyphonic.cloud.settings import read_certificate
 from cyphonic.kernel.netlink import global_addresses
 from cyphonic.kernel.tun import Tun
@@ -61,7 +63,7 @@ class NodeDaemon:
         self,
         cfg: dict,
         *,
-        tun_factory: Callable[[str], Tun] = Tun,
+        tun_factory: Callable[..., Tun] = Tun,
         local_addresses: Callable[[set[str]], list[str]] = global_addresses,
         control_name: str | None = "",
     ) -> None:
@@ -81,8 +83,11 @@ class NodeDaemon:
             log.warning("own certificate looks invalid here (%s); asking the AS anyway", exc.reason)
         self.domain = cert.fqdn.split(".", 1)[1]
         self.sockets = open_sockets(cfg["listen_port"])
+        offload = cfg["offload"]
+        self.gso = offload and all(batch_io.gso_supported(s) for s in self.sockets.values())
+        self.gro = offload and all(batch_io.enable_gro(s) for s in self.sockets.values())
         self.tun: Tun | None = None
-        self.packet = PacketHandlingModule(-1, self.sockets)
+        self.packet = PacketHandlingModule(-1, self.sockets, gso=self.gso)
         self.signaling = SignalingModule(cfg, identity, certificate, ca_public, self.sockets, self.packet)
         self.signaling.local_addresses = local_addresses
         r = cfg["resolver"]
@@ -96,9 +101,11 @@ class NodeDaemon:
             for sock in self.sockets.values():
                 nursery.start_soon(self.socket_reader, sock)
             grant = await self.signaling.login()
-            self.tun = self.tun_factory(self.cfg["tun"])
+            self.tun = self.tun_factory(self.cfg["tun"], offload=self.cfg["offload"])
             self.tun.configure(self.cfg["mtu"], grant.vip4, grant.vip4_prefix, grant.vip6, grant.vip6_prefix)
             self.packet.tun_fd = self.tun.fd
+            self.packet.vnet = getattr(self.tun, "vnet", False)
+            log.info("data path: %s", self.dataplane())
             nursery.start_soon(self.packet.tun_reader)
             await self.signaling.register_all()
             nursery.start_soon(self.signaling.refresh_loop)
@@ -107,24 +114,38 @@ class NodeDaemon:
             task_status.started(self)
 
     async def socket_reader(self, sock: socket.socket) -> None:
-        """Drain the socket on every wake-up; data is handled in place."""
+        """Drain the socket on every wake-up (GRO: many datagrams per call);
+        data is handled in place and coalesced writes flushed per batch."""
         packet, signaling = self.packet, self.signaling
+        buffer = bytearray(MAX_DATAGRAM)
         while True:
             await trio.lowlevel.wait_readable(sock)
             now = time.time()
             while True:
                 try:
-                    data, source = sock.recvfrom(MAX_DATAGRAM)
-                except BlockingIOError:
-                    break
+                    batch = batch_io.receive_batch(sock, buffer)
                 except OSError:
                     continue
-                if not data:
-                    continue
-                if data[0] in DATA_TYPES:
-                    packet.receive(data, source[:2], now)
-                else:
-                    signaling.receive(data, source[:2], now)
+                if batch is None:
+                    break
+                datagrams, source = batch
+                source = source[:2]
+                for data in datagrams:
+                    if not data:
+                        continue
+                    if data[0] in DATA_TYPES:
+                        packet.receive(data, source, now)
+                    else:
+                        signaling.receive(data, source, now)
+            packet.flush()
+
+    def dataplane(self) -> dict:
+        return {
+            "path": "offload" if self.packet.vnet else "plain",
+            "tun_offloads": getattr(self.tun, "offload_names", []),
+            "udp_gso": self.gso,
+            "udp_gro": self.gro,
+        }
 
     def status(self, _request: dict) -> dict:
         g = self.signaling.grant
@@ -158,6 +179,7 @@ class NodeDaemon:
             "registrations": self.signaling.registered,
             "tun": self.tun.name if self.tun else None,
             "uptime": round(now - self.started, 1),
+            "dataplane": self.dataplane(),
             "peers": sorted(peers, key=lambda p: p["fqdn"]),
             "drops": drops,
             "timers": {

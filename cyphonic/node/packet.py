@@ -1,37 +1,55 @@
 """Packet Handling Module (seed): encapsulates virtual-IP packets from the
 TUN into Capsule Messages and back.
 
+Two data paths share this module (DESIGN section 10):
+- offload: the TUN hands over GSO super-packets behind a virtio header; each
+  is cut into segments that are sealed one by one and sent with UDP GSO;
+  received GRO batches are opened and in-order TCP segments coalesced into
+  one TUN write, flushed at the end of every batch.
+- plain: one packet per read, per send and per write (any kernel).
 The reader drains the TUN until EAGAIN on each wake-up and seals and sends
-in place: no channel hop per packet. Tunnels are found by destination
-virtual IP (outbound) and by receiver index (inbound).
+in place: no channel hop per packet.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import time
 
 import trio
 
+from cyphonic.core import offload
 from cyphonic.core import tunnel as core
 from cyphonic.drops import Drops
-from cyphonic.errors import AuthenticationError
-from cyphonic.wire.tunnel import CAPSULE_HEADER, CAPSULE_HEADER_STRUCT, OVERHEAD
+from cyphonic.errors import AuthenticationError, ParseError
+from cyphonic.kernel.batch import send_segments
+from cyphonic.wire.tunnel import CAPSULE_HEADER_STRUCT, OVERHEAD
 
 log = logging.getLogger("cyphonic.packet")
 
 Address = tuple[str, int]
+TUN_READ = 65535 + offload.VNET_HDR_LEN
+# Test-only: drop this fraction of received outer datagrams (the kernel has
+# no netem); read once, so the hot path pays one float comparison.
+TEST_LOSS = float(os.environ.get("CYPHONIC_TEST_LOSS", "0") or 0)
 
 
 class PacketHandlingModule:
-    def __init__(self, tun_fd: int, sockets: dict[int, socket.socket]) -> None:
+    def __init__(self, tun_fd: int, sockets: dict[int, socket.socket], *, vnet: bool = False, gso: bool = False) -> None:
         self.tun_fd = tun_fd
         self.sockets = sockets
+        self.vnet = vnet
+        self.gso = gso
         self.by_index: dict[int, core.Tunnel] = {}
         self.by_vip: dict[bytes, core.Tunnel] = {}
         self.drops = Drops(log)
+        self.coalescer = offload.Coalescer(self._write_frame)
+        self.loss = TEST_LOSS
+        if self.loss:
+            log.warning("test loss hook active: dropping %.2f%% of received datagrams", self.loss * 100)
 
     # -- tunnel table ---------------------------------------------------------
 
@@ -59,48 +77,80 @@ class PacketHandlingModule:
 
     # -- sending --------------------------------------------------------------
 
+    def _socket_for(self, tunnel: core.Tunnel) -> socket.socket:
+        return self.sockets[socket.AF_INET6 if ":" in tunnel.endpoint[0] else socket.AF_INET]
+
     def send(self, tunnel: core.Tunnel, type_: int, plaintext: bytes) -> None:
-        datagram = tunnel.seal(type_, plaintext)
-        sock = self.sockets[socket.AF_INET6 if ":" in tunnel.endpoint[0] else socket.AF_INET]
+        self.send_many(tunnel, [tunnel.seal(type_, plaintext)], len(plaintext))
+
+    def send_many(self, tunnel: core.Tunnel, datagrams: list[bytes], inner_bytes: int) -> None:
         try:
-            sock.sendto(datagram, tunnel.endpoint)
-        except BlockingIOError:
-            self.drops("socket send buffer full")
-            return
+            sent = send_segments(self._socket_for(tunnel), datagrams, tunnel.endpoint, self.gso)
         except OSError as exc:
             self.drops("send failed", tunnel.endpoint, str(exc))
             return
-        tunnel.tx_bytes += len(plaintext)
-        tunnel.tx_packets += 1
+        if sent < len(datagrams):
+            self.drops("socket send buffer full")
+        tunnel.tx_bytes += inner_bytes
+        tunnel.tx_packets += sent
         tunnel.last_sent = time.time()
+
+    def _route(self, packet: bytes) -> core.Tunnel | None:
+        version = packet[0] >> 4 if packet else 0
+        if version == 4:
+            return self.by_vip.get(packet[16:20])
+        if version == 6:
+            return self.by_vip.get(packet[24:40])
+        return None
 
     async def tun_reader(self) -> None:
         """TUN -> tunnel: drain the device on every wake-up."""
         fd = self.tun_fd
-        by_vip = self.by_vip
         while True:
             await trio.lowlevel.wait_readable(fd)
             while True:
                 try:
-                    packet = os.read(fd, 65535)
+                    frame = os.read(fd, TUN_READ)
                 except BlockingIOError:
                     break
-                version = packet[0] >> 4 if packet else 0
-                if version == 4:
-                    tunnel = by_vip.get(packet[16:20])
-                elif version == 6:
-                    tunnel = by_vip.get(packet[24:40])
+                if self.vnet:
+                    self._send_frame(frame)
                 else:
-                    continue
-                if tunnel is None:
-                    self.drops("no tunnel for destination")
-                    continue
-                self.send(tunnel, core.CAPSULE, packet)
+                    tunnel = self._route(frame)
+                    if tunnel is None:
+                        self.drops("no tunnel for destination")
+                        continue
+                    self.send(tunnel, core.CAPSULE, frame)
+
+    def _send_frame(self, frame: bytes) -> None:
+        """One super-packet: cut, seal each segment, send runs with UDP GSO."""
+        try:
+            packets = offload.segment(frame)
+        except ParseError as exc:
+            self.drops("unusable TUN frame", None, str(exc))
+            return
+        current, pending, inner = None, [], 0
+        for packet in packets:
+            tunnel = self._route(packet)
+            if tunnel is None:
+                self.drops("no tunnel for destination")
+                continue
+            if tunnel is not current:
+                if pending:
+                    self.send_many(current, pending, inner)
+                current, pending, inner = tunnel, [], 0
+            pending.append(tunnel.seal(core.CAPSULE, packet))
+            inner += len(packet)
+        if pending:
+            self.send_many(current, pending, inner)
 
     # -- receiving ------------------------------------------------------------
 
     def receive(self, data: bytes, source: Address, now: float) -> None:
         """A Capsule Message / Keep Alive / Keep Alive Ack / Tunnel Update."""
+        if self.loss and random.random() < self.loss:
+            self.drops("test loss hook")
+            return
         if len(data) < OVERHEAD:
             self.drops("truncated capsule", source)
             return
@@ -135,12 +185,22 @@ class PacketHandlingModule:
         else:
             self.drops("inner source is not the peer's virtual IP", source)
             return
+        tunnel.rx_bytes += len(packet)
+        if self.vnet:
+            self.coalescer.add(packet, tunnel)
+            return
         try:
-            os.write(self.tun_fd, packet)
+            os.write(self.tun_fd, offload.finish_checksum(packet))
         except OSError as exc:
             self.drops("TUN write failed", source, str(exc))
-            return
-        tunnel.rx_bytes += len(packet)
 
+    def flush(self) -> None:
+        """End of a receive batch: write what the coalescer holds."""
+        if self.vnet:
+            self.coalescer.flush()
 
-__all__ = ["PacketHandlingModule", "CAPSULE_HEADER"]
+    def _write_frame(self, frame: bytes) -> None:
+        try:
+            os.write(self.tun_fd, frame)
+        except OSError as exc:
+            self.drops("TUN write failed", None, str(exc))

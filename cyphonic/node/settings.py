@@ -12,6 +12,9 @@ SCHEMA: c.Schema = {
     "tun": c.Key(c.text, "cyph0"),
     "mtu": c.Key(c.integer(576, 65000), 1420),
     "keepalive": c.Key(c.integer(1, 600), 10),
+    # TUN offloads + UDP GSO/GRO when the kernel has them; false forces the
+    # plain one-packet-per-system-call path
+    "offload": c.Key(c.boolean, True),
     "log_level": c.Key(c.text, "INFO"),
     # name of the control socket (abstract, per network namespace); a second
     # daemon in the same namespace needs its own

@@ -1,0 +1,92 @@
+"""Batch I/O on UDP sockets: many datagrams per system call (DESIGN §10).
+
+- `send_segments`: datagrams for one destination in one `sendmsg` with the
+  UDP_SEGMENT control message (UDP GSO): all but the last the same size.
+- `enable_gro` + `receive_batch`: UDP GRO; one `recvmsg_into` returns a run
+  of datagrams from one source and their size in a control message.
+Both are probed: a socket without them works one datagram per call.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+MAX_GSO_BYTES = 65507 - 512  # headroom under the 64 KB IP limit
+MAX_GSO_SEGMENTS = 64
+_GRO_CMSG = socket.CMSG_SPACE(4)
+_SEG = struct.Struct("=H")
+
+
+def gso_supported(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
+        return True
+    except OSError:
+        return False
+
+
+def enable_gro(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        return True
+    except OSError:
+        return False
+
+
+def send_segments(sock: socket.socket, datagrams: list[bytes], address, gso: bool) -> int:
+    """Send `datagrams` to `address`; returns how many went out. Runs of
+    equal size share one system call when `gso` is on."""
+    if not gso or len(datagrams) == 1:
+        sent = 0
+        for d in datagrams:
+            try:
+                sock.sendto(d, address)
+            except BlockingIOError:
+                break
+            sent += 1
+        return sent
+    sent = 0
+    i, n = 0, len(datagrams)
+    while i < n:
+        size = len(datagrams[i])
+        j, total = i + 1, size
+        # extend the run while sizes match; a shorter one may end it
+        while j < n and j - i < MAX_GSO_SEGMENTS and total + len(datagrams[j]) <= MAX_GSO_BYTES:
+            length = len(datagrams[j])
+            if length > size:
+                break
+            total += length
+            j += 1
+            if length < size:
+                break
+        run = datagrams[i:j]
+        try:
+            if len(run) == 1:
+                sock.sendto(run[0], address)
+            else:
+                sock.sendmsg([b"".join(run)], [(SOL_UDP, UDP_SEGMENT, _SEG.pack(size))], 0, address)
+        except BlockingIOError:
+            return sent
+        sent += len(run)
+        i = j
+    return sent
+
+
+def receive_batch(sock: socket.socket, buffer: bytearray) -> tuple[list[bytes], tuple] | None:
+    """(datagrams, source) of one GRO read, or None when the socket is empty."""
+    try:
+        n, ancdata, _flags, source = sock.recvmsg_into([buffer], _GRO_CMSG)
+    except BlockingIOError:
+        return None
+    size = n
+    for level, kind, data in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
+            size = struct.unpack_from("=i", data)[0] or n
+    view = memoryview(buffer)
+    if size >= n:
+        return [bytes(view[:n])], source
+    return [bytes(view[k : min(k + size, n)]) for k in range(0, n, size)], source
