@@ -25,6 +25,9 @@ fi
 
 case "$what" in
   demo) exec .venv/bin/cyphonic lab demo ;;
-  test) exec .venv/bin/python -m pytest -q -p no:cacheprovider tests ;;
+  test)
+    # every tier once, then the system tier again on the plain data path
+    .venv/bin/python -m pytest -q -p no:cacheprovider tests
+    CYPHONIC_DATAPLANE=plain exec .venv/bin/python -m pytest -q -p no:cacheprovider tests/system ;;
   *) echo "bootstrap: unknown action '$what' (use demo or test)" >&2; exit 2 ;;
 esac

@@ -30,6 +30,8 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p = sub.add_parser("up", parents=[common], help="build the topology and start the daemons")
     p.add_argument("--timeout", type=float, default=20,
                    help="seconds to wait for the cloud and every node to register")
+    p.add_argument("--dataplane", choices=("offload", "plain"), default="offload",
+                   help="the nodes' data path (default: offload, probed)")
     p.set_defaults(func=_as_root(cmd_up))
 
     p = sub.add_parser("show", parents=[common], help="hosts, addresses and virtual IPs")
@@ -78,7 +80,7 @@ def _report(e: LabError) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    lab = Lab(args.prefix)
+    lab = Lab(args.prefix, dataplane=args.dataplane)
     if lab.is_up():
         raise LabError(f"a lab with prefix {lab.prefix!r} is already up "
                        f"(cyphonic lab down --prefix {lab.prefix}, or another --prefix)")

@@ -29,12 +29,18 @@ DAEMONS: dict[Role, Program] = {
 }
 
 DEFAULT_PREFIX = "cyp"
+# Which data path the nodes run: TUN offloads + UDP GSO/GRO, or the plain
+# one-packet-per-system-call path (CI runs the system tests on both).
+DATAPLANES = ("offload", "plain")
 
 
 class Lab:
-    def __init__(self, prefix: str = DEFAULT_PREFIX, topology: Topology = BASIC) -> None:
+    def __init__(self, prefix: str = DEFAULT_PREFIX, topology: Topology = BASIC, dataplane: str = "offload") -> None:
         self.prefix = check_prefix(prefix)
         self.topology = topology
+        if dataplane not in DATAPLANES:
+            raise LabError(f"dataplane must be one of {', '.join(DATAPLANES)}, not {dataplane!r}")
+        self.dataplane = dataplane
         self.paths = LabPaths(prefix)
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -91,6 +97,9 @@ class Lab:
         for host in self.topology.with_role(Role.NODE):
             enrollment.enroll_node(host.name, self.paths.ca, self.paths.bundle(host.name),
                                    self.topology.cloud_addresses_for(host.name))
+            if self.dataplane == "plain":
+                config = self.paths.node_config(host.name)
+                enrollment.derive_node_config(config, config, {"offload": False})
 
     def config(self, host: str) -> Path:
         role = self.topology.host(host).role

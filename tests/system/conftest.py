@@ -62,7 +62,7 @@ def spare_prefix() -> str:
 def lab() -> Iterator[Lab]:
     """The basic lab (cloud, mn, NAPT'd cn), up and registered."""
     require_lab_host()
-    lab = Lab(unique_prefix("t"))
+    lab = Lab(unique_prefix("t"), dataplane=os.environ.get("CYPHONIC_DATAPLANE", "offload"))
     try:
         try:
             lab.up(timeout=30)
