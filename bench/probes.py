@@ -9,11 +9,13 @@ than raising, so one bad repetition does not throw away the rest of a run.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cyphonic.lab import Lab, LabError, apps
@@ -57,18 +59,23 @@ def host_cpu() -> tuple[int, int]:
 
 
 class CpuMeter:
-    """CPU seconds used by the node daemons of some hosts between start() and stop()."""
+    """CPU seconds used by the tunnel processes of some hosts between start() and stop().
 
-    def __init__(self, lab: Lab, hosts: list[str]) -> None:
+    `pids_of(host)` names them; by default the host's CYPHONIC node daemon.
+    """
+
+    def __init__(self, lab: Lab, hosts: list[str],
+                 pids_of: Callable[[str], list[int]] | None = None) -> None:
         self.lab = lab
         self.hosts = hosts
+        self.pids_of = pids_of or (lambda host: daemon_pids(lab.ns(host)))
         self.pids: dict[str, list[int]] = {}
         self.before: dict[int, float] = {}
         self.host_before = (0, 0)
         self.t0 = 0.0
 
     def start(self) -> None:
-        self.pids = {h: daemon_pids(self.lab.ns(h)) for h in self.hosts}
+        self.pids = {h: self.pids_of(h) for h in self.hosts}
         self.before = {p: cpu_seconds(p) for ps in self.pids.values() for p in ps}
         self.host_before = host_cpu()
         self.t0 = time.monotonic()
@@ -109,9 +116,13 @@ def _trim(report: dict) -> dict:
 
 
 def iperf3(lab: Lab, client: str, target: str, port: int, seconds: float,
-           udp_rate: str | None = None, length: int | None = None, tries: int = 2) -> dict:
-    """apps.iperf3, tried again once: a failed test can leave the server busy for a moment."""
-    extra: tuple[str, ...] = ("-l", str(length)) if length else ()
+           udp_rate: str | None = None, length: int | None = None, tries: int = 2,
+           extra: tuple[str, ...] = ()) -> dict:
+    """apps.iperf3, tried again once: a failed test can leave the server busy for a moment.
+
+    `extra`: more iperf3 options, e.g. ("-R",) (the server sends) or ("-4",).
+    """
+    extra = (*extra, *(("-l", str(length)) if length else ()))
     last: Exception | None = None
     for attempt in range(tries):
         try:
@@ -133,21 +144,28 @@ def peer_counters(lab: Lab, host: str, peer_fqdn: str) -> dict | None:
 
 
 def tcp_trial(lab: Lab, client: str, target: str, port: int, seconds: float,
-              daemons: list[str], counters: tuple[str, str] | None = None) -> dict:
-    """One iperf3 TCP run, with the daemons' CPU (and tunnel counters) around it.
+              daemons: list[str], counters: tuple[str, str] | None = None,
+              extra: tuple[str, ...] = (),
+              pids_of: Callable[[str], list[int]] | None = None,
+              links: list[tuple[str, str]] = ()) -> dict:
+    """One iperf3 TCP run, with the tunnel processes' CPU (and tunnel counters) around it.
 
     `counters` = (host, peer fqdn): read that host's per-peer byte counters
     before and after, to compare what the tunnel carried with what iperf3 sent.
+    `links` = [(host, device)]: rx/tx bytes of those devices over the run
+    (which tunnel devices the traffic really crossed).
     """
-    meter = CpuMeter(lab, daemons)
+    meter = CpuMeter(lab, daemons, pids_of)
     before = peer_counters(lab, *counters) if counters else None
+    links_before = {f"{h}/{d}": link_bytes(lab, h, d) for h, d in links}
     meter.start()
     try:
-        report = iperf3(lab, client, target, port, seconds)
+        report = iperf3(lab, client, target, port, seconds, extra=extra)
     except LabError as e:
         return {"error": str(e), "cpu": meter.stop()}
     cpu = meter.stop()
     after = peer_counters(lab, *counters) if counters else None
+    links_after = {f"{h}/{d}": link_bytes(lab, h, d) for h, d in links}
     t = _trim(report)
     received = t["sum_received"]
     gbit = received["bytes"] * 8 / 1e9
@@ -163,6 +181,11 @@ def tcp_trial(lab: Lab, client: str, target: str, port: int, seconds: float,
         "cpu_s_per_gbit": cpu_total / gbit if cpu_total is not None and gbit > 0 else None,
         "iperf3": t,
     }
+    if links:
+        out["link_bytes"] = {
+            k: {d: links_after[k][d] - links_before[k][d] for d in ("rx", "tx")}
+            if links_before.get(k) and links_after.get(k) else None
+            for k in links_before}
     if before and after:
         out["tunnel_counters"] = {
             "before": before, "after": after,
@@ -174,8 +197,9 @@ def tcp_trial(lab: Lab, client: str, target: str, port: int, seconds: float,
 
 
 def udp_step(lab: Lab, client: str, target: str, port: int, seconds: float,
-             rate_mbps: int, length: int) -> dict:
-    report = iperf3(lab, client, target, port, seconds, udp_rate=f"{rate_mbps}M", length=length)
+             rate_mbps: int, length: int, extra: tuple[str, ...] = ()) -> dict:
+    report = iperf3(lab, client, target, port, seconds, udp_rate=f"{rate_mbps}M", length=length,
+                    extra=extra)
     t = _trim(report)
     # sum_received is the server's view: what came out of the far end.
     got = t.get("sum_received") or t["sum"]
@@ -192,7 +216,7 @@ def udp_step(lab: Lab, client: str, target: str, port: int, seconds: float,
 
 def udp_search(lab: Lab, client: str, target: str, port: int, seconds: float, length: int,
                start_mbps: int, max_mbps: int, refine: int, loss_limit: float = 1.0,
-               min_mbps: int = 10, settle: float = 0.5) -> dict:
+               min_mbps: int = 10, settle: float = 0.5, extra: tuple[str, ...] = ()) -> dict:
     """The highest offered rate (-b) with at most `loss_limit` % loss.
 
     Bracket by doubling (or halving) from `start_mbps`, then `refine` steps of
@@ -207,7 +231,7 @@ def udp_search(lab: Lab, client: str, target: str, port: int, seconds: float, le
         nonlocal good, bad_rate
         if steps:
             time.sleep(settle)  # let queues left by an overloaded step drain
-        step = udp_step(lab, client, target, port, seconds, rate, length)
+        step = udp_step(lab, client, target, port, seconds, rate, length, extra)
         step["pass"] = step["lost_percent"] <= loss_limit
         steps.append(step)
         if step["pass"]:
@@ -267,9 +291,11 @@ _RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 _TARGET = re.compile(r"^PING \S+ ?\(([^)]+)\)", re.M)
 
 
-def ping_trial(lab: Lab, client: str, target: str, count: int, interval: float) -> dict:
+def ping_trial(lab: Lab, client: str, target: str, count: int, interval: float,
+               extra: tuple[str, ...] = ()) -> dict:
     try:
-        done = lab.run(client, ["ping", "-q", "-c", str(count), "-i", str(interval), target],
+        done = lab.run(client, ["ping", *extra, "-q", "-c", str(count), "-i", str(interval),
+                                target],
                        timeout=count * interval + 20)
     except subprocess.TimeoutExpired:
         return {"error": "ping timed out"}
@@ -283,6 +309,33 @@ def ping_trial(lab: Lab, client: str, target: str, count: int, interval: float) 
     else:
         out["error"] = (done.stderr or done.stdout).strip()[-500:] or f"exit {done.returncode}"
     return out
+
+
+def wait_ping(lab: Lab, client: str, target: str, deadline: float,
+              extra: tuple[str, ...] = ()) -> int:
+    """Ping once a second until one answer; returns the attempts, LabError at `deadline`."""
+    attempts = 0
+    while True:
+        attempts += 1
+        done = lab.run(client, ["ping", *extra, "-c", "1", "-W", "1", target], timeout=10)
+        if done.returncode == 0:
+            return attempts
+        if time.monotonic() > deadline:
+            raise LabError(f"{client} cannot ping {target} ({attempts} attempts)",
+                           (done.stderr or done.stdout)[-500:])
+        time.sleep(0.1)
+
+
+def link_bytes(lab: Lab, host: str, device: str) -> dict | None:
+    """rx/tx byte counters of a device in a host's namespace; None if it does not exist."""
+    done = lab.run(host, ["ip", "-j", "-s", "link", "show", "dev", device], timeout=10)
+    if done.returncode != 0:
+        return None
+    try:
+        stats = json.loads(done.stdout)[0]["stats64"]
+        return {"rx": stats["rx"]["bytes"], "tx": stats["tx"]["bytes"]}
+    except (ValueError, KeyError, IndexError):
+        return None
 
 
 # -- restart: route selection and tunnel establishment -------------------------------

@@ -61,24 +61,45 @@ def loadavg() -> list[float]:
         return []
 
 
-# Rows of the table, in order: (metric key, label). Keys not in the summary are skipped.
+PATH_LABELS = {"plain": "A: plain routing", "nebula": "B: Nebula", "cyphonic": "C: CYPHONIC"}
+
+# The A/B/C table: (label, metric suffix of "<path>_<suffix>", ratio key "c_vs_b_<name>").
+ABC_ROWS: list[tuple[str, str, str]] = [
+    ("TCP, Gbit/s", "tcp_gbps", "tcp"),
+    ("TCP at 1% random loss, Gbit/s", "tcp_loss_gbps", "tcp_loss"),
+    ("UDP, highest received rate with <= 1% loss, Mbit/s", "udp_received_mbps", "udp"),
+    ("idle RTT (ping avg), ms", "rtt_ms", "rtt"),
+    ("CPU-s per Gbit, tunnel processes (TCP run)", "cpu_s_per_gbit", "cpu"),
+]
+
+# Rows of the details table, in order: (metric key, label). Keys not in the summary are skipped.
 ROWS: list[tuple[str, str]] = [
-    ("plain_tcp_gbps", "TCP, plain routing cn -> 198.51.100.10 (through NAPT)"),
-    ("overlay_tcp_gbps", "TCP, overlay mn -> cn.cyphonic.test"),
-    ("overlay_tcp_vs_plain_pct", "TCP overlay / plain (same repetition)"),
-    ("overlay_tcp_retransmits", "TCP overlay retransmits per run"),
-    ("cpu_s_per_gbit", "CPU of both node daemons per Gbit (overlay TCP)"),
-    ("cpu_s_per_gbit_mn", "  of which mn (sender)"),
-    ("cpu_s_per_gbit_cn", "  of which cn (receiver)"),
-    ("daemon_cpu_pct", "both daemons during overlay TCP (100% = one core)"),
-    ("plain_tcp_daemon_cpu_s", "daemons' CPU during plain TCP (should be ~0)"),
-    ("overlay_udp_max_mbps", "UDP overlay: highest offered rate with <= 1% loss"),
-    ("overlay_udp_received_mbps", "UDP overlay: highest received rate with <= 1% loss"),
-    ("plain_udp_max_mbps", "UDP plain: highest offered rate with <= 1% loss"),
-    ("plain_udp_received_mbps", "UDP plain: highest received rate with <= 1% loss"),
-    ("overlay_rtt_ms", "RTT, ping mn -> cn.cyphonic.test (avg of a run)"),
-    ("plain_rtt_ms", "RTT, ping cn -> 198.51.100.10 (avg of a run)"),
-    ("overlay_rtt_added_ms", "RTT added by the overlay (same repetition)"),
+    ("plain_tcp_retransmits", "TCP retransmits per run, A plain"),
+    ("nebula_tcp_retransmits", "TCP retransmits per run, B Nebula"),
+    ("cyphonic_tcp_retransmits", "TCP retransmits per run, C CYPHONIC"),
+    ("plain_tcp_loss_retransmits", "TCP at 1% loss, retransmits, A plain"),
+    ("nebula_tcp_loss_retransmits", "TCP at 1% loss, retransmits, B Nebula"),
+    ("cyphonic_tcp_loss_retransmits", "TCP at 1% loss, retransmits, C CYPHONIC"),
+    ("plain_loss_applied_pct", "loss applied, A plain (nft, per GRO aggregate)"),
+    ("nebula_loss_applied_pct", "loss applied, B Nebula (nft, per outer datagram)"),
+    ("cyphonic_loss_applied_pct", "loss applied, C CYPHONIC (test hook, approx.)"),
+    ("nebula_tcp_vs_plain_pct", "TCP B Nebula / A plain (same repetition)"),
+    ("cyphonic_tcp_vs_plain_pct", "TCP C CYPHONIC / A plain (same repetition)"),
+    ("nebula_cpu_s_per_gbit_mn", "CPU per Gbit, B Nebula, mn (sender)"),
+    ("nebula_cpu_s_per_gbit_cn", "CPU per Gbit, B Nebula, cn (receiver)"),
+    ("cyphonic_cpu_s_per_gbit_mn", "CPU per Gbit, C CYPHONIC, mn (sender)"),
+    ("cyphonic_cpu_s_per_gbit_cn", "CPU per Gbit, C CYPHONIC, cn (receiver)"),
+    ("nebula_cpu_pct", "B Nebula processes during TCP (100% = one core)"),
+    ("cyphonic_cpu_pct", "C CYPHONIC daemons during TCP (100% = one core)"),
+    ("nebula_tcp_loss_cpu_s_per_gbit", "CPU per Gbit at 1% loss, B Nebula"),
+    ("cyphonic_tcp_loss_cpu_s_per_gbit", "CPU per Gbit at 1% loss, C CYPHONIC"),
+    ("plain_tcp_tunnel_cpu_s", "tunnel processes' CPU during A plain TCP (should be ~0)"),
+    ("plain_udp_max_mbps", "UDP highest offered rate with <= 1% loss, A plain"),
+    ("nebula_udp_max_mbps", "UDP highest offered rate with <= 1% loss, B Nebula"),
+    ("cyphonic_udp_max_mbps", "UDP highest offered rate with <= 1% loss, C CYPHONIC"),
+    ("nebula_rtt_added_ms", "RTT added over plain, B Nebula (same repetition)"),
+    ("cyphonic_rtt_added_ms", "RTT added over plain, C CYPHONIC (same repetition)"),
+    ("cyphonic_loss_switch_s", "cn+mn daemon restart -> tunnel up again (loss hook on/off)"),
     ("route_selection_ms", "route selection (mn daemon timer)"),
     ("tunnel_establishment_ms", "tunnel establishment (mn daemon timer)"),
     ("dns_first_query_ms", "dig, first query after restart (route + tunnel)"),
@@ -89,14 +110,57 @@ ROWS: list[tuple[str, str]] = [
 ]
 
 
+def labels() -> dict[str, str]:
+    """A description for every summarized key."""
+    out = dict(ROWS)
+    for label, suffix, ratio in ABC_ROWS:
+        for path, name in PATH_LABELS.items():
+            out[f"{path}_{suffix}"] = f"{label.split(',')[0]}, {name}"
+        out[f"c_vs_b_{ratio}"] = f"{label.split(',')[0]}, C/B (same repetition)"
+    return out
+
+
+def _cell(s: dict | None) -> str:
+    if not s or s.get("median") is None:
+        return "-"
+    if s["n"] == 1:
+        return fmt(s["median"])
+    return f"{fmt(s['median'])} ({fmt(s['min'])}-{fmt(s['max'])})"
+
+
+def abc_table(result: dict) -> list[str]:
+    summary = result["summary"]
+    goals = result.get("goals") or {}
+    neb = (result.get("environment") or {}).get("nebula") or ""
+    n = max((summary.get(f"{p}_tcp_gbps") or {}).get("n", 0) for p in PATH_LABELS)
+    lines = [
+        f"median (min-max) of {n} interleaved repetitions (A B C A B C ...); every path carries "
+        "the data mn -> cn; C/B is the median of the per-repetition ratios.",
+        "",
+        f"| metric | A: plain routing | B: Nebula {neb} | C: CYPHONIC | C/B | goal | met |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for label, suffix, ratio in ABC_ROWS:
+        g = goals.get(ratio)
+        met = "-" if not g or g["met"] is None else ("yes" if g["met"] else "**no**")
+        lines.append(
+            f"| {label} | {_cell(summary.get(f'plain_{suffix}'))} | "
+            f"{_cell(summary.get(f'nebula_{suffix}'))} | {_cell(summary.get(f'cyphonic_{suffix}'))} | "
+            f"{_cell(summary.get(f'c_vs_b_{ratio}'))} | "
+            f"{g['goal'] if g else '(lower is better)'} | {met} |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     env = result["environment"]
     cfg = result["config"]
     summary = result["summary"]
+    neb = (result.get("nebula") or {}).get("settings") or {}
     lines = [
         f"# CYPHONIC bench, {result['started_utc']}",
         "",
-        f"- date (UTC): {result['started_utc']} (took {result['duration_s']:.0f} s)",
+        f"- date (UTC): {result['started_utc']} (took {result['duration_s']:.0f} s)"
+        + ("" if result.get("complete") else f"; INCOMPLETE: {result.get('error')}"),
         f"- kernel: {env['kernel']}",
         f"- CPU: {env['cpu_model']} x {env['cpus']}",
         f"- git commit: {env['git_commit']} ({env['git_describe']})"
@@ -104,16 +168,29 @@ def markdown(result: dict) -> str:
            if env["dirty_cyphonic"] else ""),
         f"- mode: {'quick' if cfg['quick'] else 'full'}; {cfg['repetitions']} interleaved "
         f"repetitions; TCP {cfg['tcp_seconds']} s, UDP steps {cfg['udp_seconds']} s "
-        f"(-l {cfg['udp_length']}, tun MTU {cfg['tun_mtu']}), ping -c {cfg['ping_count']} "
+        f"(-l {cfg.get('udp_length')}, tun MTU {cfg.get('tun_mtu')}), ping -c {cfg['ping_count']} "
         f"-i {cfg['ping_interval']}; {cfg['restarts']} daemon restarts",
+        f"- A: iperf3 -R from cn to 198.51.100.10 (through the NAPT); B: mn -> cn's Nebula "
+        f"address; C: mn -> cn.cyphonic.test (-{cfg.get('cyphonic_family')})",
+        f"- Nebula {env.get('nebula')}: lighthouse in cloud, tun.mtu {neb.get('mtu')}, "
+        f"socket buffers {(neb.get('read_buffer') or 0) >> 20} MiB, cipher aes (default)",
+        f"- 1% loss: A nft drop on cn's incoming TCP; B nft drop on cn's incoming UDP "
+        f"port {neb.get('port')}; C CYPHONIC_TEST_LOSS=0.01 on cn's daemon "
+        + ("(hook present)" if env.get("loss_hook_files") else "(HOOK ABSENT)"),
         f"- load average before / after: {result['loadavg_before']} / {result['loadavg_after']}",
+        "",
+        "## Plain routing (A) vs Nebula (B) vs CYPHONIC (C)",
+        "",
+        *abc_table(result),
+        "",
+        "## Details",
         "",
         "| metric | median | min | max | p99 | n | unit |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for key, label in ROWS:
         s = summary.get(key)
-        if s is None:
+        if s is None or not s["n"]:
             continue
         lines.append(f"| {label} | {fmt(s['median'])} | {fmt(s['min'])} | {fmt(s['max'])} | "
                      f"{fmt(s.get('p99'))} | {s['n']} | {s['unit']} |")

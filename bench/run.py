@@ -1,12 +1,15 @@
-"""CYPHONIC benchmark on the network-namespace lab.
+"""CYPHONIC benchmark on the network-namespace lab: plain routing vs Nebula vs CYPHONIC.
 
     .venv/bin/python bench/run.py [--quick] [--out bench/results] [--prefix bench]
     .venv/bin/python -m bench.run ...   (same thing, from the repository root)
 
-Brings a lab up under its own prefix, measures plain routing against the
-overlay in interleaved repetitions (A B A B ...), restarts mn's node daemon
-to sample route selection and tunnel establishment, tears the lab down
-(always), and writes bench/results/<UTC stamp>.{json,md} and latest.{json,md}.
+Brings a lab up under its own prefix, starts Nebula (Debian's package) in the
+same namespaces, measures A = plain routing, B = Nebula, C = CYPHONIC node to
+node in interleaved repetitions (A B C A B C ...): TCP, TCP at 1% loss, the
+highest UDP rate with <= 1% loss, idle RTT, CPU per Gbit of the tunnel
+processes. Then (unless --restarts 0) restarts mn's node daemon to sample
+route selection and tunnel establishment. Tears the lab down (always), and
+writes bench/results/<UTC stamp>.{json,md} and latest.{json,md}.
 What each figure means: bench/README.md.
 """
 
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,23 +31,29 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from cyphonic.lab import Lab, LabError, apps, down  # noqa: E402
 from cyphonic.lab import netns  # noqa: E402
+from cyphonic.lab.processes import log_tail  # noqa: E402
 
-from bench import probes, report  # noqa: E402
+from bench import loss, nebula, probes, report  # noqa: E402
 from bench.stats import summarize  # noqa: E402
 
 MN_GLOBAL = "198.51.100.10"  # mn's address on the "internet"; cn reaches it through its NAPT
 CN = "cn.cyphonic.test"
+MN = "mn.cyphonic.test"
 PORT = 5201
-V6_UDP_OVERHEAD = 48  # IPv6 (40) + UDP (8): -l = MTU - 48 fits one datagram in either family
+UDP_IP_OVERHEAD = {4: 28, 6: 48}  # IP + UDP header: -l = inner MTU - this fills one packet
+LOSS_FRACTION = 0.01
 
 MODES = {
     # reps: interleaved repetitions; refine: bisection steps of the UDP search
-    "quick": dict(reps=3, tcp_seconds=2, udp_seconds=1, refine=2, restarts=5),
-    "full": dict(reps=5, tcp_seconds=5, udp_seconds=3, refine=3, restarts=20),
+    "quick": dict(reps=3, tcp_seconds=3, udp_seconds=1, refine=2, restarts=5),
+    "full": dict(reps=3, tcp_seconds=5, udp_seconds=2, refine=3, restarts=20),
 }
 PING_COUNT, PING_INTERVAL = 20, 0.05
-UDP_OVERLAY = dict(start_mbps=200, max_mbps=4000)
-UDP_PLAIN = dict(start_mbps=1000, max_mbps=16000)
+PATHS = ("plain", "nebula", "cyphonic")
+# C/B goals of the issue "Data plane at kernel-offload speed": (comparison, bound)
+GOALS = {"tcp": (">=", 3.0), "tcp_loss": (">=", 1.5), "udp": (">=", 1.0), "rtt": ("<=", 1.0)}
+RATIOS = {"tcp": "tcp_gbps", "tcp_loss": "tcp_loss_gbps", "udp": "udp_received_mbps",
+          "rtt": "rtt_ms", "cpu": "cpu_s_per_gbit"}
 
 
 def log(msg: str) -> None:
@@ -54,64 +64,135 @@ def _sigterm(signum, frame):  # noqa: ARG001
     raise SystemExit(128 + signum)  # unwinds through the finally that tears the lab down
 
 
-def tun_info(lab: Lab, host: str) -> dict:
-    st = lab.status(host) or {}
-    tun = st.get("tun") or "cyph0"
-    out = lab.run(host, ["ip", "-d", "link", "show", tun], timeout=10).stdout
+def tun_info(lab: Lab, host: str, name: str | None = None) -> dict:
+    if name is None:
+        st = lab.status(host) or {}
+        name = st.get("tun") or "cyph0"
+    out = lab.run(host, ["ip", "-d", "link", "show", name], timeout=10).stdout
     words = out.split()
     mtu = int(words[words.index("mtu") + 1]) if "mtu" in words else None
     vnet = words[words.index("vnet_hdr") + 1] if "vnet_hdr" in words else None
-    return {"name": tun, "mtu": mtu, "vnet_hdr": vnet, "ip_link": out.strip()}
+    return {"name": name, "mtu": mtu, "vnet_hdr": vnet, "ip_link": out.strip()}
 
 
-def measure(lab: Lab, mode: dict, result: dict) -> None:
+@dataclass
+class DataPath:
+    """One of A/B/C: who runs the iperf3 client and ping, against what.
+
+    Every path carries the data mn -> cn, so a drop rule in cn's namespace
+    (or cn's receiver hook) hits the data, not the ACKs. Plain routing cannot
+    reach cn through its NAPT, so cn is the client there with iperf3 -R
+    (mn's server sends).
+    """
+
+    key: str
+    label: str
+    client: str
+    target: str
+    iperf_extra: tuple[str, ...] = ()
+    ping_extra: tuple[str, ...] = ()
+    udp_start_mbps: int = 200
+    udp_max_mbps: int = 4000
+    pids_of: object = None  # Callable[[str], list[int]] | None: the tunnel processes of a host
+    counters: tuple[str, str] | None = None
+    udp_length: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def measure(lab: Lab, mode: dict, result: dict, family: int) -> None:
     servers = []
+    neb = nebula.Nebula(lab)
     try:
-        servers.append(apps.serve_iperf3(lab, "cn", PORT))  # overlay target
-        servers.append(apps.serve_iperf3(lab, "mn", PORT))  # plain-routing target
+        servers.append(apps.serve_iperf3(lab, "cn", PORT))  # B and C target
+        servers.append(apps.serve_iperf3(lab, "mn", PORT))  # A: cn -R to mn's global address
         result["hosts"] = lab.show()["hosts"]
         tun = tun_info(lab, "mn")
         result["tun"] = tun
-        length = (tun["mtu"] or 1420) - V6_UDP_OVERHEAD
-        result["config"].update(tun_mtu=tun["mtu"], udp_length=length)
 
-        log("warm-up: route selection, tunnel, one short run each way")
-        result["warmup"] = {
-            "dig": probes.dig(lab, "mn", CN),
-            "ping": probes.ping_trial(lab, "mn", CN, 3, 0.2),
-            "overlay_tcp": probes.tcp_trial(lab, "mn", CN, PORT, 1, ["mn", "cn"]),
-            "plain_tcp": probes.tcp_trial(lab, "cn", MN_GLOBAL, PORT, 1, ["mn", "cn"]),
+        log(f"nebula {nebula.version()}: CA, lighthouse in cloud, hosts in mn and cn")
+        neb.setup()
+        result["nebula"] = {"settings": neb.settings()}
+        result["nebula"]["start"] = neb.start()
+        result["nebula"]["tun"] = tun_info(lab, "mn", nebula.TUN)
+        log(f"nebula up: mn reaches {neb.ip('cn')} after {result['nebula']['start']['mn_reaches_cn_s']} s")
+
+        mtu = tun["mtu"] or 1420
+        length = mtu - UDP_IP_OVERHEAD[family]
+        fam = (f"-{family}",)
+        paths = {
+            "plain": DataPath("plain", "plain routing", "cn", MN_GLOBAL, iperf_extra=("-R",),
+                              udp_start_mbps=1000, udp_max_mbps=16000,
+                              # sanity: no tunnel process should work during plain runs
+                              pids_of=lambda h: probes.daemon_pids(lab.ns(h))
+                              + neb.pids().get(h, [])),
+            "nebula": DataPath("nebula", f"Nebula {nebula.version()}", "mn", neb.ip("cn"),
+                               pids_of=lambda h: neb.pids().get(h, [])),
+            "cyphonic": DataPath("cyphonic", "CYPHONIC", "mn", CN, iperf_extra=fam,
+                                 ping_extra=fam, counters=("mn", CN)),
         }
+        for p in paths.values():
+            p.udp_length = length
+        result["config"].update(tun_mtu=tun["mtu"], nebula_mtu=result["nebula"]["tun"]["mtu"],
+                                udp_length=length, cyphonic_family=family,
+                                paths={k: {"client": p.client, "target": p.target,
+                                           "iperf3_extra": list(p.iperf_extra),
+                                           "ping_extra": list(p.ping_extra),
+                                           "udp_start_mbps": p.udp_start_mbps,
+                                           "udp_max_mbps": p.udp_max_mbps}
+                                       for k, p in paths.items()})
+        links = [("cn", tun["name"]), ("cn", nebula.TUN)]
+
+        def tcp(p: DataPath, seconds: float) -> dict:
+            return probes.tcp_trial(lab, p.client, p.target, PORT, seconds, ["mn", "cn"],
+                                    counters=p.counters, extra=p.iperf_extra,
+                                    pids_of=p.pids_of, links=links)
+
+        log("warm-up: one dig, ping and 1 s TCP run per path")
+        result["warmup"] = {"dig": probes.dig(lab, "mn", CN)}
+        for p in paths.values():
+            result["warmup"][p.key] = {
+                "ping": probes.ping_trial(lab, p.client, p.target, 3, 0.2, p.ping_extra),
+                "tcp": tcp(p, 1)}
 
         reps = result["samples"]["repetitions"]
-        udp_start = {"overlay": UDP_OVERLAY["start_mbps"], "plain": UDP_PLAIN["start_mbps"]}
-        for i in range(mode["reps"]):
-            rep: dict = {"rep": i}
+        udp_start = {k: p.udp_start_mbps for k, p in paths.items()}
+        n = mode["reps"]
+        for i in range(n):
+            rep: dict = {"rep": i, "tcp": {}, "rtt": {}, "udp": {}, "tcp_loss": {}}
             reps.append(rep)
-            log(f"repetition {i + 1}/{mode['reps']}: TCP plain, overlay")
-            rep["plain_tcp"] = probes.tcp_trial(lab, "cn", MN_GLOBAL, PORT, mode["tcp_seconds"],
-                                                ["mn", "cn"])
-            rep["overlay_tcp"] = probes.tcp_trial(lab, "mn", CN, PORT, mode["tcp_seconds"],
-                                                  ["mn", "cn"], counters=("mn", CN))
-            log(f"repetition {i + 1}/{mode['reps']}: ping plain, overlay")
-            rep["plain_rtt"] = probes.ping_trial(lab, "cn", MN_GLOBAL, PING_COUNT, PING_INTERVAL)
-            rep["overlay_rtt"] = probes.ping_trial(lab, "mn", CN, PING_COUNT, PING_INTERVAL)
-            log(f"repetition {i + 1}/{mode['reps']}: UDP search plain, overlay")
-            for name, client, target, limits in (
-                    ("plain", "cn", MN_GLOBAL, UDP_PLAIN), ("overlay", "mn", CN, UDP_OVERLAY)):
-                r = probes.udp_search(lab, client, target, PORT, mode["udp_seconds"], length,
-                                      start_mbps=udp_start[name], max_mbps=limits["max_mbps"],
-                                      refine=mode["refine"])
-                rep[f"{name}_udp"] = r
+            revive(lab, rep, fam, f"before repetition {i + 1}")
+            log(f"repetition {i + 1}/{n}: TCP A B C")
+            for p in paths.values():
+                rep["tcp"][p.key] = tcp(p, mode["tcp_seconds"])
+            log(f"repetition {i + 1}/{n}: ping A B C")
+            for p in paths.values():
+                rep["rtt"][p.key] = probes.ping_trial(lab, p.client, p.target, PING_COUNT,
+                                                      PING_INTERVAL, p.ping_extra)
+            log(f"repetition {i + 1}/{n}: UDP search A B C")
+            for p in paths.values():
+                r = probes.udp_search(lab, p.client, p.target, PORT, mode["udp_seconds"],
+                                      p.udp_length, start_mbps=udp_start[p.key],
+                                      max_mbps=p.udp_max_mbps, refine=mode["refine"],
+                                      extra=p.iperf_extra)
+                rep["udp"][p.key] = r
                 # The next repetition starts its search where this one ended: fewer steps.
                 if r.get("max_rate_mbps"):
-                    udp_start[name] = r["max_rate_mbps"]
-            o, p = rep["overlay_tcp"], rep["plain_tcp"]
-            log(f"  TCP plain {p.get('gbps', 0):.2f} / overlay {o.get('gbps', 0):.3f} Gbit/s, "
-                f"UDP overlay {rep['overlay_udp'].get('max_rate_mbps')} Mbit/s, "
-                f"RTT {rep['plain_rtt'].get('avg_ms')} / {rep['overlay_rtt'].get('avg_ms')} ms")
+                    udp_start[p.key] = r["max_rate_mbps"]
+            log(f"repetition {i + 1}/{n}: TCP at {LOSS_FRACTION:.0%} loss A B C")
+            tcp_at_loss(lab, paths, mode["tcp_seconds"], tcp, rep)
+            t, tl = rep["tcp"], rep["tcp_loss"]
+            log("  " + " | ".join(
+                f"{k}: TCP {_fmt(t[k].get('gbps'))} / lossy {_fmt(tl.get(k, {}).get('gbps'))} Gbit/s, "
+                f"UDP {_fmt(rep['udp'][k].get('best_received_mbps'))} Mbit/s, "
+                f"RTT {_fmt(rep['rtt'][k].get('avg_ms'))} ms" for k in PATHS))
 
+        revive(lab, result.setdefault("after_repetitions", {}), fam, "after the repetitions")
+        result["nebula"]["underlay"] = neb.underlay_paths()
+        result["nebula"]["alive_at_end"] = neb.alive()
         result["status_after_throughput"] = {h: _status_extract(lab.status(h)) for h in ("mn", "cn")}
+        # The restarts sample CYPHONIC alone, as before Nebula was added (a fresh
+        # daemon would also announce neb0's address as one of its locators).
+        neb.stop()
 
         restarts = result["samples"]["restarts"]
         for i in range(mode["restarts"]):
@@ -122,14 +203,87 @@ def measure(lab: Lab, mode: dict, result: dict) -> None:
                 f"dig {r.get('dns_first', {}).get('query_ms')} ms")
         result["status_at_end"] = {h: _status_extract(lab.status(h)) for h in ("mn", "cn")}
     finally:
+        neb.stop()
         for proc in servers:
             apps.stop(proc)
+        # The daemons' last words, before `down` removes the logs.
+        result["log_tails"] = {h: log_tail(lab.paths.log(h), 15) for h in ("mn", "cn")}
+        result["log_tails"].update({f"nebula-{h}": log_tail(neb.log(h), 5) for h in ("mn", "cn")})
+
+
+def revive(lab: Lab, record: dict, fam: tuple[str, ...], when: str) -> None:
+    """If a node daemon has exited, keep its log tail and restart both (clean)."""
+    dead = [h for h in ("mn", "cn") if lab.procs.get(h) is not None and lab.procs[h].poll() is not None]
+    if not dead:
+        return
+    log(f"node daemon(s) {', '.join(dead)} exited {when}: restarting (log tail kept)")
+    record["daemon_exit"] = {h: {"status": lab.procs[h].returncode,
+                                 "log_tail": log_tail(lab.paths.log(h), 25)} for h in dead}
+    record["daemon_exit"]["restart"] = loss.restart_cyphonic(lab, CN, None, fam)
+
+
+def tcp_at_loss(lab: Lab, paths: dict[str, DataPath], seconds: float, tcp, rep: dict) -> None:
+    """One TCP run per path with 1% of what cn receives dropped at random.
+
+    Fills rep["tcp_loss"][path] and rep["cyphonic_loss_switch"] (cn's restarts).
+    """
+    out = rep["tcp_loss"]
+    switch = rep["cyphonic_loss_switch"] = {}
+    p = paths["plain"]
+    with loss.NftLoss(lab, "cn", "meta l4proto tcp") as rule:
+        r = tcp(p, seconds)
+    r["loss"] = rule.result
+    out["plain"] = r
+    p = paths["nebula"]
+    with loss.NftLoss(lab, "cn", f"udp dport {nebula.PORT}") as rule:
+        r = tcp(p, seconds)
+    r["loss"] = rule.result
+    out["nebula"] = r
+
+    p = paths["cyphonic"]
+    try:
+        try:
+            switch["on"] = loss.restart_cyphonic(lab, CN, LOSS_FRACTION, p.ping_extra)
+        except LabError as e:
+            switch["on"] = {"error": str(e), "detail": getattr(e, "detail", None)}
+            out["cyphonic"] = {"error": f"restart with the loss hook failed: {e}"}
+        else:
+            before = _hook_counts(lab)
+            r = tcp(p, seconds)
+            after = _hook_counts(lab)
+            drops = after["hook_drops"] - before["hook_drops"]
+            rx = (after["rx_packets"] - before["rx_packets"]
+                  if after["rx_packets"] is not None and before["rx_packets"] is not None else None)
+            r["loss"] = {"host": "cn", "hook": f"{loss.ENV}={LOSS_FRACTION}",
+                         "env_seen_by_daemon": switch["on"].get("env_seen_by_daemon"),
+                         "dropped_packets": drops, "delivered_packets": rx,
+                         # cn's rx_packets for mn: what got past the hook (approximate
+                         # when received datagrams are coalesced)
+                         "drop_pct": 100 * drops / (drops + rx) if rx else None}
+            out["cyphonic"] = r
+    finally:
+        # cn's daemon must lose nothing in the next repetition: restore, or stop the run.
+        switch["off"] = loss.restart_cyphonic(lab, CN, None, p.ping_extra)
+
+
+def _hook_counts(lab: Lab) -> dict:
+    st = lab.status("cn") or {}
+    rx = None
+    for peer in st.get("peers", []):
+        if peer.get("fqdn") == MN:
+            rx = peer.get("rx_packets")
+    return {"hook_drops": (st.get("drops") or {}).get("test loss hook", 0), "rx_packets": rx}
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3g}"
 
 
 def _status_extract(st: dict | None) -> dict | None:
     if st is None:
         return None
-    return {k: st.get(k) for k in ("registered", "nat", "tun", "uptime", "peers", "drops", "timers")}
+    return {k: st.get(k) for k in ("registered", "nat", "tun", "uptime", "peers", "drops", "timers",
+                                   "offload", "dataplane")}
 
 
 # -- summary -----------------------------------------------------------------------------
@@ -143,6 +297,10 @@ def _get(d: dict | None, *keys):
     return d
 
 
+def _div(a, b):
+    return a / b if a is not None and b else None
+
+
 def series(result: dict) -> dict[str, list]:
     """Every summarized metric as the list of samples it is computed from."""
     reps = result["samples"]["repetitions"]
@@ -152,28 +310,35 @@ def series(result: dict) -> dict[str, list]:
     def col(*keys):
         return [_get(r, *keys) for r in reps]
 
-    s["plain_tcp_gbps"] = col("plain_tcp", "gbps")
-    s["overlay_tcp_gbps"] = col("overlay_tcp", "gbps")
-    s["overlay_tcp_vs_plain_pct"] = [100 * o / p if o is not None and p else None
-                                     for o, p in zip(s["overlay_tcp_gbps"], s["plain_tcp_gbps"])]
-    s["overlay_tcp_retransmits"] = col("overlay_tcp", "retransmits")
-    s["cpu_s_per_gbit"] = col("overlay_tcp", "cpu_s_per_gbit")
-    for host in ("mn", "cn"):
-        s[f"cpu_s_per_gbit_{host}"] = [
-            c / g if c is not None and g else None
-            for c, g in zip(col("overlay_tcp", "cpu", "daemon_cpu_s", host),
-                            col("overlay_tcp", "gbit_received"))]
-    s["daemon_cpu_pct"] = [100 * c / w if c is not None and w else None
-                           for c, w in zip(col("overlay_tcp", "daemon_cpu_s_total"),
-                                           col("overlay_tcp", "cpu", "wall_s"))]
-    s["plain_tcp_daemon_cpu_s"] = col("plain_tcp", "daemon_cpu_s_total")
-    for name in ("overlay", "plain"):
-        s[f"{name}_udp_max_mbps"] = col(f"{name}_udp", "max_rate_mbps")
-        s[f"{name}_udp_received_mbps"] = col(f"{name}_udp", "best_received_mbps")
-    s["overlay_rtt_ms"] = col("overlay_rtt", "avg_ms")
-    s["plain_rtt_ms"] = col("plain_rtt", "avg_ms")
-    s["overlay_rtt_added_ms"] = [o - p if o is not None and p is not None else None
-                                 for o, p in zip(s["overlay_rtt_ms"], s["plain_rtt_ms"])]
+    for p in PATHS:
+        s[f"{p}_tcp_gbps"] = col("tcp", p, "gbps")
+        s[f"{p}_tcp_loss_gbps"] = col("tcp_loss", p, "gbps")
+        s[f"{p}_udp_received_mbps"] = col("udp", p, "best_received_mbps")
+        s[f"{p}_udp_max_mbps"] = col("udp", p, "max_rate_mbps")
+        s[f"{p}_rtt_ms"] = col("rtt", p, "avg_ms")
+        s[f"{p}_tcp_retransmits"] = col("tcp", p, "retransmits")
+        s[f"{p}_tcp_loss_retransmits"] = col("tcp_loss", p, "retransmits")
+        s[f"{p}_loss_applied_pct"] = col("tcp_loss", p, "loss", "drop_pct")
+    for p in ("nebula", "cyphonic"):
+        s[f"{p}_cpu_s_per_gbit"] = col("tcp", p, "cpu_s_per_gbit")
+        for host in ("mn", "cn"):
+            s[f"{p}_cpu_s_per_gbit_{host}"] = [
+                _div(c, g) for c, g in zip(col("tcp", p, "cpu", "daemon_cpu_s", host),
+                                           col("tcp", p, "gbit_received"))]
+        s[f"{p}_cpu_pct"] = [100 * c / w if c is not None and w else None
+                             for c, w in zip(col("tcp", p, "daemon_cpu_s_total"),
+                                             col("tcp", p, "cpu", "wall_s"))]
+        s[f"{p}_tcp_loss_cpu_s_per_gbit"] = col("tcp_loss", p, "cpu_s_per_gbit")
+        s[f"{p}_tcp_vs_plain_pct"] = [100 * x if x is not None else None for x in
+                                      map(_div, s[f"{p}_tcp_gbps"], s["plain_tcp_gbps"])]
+        s[f"{p}_rtt_added_ms"] = [o - a if o is not None and a is not None else None
+                                  for o, a in zip(s[f"{p}_rtt_ms"], s["plain_rtt_ms"])]
+    s["plain_tcp_tunnel_cpu_s"] = col("tcp", "plain", "daemon_cpu_s_total")
+    for name, metric in RATIOS.items():
+        s[f"c_vs_b_{name}"] = list(map(_div, s[f"cyphonic_{metric}"], s[f"nebula_{metric}"]))
+    s["cyphonic_loss_switch_s"] = [_get(r, "cyphonic_loss_switch", w, "to_ping_s")
+                                   for r in reps for w in ("on", "off")]
+
     s["route_selection_ms"] = [x for r in restarts for x in r.get("route_selection_ms", [])]
     s["tunnel_establishment_ms"] = [x for r in restarts for x in r.get("tunnel_establishment_ms", [])]
     s["dns_first_query_ms"] = [_get(r, "dns_first", "query_ms") for r in restarts]
@@ -188,27 +353,38 @@ def series(result: dict) -> dict[str, list]:
     return s
 
 
-UNITS = {
-    "plain_tcp_gbps": "Gbit/s", "overlay_tcp_gbps": "Gbit/s", "overlay_tcp_vs_plain_pct": "%",
-    "overlay_tcp_retransmits": "segments", "cpu_s_per_gbit": "CPU-s/Gbit",
-    "cpu_s_per_gbit_mn": "CPU-s/Gbit", "cpu_s_per_gbit_cn": "CPU-s/Gbit",
-    "daemon_cpu_pct": "% of a core", "plain_tcp_daemon_cpu_s": "CPU-s",
-    "overlay_udp_max_mbps": "Mbit/s", "overlay_udp_received_mbps": "Mbit/s",
-    "plain_udp_max_mbps": "Mbit/s", "plain_udp_received_mbps": "Mbit/s",
-    "overlay_rtt_ms": "ms", "plain_rtt_ms": "ms", "overlay_rtt_added_ms": "ms",
-    "route_selection_ms": "ms", "tunnel_establishment_ms": "ms",
-    "dns_first_query_ms": "ms", "dns_first_overhead_ms": "ms", "dns_cached_query_ms": "ms",
-    "restart_to_registered_s": "s", "daemon_stop_s": "s",
-}
 PERCENTILES = {"route_selection_ms", "tunnel_establishment_ms", "dns_first_query_ms",
-               "dns_first_overhead_ms",
-               "dns_cached_query_ms", "restart_to_registered_s", "daemon_stop_s"}
+               "dns_first_overhead_ms", "dns_cached_query_ms", "restart_to_registered_s",
+               "daemon_stop_s"}
+
+
+def unit(key: str) -> str:
+    if key.startswith("c_vs_b_"):
+        return "x (C/B)"
+    for suffix, u in (("_gbps", "Gbit/s"), ("_mbps", "Mbit/s"), ("_ms", "ms"),
+                      ("retransmits", "segments"), ("cpu_s_per_gbit", "CPU-s/Gbit"),
+                      ("cpu_s_per_gbit_mn", "CPU-s/Gbit"), ("cpu_s_per_gbit_cn", "CPU-s/Gbit"),
+                      ("_cpu_pct", "% of a core"), ("_pct", "%"), ("_cpu_s", "CPU-s"), ("_s", "s")):
+        if key.endswith(suffix):
+            return u
+    return ""
 
 
 def summary(s: dict[str, list]) -> dict:
-    labels = dict(report.ROWS)
-    return {k: summarize(v, UNITS[k], labels.get(k, k).strip(), percentiles=k in PERCENTILES)
+    labels = report.labels()
+    return {k: summarize(v, unit(k), labels.get(k, k).strip(), percentiles=k in PERCENTILES)
             for k, v in s.items()}
+
+
+def goals(summ: dict) -> dict:
+    out = {}
+    for name, (op, bound) in GOALS.items():
+        med = (summ.get(f"c_vs_b_{name}") or {}).get("median")
+        met = None if med is None else (med >= bound if op == ">=" else med <= bound)
+        out[name] = {"goal": f"{op} {bound}", "median": med, "met": met,
+                     "min": (summ.get(f"c_vs_b_{name}") or {}).get("min"),
+                     "max": (summ.get(f"c_vs_b_{name}") or {}).get("max")}
+    return out
 
 
 def notes(result: dict) -> list[str]:
@@ -218,6 +394,9 @@ def notes(result: dict) -> list[str]:
     if env["dirty_cyphonic"]:
         out.append("Measured the working tree, not exactly the commit: "
                    + ", ".join(env["dirty_cyphonic"]))
+    if env.get("inherited_loss_env"):
+        out.append(f"{loss.ENV}={env['inherited_loss_env']} was set in the bench's environment; "
+                   "removed so that only the lossy cn daemon gets it.")
     idle = result.get("idle_wait")
     if idle and not idle["idle"]:
         out.append(f"The machine was {idle['busy_pct']}% busy at the start (waited {idle['waited_s']} s).")
@@ -229,27 +408,86 @@ def notes(result: dict) -> list[str]:
     if tun.get("vnet_hdr") == "off":
         out.append(f"TUN {tun.get('name')} has vnet_hdr off: no GSO/TSO offloads "
                    "(DESIGN.md section 10), one read per packet.")
+    elif tun.get("vnet_hdr") == "on":
+        out.append(f"TUN {tun.get('name')} has vnet_hdr on (offloads).")
+    cfg = result["config"]
+    if cfg.get("nebula_mtu") and cfg.get("tun_mtu") and cfg["nebula_mtu"] != cfg["tun_mtu"]:
+        out.append(f"MTUs differ: {tun.get('name')} {cfg['tun_mtu']}, Nebula {cfg['nebula_mtu']}.")
+    neb = result.get("nebula") or {}
+    if neb.get("settings"):
+        st = neb["settings"]
+        out.append(f"Nebula {st['version']}: tun.mtu {st['mtu']} (Nebula's default is 1300; set to "
+                   f"match cyph0), listen.read_buffer/write_buffer {st['read_buffer'] >> 20} MiB "
+                   "(as the CYPHONIC node's sockets; the kernel default overflows), cipher "
+                   "aes (default), underlay used between mn and cn: "
+                   + (", ".join(sorted(set(neb.get("underlay") or []))) or "not seen in the logs"))
+    if not env.get("loss_hook_files"):
+        out.append(f"The loss hook was ABSENT: nothing under cyphonic/ mentions {loss.ENV}. cn's "
+                   "daemon was restarted with it anyway; 'C at 1% loss' ran without loss.")
     reps = result["samples"]["repetitions"]
+    applied = {p: [_get(r, "tcp_loss", p, "loss", "drop_pct") for r in reps] for p in PATHS}
+    out.append("Loss actually applied during the lossy TCP runs (% of what cn received): "
+               + "; ".join(f"{p} " + ", ".join(_fmt(x) for x in v) for p, v in applied.items()))
+    if any(_get(r, "tcp_loss", "cyphonic", "loss", "dropped_packets") == 0 for r in reps):
+        out.append("WARNING: cn's daemon counted no 'test loss hook' drops in some lossy CYPHONIC "
+                   "run: the hook did not act.")
+    ons = [_get(r, "cyphonic_loss_switch", "on") for r in reps]
+    if any(on and "error" not in on and on.get("env_seen_by_daemon") is None for on in ons):
+        out.append(f"WARNING: cn's lossy daemon did not have {loss.ENV} in its environment "
+                   "in some repetition.")
+    big = [_get(r, "tcp_loss", "plain", "loss", "avg_packet_bytes") for r in reps]
+    if any(b and b > 2000 for b in big):
+        out.append("Plain routing at 1% loss: the nft rule sees GRO/GSO aggregates (avg "
+                   + ", ".join(_fmt(b) for b in big) + " bytes per packet), so it drops 1% of "
+                   "aggregates, bursts of wire segments. A reference figure only.")
+    # Crosstalk: traffic of one tunnel must not cross the other's device.
+    for p, other in (("nebula", tun.get("name") or "cyph0"), ("cyphonic", nebula.TUN)):
+        moved = [_get(r, "tcp", p, "link_bytes", f"cn/{other}", "rx") for r in reps]
+        if any(m and m > 1_000_000 for m in moved):
+            out.append(f"WARNING: during {p} TCP runs cn's {other} received {moved} bytes: "
+                       "one tunnel ran inside the other.")
     fams = sorted({c["remote_host"] for r in reps
-                   for c in _get(r, "overlay_tcp", "iperf3", "connected") or []})
+                   for c in _get(r, "tcp", "cyphonic", "iperf3", "connected") or []})
     if fams:
-        out.append(f"Overlay iperf3 connected to {', '.join(fams)} (name resolved by the node's resolver).")
+        out.append(f"CYPHONIC iperf3 connected to {', '.join(fams)} (name resolved by the "
+                   f"node's resolver, iperf3 -{cfg.get('cyphonic_family')}).")
         cn = (result.get("hosts") or {}).get("cn") or {}
         wrong = [a for a in fams if a not in (cn.get("vip4"), cn.get("vip6"))]
         if wrong:
-            out.append(f"WARNING: overlay iperf3 reached {wrong}, not cn's virtual addresses "
+            out.append(f"WARNING: CYPHONIC iperf3 reached {wrong}, not cn's virtual addresses "
                        f"({cn.get('vip4')}, {cn.get('vip6')}).")
-    for name in ("overlay", "plain"):
-        if any(_get(r, f"{name}_udp", "capped") for r in reps):
-            out.append(f"UDP {name}: the search hit its cap without loss in some repetition; "
+    endpoints = sorted({pp.get("endpoint") or "?" for r in reps
+                        for w in ("on", "off")
+                        for pp in _get(r, "cyphonic_loss_switch", w, "mn_peers") or []})
+    if endpoints:
+        out.append("After each restart for the loss hook, mn's tunnel to cn used the endpoint(s) "
+                   + ", ".join(endpoints)
+                   + (" - WARNING: a Nebula address" if any(e.startswith(nebula.SUBNET + ".")
+                                                           for e in endpoints) else ""))
+    for key in PATHS:
+        if any(_get(r, "udp", key, "capped") for r in reps):
+            out.append(f"UDP {key}: the search hit its cap without loss in some repetition; "
                        "the true limit is higher.")
-        limited = [r["rep"] for r in reps if _get(r, f"{name}_udp", "sender_limited")]
+        limited = [r["rep"] for r in reps if _get(r, "udp", key, "sender_limited")]
         if limited:
-            out.append(f"UDP {name}: iperf3 could not send the offered rate in repetition(s) "
+            out.append(f"UDP {key}: iperf3 could not send the offered rate in repetition(s) "
                        f"{limited} (< 90% of -b): there the figure is iperf3's own ceiling, "
                        "not the path's.")
-    errors = [f"rep {r['rep']} {k}: {v['error']}" for r in reps for k, v in r.items()
-              if isinstance(v, dict) and "error" in v]
+    exits = [(r["rep"], sorted(k for k in r["daemon_exit"] if k != "restart"))
+             for r in reps if r.get("daemon_exit")]
+    if (result.get("after_repetitions") or {}).get("daemon_exit"):
+        exits.append(("end", sorted(k for k in result["after_repetitions"]["daemon_exit"]
+                                    if k != "restart")))
+    if exits:
+        out.append("WARNING: node daemon(s) had exited and were restarted (before repetition / "
+                   "hosts): " + "; ".join(f"{r} {h}" for r, h in exits)
+                   + ". Their log tails are in the JSON (daemon_exit).")
+    errors = []
+    for r in reps:
+        for section in ("tcp", "rtt", "udp", "tcp_loss", "cyphonic_loss_switch"):
+            for k, v in (r.get(section) or {}).items():
+                if isinstance(v, dict) and "error" in v:
+                    errors.append(f"rep {r['rep']} {section} {k}: {v['error']}")
     errors += [f"restart {i}: {r['error']}" for i, r in enumerate(result["samples"]["restarts"])
                if "error" in r]
     if errors:
@@ -262,8 +500,7 @@ def notes(result: dict) -> list[str]:
         out.append(f"{len(slow)} of {len(tunnels)} tunnel establishments took >= 250 ms "
                    f"(min of those {min(slow):.0f} ms): the signaling retransmits after 300 ms. "
                    f"mn counted 'tunnel request on an unannounced path' after {drops} of "
-                   f"{len(result['samples']['restarts'])} restarts: cn's Tunnel Request reached mn "
-                   "before mn knew the path, so it was dropped and only the retry got through.")
+                   f"{len(result['samples']['restarts'])} restarts.")
     for stage in ("status_after_throughput", "status_at_end"):
         for host, st in (result.get(stage) or {}).items():
             if st and st.get("drops"):
@@ -276,12 +513,17 @@ def notes(result: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer, shorter runs (1-2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter runs (~3 minutes)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
                     help="directory for the result files (default bench/results)")
     ap.add_argument("--prefix", default="bench", help="lab prefix (default bench)")
     ap.add_argument("--reps", type=int, help="override the number of interleaved repetitions (>= 3)")
-    ap.add_argument("--restarts", type=int, help="override the number of daemon restarts")
+    ap.add_argument("--restarts", type=int,
+                    help="override the number of daemon restarts (0: skip the timers part)")
+    ap.add_argument("--no-restarts", action="store_true", help="same as --restarts 0")
+    ap.add_argument("--family", type=int, choices=(4, 6), default=4,
+                    help="address family CYPHONIC's iperf3/ping use for cn.cyphonic.test "
+                         "(default 4, like Nebula's overlay)")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                     help="first wait up to SECONDS for the machine to be idle "
                          "(< 15%% CPU busy over 3 s); default: do not wait")
@@ -289,17 +531,26 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces)", file=sys.stderr)
         return 2
+    if not nebula.version():
+        print("bench: needs nebula and nebula-cert (apt-get install nebula)", file=sys.stderr)
+        return 2
 
     mode = dict(MODES["quick" if args.quick else "full"])
     if args.reps is not None:
         mode["reps"] = max(3, args.reps)
     if args.restarts is not None:
-        mode["restarts"] = max(1, args.restarts)
+        mode["restarts"] = max(0, args.restarts)
+    if args.no_restarts:
+        mode["restarts"] = 0
     idle = wait_idle(args.wait_idle) if args.wait_idle > 0 else None
     started = datetime.now(timezone.utc)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     env = report.environment()
     env["other_namespaces"] = [n for n in _namespaces() if not n.startswith(args.prefix + "-")]
+    env["nebula"] = nebula.version()
+    env["loss_hook_files"] = loss.hook_in_source()
+    # Only the lossy cn daemon may see the loss variable; the lab passes ours on.
+    env["inherited_loss_env"] = os.environ.pop(loss.ENV, None)
     result: dict = {
         "started_utc": started.strftime("%Y-%m-%d %H:%M:%SZ"),
         "complete": False,
@@ -307,9 +558,10 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"quick": args.quick, "prefix": args.prefix, "repetitions": mode["reps"],
                    "tcp_seconds": mode["tcp_seconds"], "udp_seconds": mode["udp_seconds"],
                    "udp_refine_steps": mode["refine"], "udp_loss_limit_pct": 1.0,
-                   "udp_overlay": UDP_OVERLAY, "udp_plain": UDP_PLAIN,
+                   "loss_fraction": LOSS_FRACTION,
                    "ping_count": PING_COUNT, "ping_interval": PING_INTERVAL,
-                   "restarts": mode["restarts"]},
+                   "restarts": mode["restarts"], "goals": {k: f"C/B {op} {b}"
+                                                           for k, (op, b) in GOALS.items()}},
         "loadavg_before": report.loadavg(),
         "idle_wait": idle,
         "samples": {"repetitions": [], "restarts": []},
@@ -324,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
             down(args.prefix)
         log(f"lab up (prefix {args.prefix})")
         lab.up(timeout=30)
-        measure(lab, mode, result)
+        measure(lab, mode, result, args.family)
         result["complete"] = True
     except BaseException as e:  # noqa: BLE001 - keep what was measured, whatever stopped us
         result["error"] = f"{type(e).__name__}: {e}"
@@ -343,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     env["other_namespaces_end"] = [n for n in _namespaces() if not n.startswith(args.prefix + "-")]
     result["series"] = series(result)
     result["summary"] = summary(result["series"])
+    result["goals"] = goals(result["summary"])
     result["notes"] = notes(result)
     written = report.write(result, args.out, stamp, latest=result["complete"])
     print(report.markdown(result))
