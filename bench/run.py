@@ -46,7 +46,7 @@ LOSS_FRACTION = 0.01
 MODES = {
     # reps: interleaved repetitions; refine: bisection steps of the UDP search
     "quick": dict(reps=3, tcp_seconds=3, udp_seconds=1, refine=2, restarts=5),
-    "full": dict(reps=3, tcp_seconds=5, udp_seconds=2, refine=3, restarts=20),
+    "full": dict(reps=5, tcp_seconds=5, udp_seconds=2, refine=3, restarts=20),
 }
 PING_COUNT, PING_INTERVAL = 20, 0.05
 PATHS = ("plain", "nebula", "cyphonic")
@@ -513,7 +513,7 @@ def notes(result: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer, shorter runs (~3 minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter runs (~2.5 minutes)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
                     help="directory for the result files (default bench/results)")
     ap.add_argument("--prefix", default="bench", help="lab prefix (default bench)")
