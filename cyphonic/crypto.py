@@ -285,6 +285,44 @@ class DataCipher:
             raise AuthenticationError("capsule does not open under the End Key")
         return bytes(self._in[: self._len[0]])
 
+    # In-place variants for the batch data path: the datagram is built (or
+    # received) in a PacketBuffer and sealed (opened) where it lies, so no
+    # plaintext or ciphertext is copied or allocated per packet.
+
+    def seal_at(self, buf: "PacketBuffer", pos: int, header_len: int, plain_len: int) -> int:
+        """Seal buf[pos+header_len:][:plain_len] in place (header = AAD, nonce
+        = its last 8 bytes); returns the datagram's length."""
+        p = buf.ptr + pos
+        nonce = _NONCE_PAD + bytes(buf.view[pos + header_len - 8 : pos + header_len])
+        lib.crypto_aead_chacha20poly1305_ietf_encrypt(
+            p + header_len, ffi.NULL, p + header_len, plain_len, p, header_len, ffi.NULL, nonce, self._send_key
+        )
+        return header_len + plain_len + TAG
+
+    def open_at(self, buf: "PacketBuffer", pos: int, length: int, header_len: int) -> int:
+        """Open the capsule buf[pos:pos+length] in place; returns the
+        plaintext length (plaintext at pos+header_len) or AuthenticationError."""
+        if length < header_len + TAG:
+            raise AuthenticationError("capsule too short")
+        p = buf.ptr + pos
+        nonce = _NONCE_PAD + bytes(buf.view[pos + header_len - 8 : pos + header_len])
+        rc = lib.crypto_aead_chacha20poly1305_ietf_decrypt(
+            p + header_len, ffi.NULL, ffi.NULL, p + header_len, length - header_len, p, header_len, nonce,
+            self._recv_key,
+        )
+        if rc != 0:
+            raise AuthenticationError("capsule does not open under the End Key")
+        return length - header_len - TAG
+
+
+class PacketBuffer:
+    """A preallocated buffer that datagrams are built, sealed and opened in."""
+
+    def __init__(self, size: int = 2 * 65536, data: bytearray | None = None) -> None:
+        self.data = data if data is not None else bytearray(size)
+        self.view = memoryview(self.data)
+        self.ptr = ffi.from_buffer(self.data)
+
 
 def ca_public_key(certificate: bytes) -> bytes:
     """The signing key of a self-signed CA certificate (checked)."""

@@ -54,13 +54,24 @@ def _l3(packet) -> tuple[int, int]:
 
 def segment(frame: bytes | memoryview) -> list[bytes]:
     """The IP packets of one TUN read (virtio header + packet)."""
+    packet, parts = plan(frame)
+    return [header + packet[start:end] for header, start, end in parts]
+
+
+Plan = tuple[memoryview, list[tuple[bytes, int, int]]]
+
+
+def plan(frame: bytes | memoryview) -> Plan:
+    """How to cut one TUN read: (the packet, [(segment header, payload start,
+    payload end)]). The data path writes each header and payload slice
+    straight into its send buffer; `segment` joins them."""
     if len(frame) < VNET_HDR_LEN + 20:
         raise ParseError("TUN frame too short")
     _flags, gso_type, _hdr_len, gso_size, _cstart, _coff = VNET_HDR.unpack_from(frame)
     packet = memoryview(frame)[VNET_HDR_LEN:]
     kind = gso_type & ~GSO_ECN
     if kind == GSO_NONE:
-        return [bytes(packet)]
+        return packet, [(b"", 0, len(packet))]
     l3, proto = _l3(packet)
     if kind in (GSO_TCPV4, GSO_TCPV6) and proto == TCP and len(packet) >= l3 + 20:
         header = l3 + (packet[l3 + 12] >> 4) * 4
@@ -70,7 +81,7 @@ def segment(frame: bytes | memoryview) -> list[bytes]:
     raise ParseError(f"unsupported GSO type {gso_type} for protocol {proto}")
 
 
-def _cut(packet: memoryview, l3: int, header: int, size: int, fix: Callable) -> list[bytes]:
+def _cut(packet: memoryview, l3: int, header: int, size: int, fix: Callable) -> Plan:
     total = len(packet)
     if size == 0 or header > total or size > MAX_SUPER:
         raise ParseError("impossible GSO sizes")
@@ -81,20 +92,26 @@ def _cut(packet: memoryview, l3: int, header: int, size: int, fix: Callable) -> 
     ip_id = struct.unpack_from("!H", head, 4)[0] if v4 else 0
     out = []
     offsets = range(header, total, size)
+    if v4:
+        # only total length and ID change per segment: sum the rest once
+        base = bytearray(head[:l3])
+        base[2:6] = bytes(4)  # total length, ID
+        base[10:12] = bytes(2)  # header checksum
+        base_sum = ones_sum(base)
     last = len(offsets) - 1
     for i, start in enumerate(offsets):
-        chunk = packet[start : start + size]
+        end = min(start + size, total)
         h = bytearray(head)
-        length = header + len(chunk)
+        length = header + end - start
         if v4:
-            struct.pack_into("!HH", h, 2, length, (ip_id + i) & 0xFFFF)
-            h[10:12] = b"\0\0"
-            struct.pack_into("!H", h, 10, checksum(h[:l3]))
+            seg_id = (ip_id + i) & 0xFFFF
+            struct.pack_into("!HH", h, 2, length, seg_id)
+            struct.pack_into("!H", h, 10, ~fold(fold(base_sum, length), seg_id) & 0xFFFF)
         else:
             struct.pack_into("!H", h, 4, length - 40)
         fix(h, l3, start - header, i, i == last, length - l3)
-        out.append(bytes(h) + chunk)
-    return out
+        out.append((bytes(h), start, end))
+    return packet, out
 
 
 def _tcp_fix(h: bytearray, l3: int, offset: int, i: int, last: bool, l4_length: int) -> None:
@@ -157,27 +174,33 @@ def finish_checksum(packet: bytes) -> bytes:
     return bytes(p)
 
 
-class _Flow:
-    __slots__ = ("head", "l3", "header", "size", "payloads", "length", "next_seq", "closed")
+_TCP_FIELDS = struct.Struct("!4xIIBBH")  # seq, ack, data offset, flags, window
+_NO_MERGE = SYN | RST | URG | CWR | ECE | FIN
 
-    def __init__(self, packet: bytes, l3: int, header: int) -> None:
-        self.head = packet[:header]
+
+class _Flow:
+    __slots__ = ("head", "l3", "header", "size", "payloads", "length", "next_seq", "closed", "match")
+
+    def __init__(self, packet, l3: int, header: int, seq: int, match: tuple) -> None:
+        self.head = bytes(packet[:header])
         self.l3 = l3
         self.header = header
         self.size = len(packet) - header
         self.payloads = [packet[header:]]
         self.length = len(packet)
-        self.next_seq = (struct.unpack_from("!I", packet, l3 + 4)[0] + self.size) & 0xFFFFFFFF
-        self.closed = bool(packet[l3 + 13] & (PSH | FIN))
+        self.next_seq = (seq + self.size) & 0xFFFFFFFF
+        self.closed = bool(packet[l3 + 13] & PSH)
+        self.match = match
 
 
 class Coalescer:
     """Merges consecutive in-order TCP segments of one flow of one tunnel
-    into GSO frames (Linux GRO's rules: same addresses, ports, ack, window
-    and options; equal-size segments, a shorter or PSH one ends the run).
+    into GSO frames (Linux GRO's rules: same addresses, ports, ack, window,
+    options and TOS; equal-size segments, a shorter or PSH one ends the run).
 
     `write` receives each frame (virtio header + packet). Call `flush` at
     the end of every receive batch: nothing is held across wake-ups.
+    This runs once per received packet, hence the flat code.
     """
 
     def __init__(self, write: Callable[[bytes], None]) -> None:
@@ -185,48 +208,50 @@ class Coalescer:
         self._flows: dict[tuple, _Flow] = {}
 
     def add(self, packet: bytes, tunnel: object) -> None:
-        try:
-            l3, proto = _l3(packet)
-        except ParseError:
-            self.write(PLAIN_HEADER + packet)
-            return
-        if proto != TCP or len(packet) < l3 + 20:
+        n = len(packet)
+        first = packet[0] if n else 0
+        if first == 0x45 and n >= 40 and packet[9] == TCP and not (packet[6] & 0x3F or packet[7]):
+            l3, key = 20, (id(tunnel), bytes(packet[12:24]))  # addresses + ports, contiguous
+        elif first >> 4 == 6 and n >= 60 and packet[6] == TCP:
+            l3, key = 40, (id(tunnel), bytes(packet[8:44]))
+        else:
+            # IPv4 with options, fragments, other protocols: never merged
             self.write(single_frame(packet))
             return
-        header = l3 + (packet[l3 + 12] >> 4) * 4
-        if header > len(packet):
+        seq, ack, offset, flags, window = _TCP_FIELDS.unpack_from(packet, l3)
+        header = l3 + (offset >> 4) * 4
+        payload = n - header
+        flow = self._flows.get(key)
+        if header < l3 + 20 or payload < 0:
+            if flow is not None:
+                self._emit(self._flows.pop(key))
             self.write(PLAIN_HEADER + packet)
             return
-        addr = packet[12:20] if packet[0] >> 4 == 4 else packet[8:40]
-        key = (id(tunnel), addr, packet[l3 : l3 + 4])
-        flow = self._flows.get(key)
-        payload = len(packet) - header
-        flags = packet[l3 + 13]
-        mergeable = payload > 0 and not flags & (SYN | RST | URG | CWR | ECE | FIN)
+        mergeable = payload > 0 and not flags & _NO_MERGE
+        # GRO's rules: same TOS/traffic class + flow label and TTL/hop limit
+        ip = bytes(packet[1:2]) + bytes(packet[8:9]) if l3 == 20 else bytes(packet[0:4]) + bytes(packet[7:8])
+        match = (ack, window, header, ip, bytes(packet[l3 + 20 : header]))
         if flow is not None:
             if (
                 mergeable
                 and not flow.closed
-                and header == flow.header
+                and seq == flow.next_seq
+                and match == flow.match
                 and payload <= flow.size
                 and len(flow.payloads[-1]) == flow.size
                 and flow.length + payload <= MAX_SUPER
-                and struct.unpack_from("!I", packet, l3 + 4)[0] == flow.next_seq
-                and packet[l3 + 8 : l3 + 12] == flow.head[l3 + 8 : l3 + 12]  # ack
-                and packet[l3 + 14 : l3 + 16] == flow.head[l3 + 14 : l3 + 16]  # window
-                and packet[l3 + 20 : header] == flow.head[l3 + 20 : header]  # options
-                and (l3 != 20 or packet[1] == flow.head[1])  # IPv4 TOS/ECN
             ):
                 flow.payloads.append(packet[header:])
                 flow.length += payload
-                flow.next_seq = (flow.next_seq + payload) & 0xFFFFFFFF
-                flow.closed = bool(flags & PSH)
-                if flow.closed:
-                    flow.head = flow.head[: l3 + 13] + bytes([flow.head[l3 + 13] | PSH]) + flow.head[l3 + 14 :]
+                flow.next_seq = (seq + payload) & 0xFFFFFFFF
+                if flags & PSH:
+                    flow.closed = True
+                    h = flow.head
+                    flow.head = h[: l3 + 13] + bytes([h[l3 + 13] | PSH]) + h[l3 + 14 :]
                 return
             self._emit(self._flows.pop(key))
         if mergeable:
-            self._flows[key] = _Flow(packet, l3, header)
+            self._flows[key] = _Flow(packet, l3, header, seq, match)
         else:
             self.write(single_frame(packet))
 

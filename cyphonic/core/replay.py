@@ -5,6 +5,7 @@
 """
 
 WINDOW = 2048
+_MASK = (1 << WINDOW) - 1
 
 
 class ReplayWindow:
@@ -26,7 +27,12 @@ class ReplayWindow:
         (only such a datagram may move a peer's endpoint)."""
         if counter > self.highest:
             shift = counter - self.highest
-            self._bits = ((self._bits << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            bits = (self._bits << shift) | 1 if shift < WINDOW else 1
+            # bits past the window are never read; trim them now and then,
+            # not on every packet (each trim copies the whole integer)
+            if bits.bit_length() > 4 * WINDOW:
+                bits &= _MASK
+            self._bits = bits
             self.highest = counter
             return True
         self._bits |= 1 << (self.highest - counter)

@@ -30,6 +30,13 @@ class PeerInfo:
     fqdn: str
     vip4: ipaddress.IPv4Address
     vip6: ipaddress.IPv6Address
+    # packed forms, computed once: the data path compares them per packet
+    vip4_bytes: bytes = field(init=False, repr=False, compare=False)
+    vip6_bytes: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vip4_bytes", self.vip4.packed)
+        object.__setattr__(self, "vip6_bytes", self.vip6.packed)
 
 
 @dataclass
@@ -89,6 +96,19 @@ class Tunnel:
             self.endpoint = source
         self.last_received = now
         return plaintext
+
+
+    def open_at(self, buf: crypto.PacketBuffer, start: int, length: int, source: tuple[str, int], now: float) -> int | None:
+        """`open` for a capsule lying in a PacketBuffer: opened in place;
+        returns the plaintext length (None if replayed)."""
+        counter = wire.CAPSULE_HEADER_STRUCT.unpack_from(buf.data, start)[2]
+        if not self.replay.check(counter):
+            return None
+        plain = self.cipher.open_at(buf, start, length, wire.CAPSULE_HEADER)
+        if self.replay.update(counter) and source != self.endpoint:
+            self.endpoint = source
+        self.last_received = now
+        return plain
 
 
 def _hello(me: PeerInfo, ephemeral: crypto.Ephemeral, now: float) -> bytes:

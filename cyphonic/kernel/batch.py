@@ -90,3 +90,38 @@ def receive_batch(sock: socket.socket, buffer: bytearray) -> tuple[list[bytes], 
     if size >= n:
         return [bytes(view[:n])], source
     return [bytes(view[k : min(k + size, n)]) for k in range(0, n, size)], source
+
+
+def send_run(sock: socket.socket, view: memoryview, size: int, address, gso: bool) -> int:
+    """Send the datagrams laid end to end in `view`, each `size` bytes but
+    the last: one `sendmsg` with UDP GSO, else one `sendto` each. Returns
+    how many went out."""
+    n = len(view)
+    count = -(-n // size)
+    try:
+        if gso and count > 1:
+            sock.sendmsg([view], [(SOL_UDP, UDP_SEGMENT, _SEG.pack(size))], 0, address)
+            return count
+        for sent, k in enumerate(range(0, n, size)):
+            try:
+                sock.sendto(view[k : k + size], address)
+            except BlockingIOError:
+                return sent
+        return count
+    except BlockingIOError:
+        return 0
+
+
+def receive_into(sock: socket.socket, buffer: bytearray) -> tuple[int, int, tuple] | None:
+    """(bytes, datagram size, source) of one GRO read into `buffer`, or None
+    when the socket is empty. The datagrams lie end to end, each `size`
+    bytes but the last."""
+    try:
+        n, ancdata, _flags, source = sock.recvmsg_into([buffer], _GRO_CMSG)
+    except BlockingIOError:
+        return None
+    size = n
+    for level, kind, data in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
+            size = struct.unpack_from("=i", data)[0] or n
+    return n, max(size, 1), source

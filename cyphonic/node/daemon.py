@@ -13,6 +13,7 @@ from typing import Callable
 import trio
 
 from cyphonic import control, crypto
+from cyphonic.crypto import PacketBuffer
 
 from cyphonic.kernel import batch as batch_io
 from cyphonic.cloud.settings import read_certificate
@@ -117,27 +118,28 @@ class NodeDaemon:
         """Drain the socket on every wake-up (GRO: many datagrams per call);
         data is handled in place and coalesced writes flushed per batch."""
         packet, signaling = self.packet, self.signaling
-        buffer = bytearray(MAX_DATAGRAM)
+        buf = PacketBuffer(MAX_DATAGRAM)
+        data, view = buf.data, buf.view
         while True:
             await trio.lowlevel.wait_readable(sock)
             now = time.time()
             while True:
                 try:
-                    batch = batch_io.receive_batch(sock, buffer)
+                    batch = batch_io.receive_into(sock, data)
                 except OSError:
                     continue
                 if batch is None:
                     break
-                datagrams, source = batch
+                n, size, source = batch
                 source = source[:2]
-                for data in datagrams:
-                    if not data:
-                        continue
-                    if data[0] in DATA_TYPES:
-                        packet.receive(data, source, now)
+                for start in range(0, n, size):
+                    end = min(start + size, n)
+                    if data[start] in DATA_TYPES:
+                        packet.receive_at(buf, start, end, source, now)
                     else:
-                        signaling.receive(data, source, now)
-            packet.flush()
+                        signaling.receive(bytes(view[start:end]), source, now)
+                # the next read reuses the buffer: write what it still holds
+                packet.flush()
 
     def dataplane(self) -> dict:
         return {

@@ -25,8 +25,9 @@ from cyphonic.core import offload
 from cyphonic.core import tunnel as core
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
-from cyphonic.kernel.batch import send_segments
-from cyphonic.wire.tunnel import CAPSULE_HEADER_STRUCT, OVERHEAD
+from cyphonic.crypto import PacketBuffer
+from cyphonic.kernel.batch import MAX_GSO_BYTES, MAX_GSO_SEGMENTS, send_run, send_segments
+from cyphonic.wire.tunnel import CAPSULE_HEADER, CAPSULE_HEADER_STRUCT, OVERHEAD
 
 log = logging.getLogger("cyphonic.packet")
 
@@ -47,6 +48,12 @@ class PacketHandlingModule:
         self.by_vip: dict[bytes, core.Tunnel] = {}
         self.drops = Drops(log)
         self.coalescer = offload.Coalescer(self._write_frame)
+        self._tun_buffer = bytearray(TUN_READ)
+        self._out = PacketBuffer(MAX_GSO_BYTES + 2048)
+        # the run being built in _out: one peer, equal-size datagrams
+        self._run_tunnel: core.Tunnel | None = None
+        self._run_length = self._run_count = self._run_inner = self._run_size = 0
+        self._run_short = False
         self.loss = TEST_LOSS
         if self.loss:
             log.warning("test loss hook active: dropping %.2f%% of received datagrams", self.loss * 100)
@@ -98,89 +105,150 @@ class PacketHandlingModule:
     def _route(self, packet: bytes) -> core.Tunnel | None:
         version = packet[0] >> 4 if packet else 0
         if version == 4:
-            return self.by_vip.get(packet[16:20])
+            return self.by_vip.get(bytes(packet[16:20]))
         if version == 6:
-            return self.by_vip.get(packet[24:40])
+            return self.by_vip.get(bytes(packet[24:40]))
         return None
 
     async def tun_reader(self) -> None:
-        """TUN -> tunnel: drain the device on every wake-up."""
+        """TUN -> tunnel: drain the device on every wake-up. On the offload
+        path the sealed datagrams of successive reads join one run while
+        they go to the same peer at the same size (a stream of equal UDP
+        packets is one system call per ~40); the run goes out when that
+        changes and at the end of the drain: nothing waits for a wake-up."""
         fd = self.tun_fd
+        buffer = self._tun_buffer
+        view = memoryview(buffer)
         while True:
             await trio.lowlevel.wait_readable(fd)
             while True:
+                if self.vnet:
+                    try:
+                        n = os.readv(fd, [buffer])
+                    except BlockingIOError:
+                        break
+                    self._send_frame(view[:n])
+                    continue
                 try:
                     frame = os.read(fd, TUN_READ)
                 except BlockingIOError:
                     break
-                if self.vnet:
-                    self._send_frame(frame)
-                else:
-                    tunnel = self._route(frame)
-                    if tunnel is None:
-                        self.drops("no tunnel for destination")
-                        continue
-                    self.send(tunnel, core.CAPSULE, frame)
+                tunnel = self._route(frame)
+                if tunnel is None:
+                    self.drops("no tunnel for destination")
+                    continue
+                self.send(tunnel, core.CAPSULE, frame)
+            self._flush_run()
 
-    def _send_frame(self, frame: bytes) -> None:
-        """One super-packet: cut, seal each segment, send runs with UDP GSO."""
+    def _send_frame(self, frame: memoryview) -> None:
+        """One super-packet: each segment is written straight into the send
+        buffer behind its capsule header and sealed in place."""
         try:
-            packets = offload.segment(frame)
+            packet, parts = offload.plan(frame)
         except ParseError as exc:
             self.drops("unusable TUN frame", None, str(exc))
             return
-        current, pending, inner = None, [], 0
-        for packet in packets:
-            tunnel = self._route(packet)
-            if tunnel is None:
-                self.drops("no tunnel for destination")
-                continue
-            if tunnel is not current:
-                if pending:
-                    self.send_many(current, pending, inner)
-                current, pending, inner = tunnel, [], 0
-            pending.append(tunnel.seal(core.CAPSULE, packet))
-            inner += len(packet)
-        if pending:
-            self.send_many(current, pending, inner)
+        tunnel = self._route(packet)  # every segment has the super-packet's addresses
+        if tunnel is None:
+            self.drops("no tunnel for destination")
+            return
+        if tunnel is not self._run_tunnel:
+            self._flush_run()
+            self._run_tunnel = tunnel
+        out = self._out
+        data, cipher, pack = out.data, tunnel.cipher, CAPSULE_HEADER_STRUCT.pack_into
+        for header, start, end in parts:
+            hl = len(header)
+            plain = hl + end - start
+            length = OVERHEAD + plain
+            pos = self._run_length
+            # GSO: every datagram of a run has the first one's size but the last
+            if pos and (
+                length > self._run_size
+                or self._run_short
+                or pos + length > MAX_GSO_BYTES
+                or self._run_count == MAX_GSO_SEGMENTS
+            ):
+                self._flush_run()
+                self._run_tunnel = tunnel
+                pos = 0
+            pack(data, pos, core.CAPSULE, tunnel.remote_index, tunnel.next_counter())
+            body = pos + CAPSULE_HEADER
+            data[body : body + hl] = header
+            data[body + hl : body + plain] = packet[start:end]
+            cipher.seal_at(out, pos, CAPSULE_HEADER, plain)
+            if not pos:
+                self._run_size = length
+            elif length < self._run_size:
+                self._run_short = True
+            self._run_length = pos + length
+            self._run_count += 1
+            self._run_inner += plain
+
+    def _flush_run(self) -> None:
+        tunnel, length = self._run_tunnel, self._run_length
+        count, inner = self._run_count, self._run_inner
+        self._run_tunnel, self._run_length, self._run_count, self._run_inner = None, 0, 0, 0
+        self._run_short = False
+        if not length:
+            return
+        try:
+            sent = send_run(self._socket_for(tunnel), self._out.view[:length], self._run_size, tunnel.endpoint, self.gso)
+        except OSError as exc:
+            self.drops("send failed", tunnel.endpoint, str(exc))
+            return
+        if sent < count:
+            self.drops("socket send buffer full")
+        tunnel.tx_bytes += inner
+        tunnel.tx_packets += sent
+        tunnel.last_sent = time.time()
 
     # -- receiving ------------------------------------------------------------
 
     def receive(self, data: bytes, source: Address, now: float) -> None:
-        """A Capsule Message / Keep Alive / Keep Alive Ack / Tunnel Update."""
+        """One datagram given as bytes (its own buffer: what is delivered may
+        stay referenced until `flush`)."""
+        self.receive_at(PacketBuffer(data=bytearray(data)), 0, len(data), source, now)
+
+    def receive_at(self, buf: PacketBuffer, start: int, end: int, source: Address, now: float) -> None:
+        """A Capsule Message / Keep Alive / Keep Alive Ack / Tunnel Update
+        lying in buf[start:end]; opened in place. The caller must `flush`
+        before it reuses the buffer."""
         if self.loss and random.random() < self.loss:
             self.drops("test loss hook")
             return
-        if len(data) < OVERHEAD:
+        length = end - start
+        if length < OVERHEAD:
             self.drops("truncated capsule", source)
             return
-        type_, index, _counter = CAPSULE_HEADER_STRUCT.unpack_from(data)
+        type_, index, _counter = CAPSULE_HEADER_STRUCT.unpack_from(buf.data, start)
         tunnel = self.by_index.get(index)
         if tunnel is None:
             self.drops("capsule for unknown tunnel", source)
             return
         try:
-            plaintext = tunnel.open(data, source, now)
+            plain = tunnel.open_at(buf, start, length, source, now)
         except AuthenticationError as exc:
             self.drops("unauthenticated capsule", source, exc.reason)
             return
-        if plaintext is None:
+        if plain is None:
             self.drops("replayed capsule", source)
             return
         tunnel.rx_packets += 1
         if type_ == core.CAPSULE:
-            self._deliver(tunnel, plaintext, source)
+            body = start + CAPSULE_HEADER
+            self._deliver(tunnel, buf.view[body : body + plain], source)
         elif type_ == core.KEEPALIVE:
             self.send(tunnel, core.KEEPALIVE_ACK, b"")
         # Keep Alive Ack and Tunnel Update: opening them (above) already
         # refreshed liveness and, if newest, moved the endpoint.
 
-    def _deliver(self, tunnel: core.Tunnel, packet: bytes, source: Address) -> None:
+    def _deliver(self, tunnel: core.Tunnel, packet: memoryview, source: Address) -> None:
         version = packet[0] >> 4 if packet else 0
         # A peer may only speak from its own virtual IP: no spoofing others.
-        if version == 4 and len(packet) >= 20 and packet[12:16] == tunnel.peer.vip4.packed:
+        if version == 4 and len(packet) >= 20 and packet[12:16] == tunnel.peer.vip4_bytes:
             pass
-        elif version == 6 and len(packet) >= 40 and packet[8:24] == tunnel.peer.vip6.packed:
+        elif version == 6 and len(packet) >= 40 and packet[8:24] == tunnel.peer.vip6_bytes:
             pass
         else:
             self.drops("inner source is not the peer's virtual IP", source)
