@@ -2,8 +2,9 @@
 
 - `send_segments`: datagrams for one destination in one `sendmsg` with the
   UDP_SEGMENT control message (UDP GSO): all but the last the same size.
-- `enable_gro` + `receive_batch`: UDP GRO; one `recvmsg_into` returns a run
+- `enable_gro` + `receive_into`: UDP GRO; one `recvmsg_into` returns a run
   of datagrams from one source and their size in a control message.
+- `send_run`: the data path's GSO send of datagrams already laid end to end.
 Both are probed: a socket without them works one datagram per call.
 """
 
@@ -77,19 +78,14 @@ def send_segments(sock: socket.socket, datagrams: list[bytes], address, gso: boo
 
 
 def receive_batch(sock: socket.socket, buffer: bytearray) -> tuple[list[bytes], tuple] | None:
-    """(datagrams, source) of one GRO read, or None when the socket is empty."""
-    try:
-        n, ancdata, _flags, source = sock.recvmsg_into([buffer], _GRO_CMSG)
-    except BlockingIOError:
+    """(datagrams, source) of one GRO read, as separate bytes (for callers
+    that keep them; the data path uses `receive_into` and opens in place)."""
+    got = receive_into(sock, buffer)
+    if got is None:
         return None
-    size = n
-    for level, kind, data in ancdata:
-        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
-            size = struct.unpack_from("=i", data)[0] or n
+    n, size, source = got
     view = memoryview(buffer)
-    if size >= n:
-        return [bytes(view[:n])], source
-    return [bytes(view[k : min(k + size, n)]) for k in range(0, n, size)], source
+    return [bytes(view[k : min(k + size, n)]) for k in range(0, n, size)] or [b""], source
 
 
 def send_run(sock: socket.socket, view: memoryview, size: int, address, gso: bool) -> int:
