@@ -69,6 +69,7 @@ class Tunnel:
     rx_packets: int = 0
     last_received: float = 0.0
     last_sent: float = 0.0
+    last_data_sent: float = 0.0
 
     @property
     def peer(self) -> PeerInfo:

@@ -30,6 +30,7 @@ log = logging.getLogger("cyphonic.node")
 
 DATA_TYPES = frozenset(TYPE[n] for n in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate"))
 SOCKET_BUFFER = 4 << 20
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # not exported by Python's socket module
 
 
 def open_sockets(port: int) -> dict[int, socket.socket]:
@@ -40,8 +41,13 @@ def open_sockets(port: int) -> dict[int, socket.socket]:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        for force, opt in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
+            # as root the *FORCE variants pass net.core.[rw]mem_max (208 KB by
+            # default, a few GRO batches): a burst must not overflow it
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
         try:
             sock.bind((host, port))
         except OSError as exc:

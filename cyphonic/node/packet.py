@@ -89,6 +89,8 @@ class PacketHandlingModule:
 
     def send(self, tunnel: core.Tunnel, type_: int, plaintext: bytes) -> None:
         self.send_many(tunnel, [tunnel.seal(type_, plaintext)], len(plaintext))
+        if type_ == core.CAPSULE:
+            tunnel.last_data_sent = tunnel.last_sent
 
     def send_many(self, tunnel: core.Tunnel, datagrams: list[bytes], inner_bytes: int) -> None:
         try:
@@ -201,7 +203,7 @@ class PacketHandlingModule:
             self.drops("socket send buffer full")
         tunnel.tx_bytes += inner
         tunnel.tx_packets += sent
-        tunnel.last_sent = time.time()
+        tunnel.last_sent = tunnel.last_data_sent = time.time()
 
     # -- receiving ------------------------------------------------------------
 

@@ -392,6 +392,12 @@ class SignalingModule:
         )
         self.nursery.start_soon(self._supervise, tunnel)
 
+    async def _reroute(self, fqdn: str) -> None:
+        try:
+            await self.route_to(fqdn)
+        except (UnknownPeer, RouteError, TimeoutError) as exc:
+            log.warning("route to %s not re-established: %s", fqdn, exc)
+
     def _forget_stale_paths(self, now: float) -> None:
         for path_id, (_, at) in list(self._expected.items()):
             if now - at > PATH_LIFETIME:
@@ -402,12 +408,17 @@ class SignalingModule:
     async def _supervise(self, tunnel: core.Tunnel) -> None:
         """One task per peer tunnel: keepalives, and teardown when silent."""
         keepalive = self.cfg["keepalive"]
-        dead_after = 4 * keepalive + 5
+        dead_after = 3 * keepalive + 2  # three keepalives unanswered
         while self.packet.by_index.get(tunnel.local_index) is tunnel:
             now = time.time()
             if now - tunnel.last_received > dead_after:
                 self.packet.remove(tunnel)
                 log.info("tunnel with %s closed: silent for %.0f s", tunnel.peer.fqdn, now - tunnel.last_received)
+                if tunnel.tx_bytes > 0 and now - tunnel.last_data_sent < dead_after:
+                    # it was carrying traffic (the peer restarted, or a NAT
+                    # forgot us): select a route again instead of waiting for
+                    # the next DNS query, which a cached answer may never send
+                    self.nursery.start_soon(self._reroute, tunnel.peer.fqdn)
                 return
             if now - tunnel.last_sent >= keepalive:
                 self.packet.send(tunnel, core.KEEPALIVE, b"")

@@ -174,3 +174,23 @@ async def test_revoked_and_foreign_certificates_are_refused(overlay, tmp_path):
     assert "not from this node's CA" in repr(info.value)
     assert overlay.auth.refusals >= 2  # the foreign node tried more than once
     assert overlay.auth.store.lookup(f"foreign.{DOMAIN}") is None
+
+
+async def test_a_restarted_peer_is_reached_again_without_a_new_dns_query(overlay):
+    mn = await overlay.start_node("mn")
+    cn = await overlay.start_node("cn")
+    await resolve(mn, f"cn.{DOMAIN}")
+    old = mn.daemon.packet.tunnel_to(f"cn.{DOMAIN}")
+    cn.scope.cancel()  # cn's daemon dies and forgets every tunnel
+    await trio.sleep(0.1)
+    cn2 = await overlay.start_node("cn", bundle=overlay.tmp / "cn")
+    # mn keeps sending (its applications have the address cached): the
+    # silent tunnel is torn down and a new route selected by itself
+    packet = ipv4_udp(mn.vip4, cn2.vip4, b"are you back?")
+    with trio.fail_after(20):
+        while True:
+            await mn.tun.app.send(packet)
+            with trio.move_on_after(0.5):
+                assert await cn2.tun.app.recv(65535) == packet
+                break
+    assert mn.daemon.packet.tunnel_to(f"cn.{DOMAIN}") is not old
