@@ -72,8 +72,12 @@ def plan(frame: bytes | memoryview) -> Plan:
     kind = gso_type & ~GSO_ECN
     if kind == GSO_NONE:
         return packet, [(b"", 0, len(packet))]
+    if _hdr_len > len(packet):
+        raise ParseError("GSO header length beyond the packet")
     l3, proto = _l3(packet)
     if kind in (GSO_TCPV4, GSO_TCPV6) and proto == TCP and len(packet) >= l3 + 20:
+        if packet[l3 + 12] >> 4 < 5:
+            raise ParseError("TCP data offset below 5")
         header = l3 + (packet[l3 + 12] >> 4) * 4
         return _cut(packet, l3, header, gso_size, _tcp_fix)
     if kind == GSO_UDP_L4 and proto == UDP:
@@ -83,7 +87,7 @@ def plan(frame: bytes | memoryview) -> Plan:
 
 def _cut(packet: memoryview, l3: int, header: int, size: int, fix: Callable) -> Plan:
     total = len(packet)
-    if size == 0 or header > total or size > MAX_SUPER:
+    if size == 0 or header >= total or size > MAX_SUPER:
         raise ParseError("impossible GSO sizes")
     if (total - header) // size > 256:
         raise ParseError("too many GSO segments")
