@@ -112,6 +112,25 @@ class Tunnel:
         return plain
 
 
+def dead_after(keepalive: float) -> float:
+    """Silence after which a tunnel is torn down: three keepalives unanswered."""
+    return 3 * keepalive + 2
+
+
+def liveness(tunnel: Tunnel, now: float, keepalive: float) -> str:
+    """What the tunnel's supervisor must do now: "dead", "keepalive" or "ok"."""
+    if now - tunnel.last_received > dead_after(keepalive):
+        return "dead"
+    if now - tunnel.last_sent >= keepalive:
+        return "keepalive"
+    return "ok"
+
+
+def carried_traffic(tunnel: Tunnel, now: float, keepalive: float) -> bool:
+    """Was the tunnel carrying data when it fell silent (worth re-routing)?"""
+    return tunnel.tx_bytes > 0 and now - tunnel.last_data_sent < dead_after(keepalive)
+
+
 def _hello(me: PeerInfo, ephemeral: crypto.Ephemeral, now: float) -> bytes:
     return build(
         wire.TunnelHello,

@@ -25,6 +25,7 @@ from cyphonic.core.login import Grant, LoginClient, LoginRefused
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.kernel.netlink import global_addresses
+from cyphonic.node.supervisor import supervise
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import TYPE, build, locator, locator_text, parse
 
@@ -390,7 +391,14 @@ class SignalingModule:
         log.info(
             "tunnel up with %s (%s) via %s:%s", tunnel.peer.fqdn, tunnel.path.process, *tunnel.endpoint
         )
-        self.nursery.start_soon(self._supervise, tunnel)
+        self.nursery.start_soon(supervise, tunnel, self.packet, self.cfg["keepalive"], self._tunnel_died)
+
+    def _tunnel_died(self, tunnel: core.Tunnel, carried_traffic: bool) -> None:
+        if carried_traffic:
+            # the peer restarted, or a NAT forgot us: select a route again
+            # instead of waiting for the next DNS query, which an
+            # application holding a cached answer may never send
+            self.nursery.start_soon(self._reroute, tunnel.peer.fqdn)
 
     async def _reroute(self, fqdn: str) -> None:
         try:
@@ -404,22 +412,3 @@ class SignalingModule:
                 del self._expected[path_id]
         while len(self._answered) > 256:
             del self._answered[next(iter(self._answered))]
-
-    async def _supervise(self, tunnel: core.Tunnel) -> None:
-        """One task per peer tunnel: keepalives, and teardown when silent."""
-        keepalive = self.cfg["keepalive"]
-        dead_after = 3 * keepalive + 2  # three keepalives unanswered
-        while self.packet.by_index.get(tunnel.local_index) is tunnel:
-            now = time.time()
-            if now - tunnel.last_received > dead_after:
-                self.packet.remove(tunnel)
-                log.info("tunnel with %s closed: silent for %.0f s", tunnel.peer.fqdn, now - tunnel.last_received)
-                if tunnel.tx_bytes > 0 and now - tunnel.last_data_sent < dead_after:
-                    # it was carrying traffic (the peer restarted, or a NAT
-                    # forgot us): select a route again instead of waiting for
-                    # the next DNS query, which a cached answer may never send
-                    self.nursery.start_soon(self._reroute, tunnel.peer.fqdn)
-                return
-            if now - tunnel.last_sent >= keepalive:
-                self.packet.send(tunnel, core.KEEPALIVE, b"")
-            await trio.sleep(keepalive / 2)

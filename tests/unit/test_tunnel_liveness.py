@@ -1,0 +1,38 @@
+"""The per-peer supervisor's decisions, with `now` passed in."""
+
+import ipaddress
+
+from cyphonic import crypto
+from cyphonic.core import tunnel as core
+
+T0 = 1_800_000_000.0
+
+
+def make_tunnel() -> core.Tunnel:
+    peer = core.PeerInfo("cn.cyphonic.test", ipaddress.IPv4Address("10.96.0.3"), ipaddress.IPv6Address("fd7c:1f00::3"))
+    path = core.Path(1, "TunnelRequestToCN", True, peer, ("192.0.2.10", 4500), bytes(32))
+    key = crypto.random_key()
+    return core.Tunnel(path, 1, 2, ("192.0.2.10", 4500), crypto.DataCipher(key, key), T0, last_received=T0, last_sent=T0)
+
+
+def test_an_idle_tunnel_sends_keepalives_then_dies_when_unanswered():
+    t = make_tunnel()
+    assert core.liveness(t, T0 + 5, keepalive=10) == "ok"
+    assert core.liveness(t, T0 + 10, keepalive=10) == "keepalive"
+    t.last_sent = T0 + 10
+    assert core.liveness(t, T0 + 15, keepalive=10) == "ok"
+    assert core.liveness(t, T0 + 32.5, keepalive=10) == "dead"
+
+
+def test_an_answered_tunnel_stays_alive():
+    t = make_tunnel()
+    t.last_received = t.last_sent = T0 + 30
+    assert core.liveness(t, T0 + 35, keepalive=10) == "ok"
+
+
+def test_only_a_tunnel_that_carried_data_until_it_died_is_rerouted():
+    t = make_tunnel()
+    assert not core.carried_traffic(t, T0 + 40, keepalive=10)  # only keepalives ever
+    t.tx_bytes, t.last_data_sent = 1000, T0 + 20
+    assert core.carried_traffic(t, T0 + 40, keepalive=10)
+    assert not core.carried_traffic(t, T0 + 80, keepalive=10)  # data stopped long before
