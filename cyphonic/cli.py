@@ -208,6 +208,14 @@ def format_status(s: dict) -> str:
             att = ", ".join(f"{fam} {a['observed']}{' NAT' if a['nat'] else ''}" for fam, a in n["attachments"].items())
             lines.append(f"  {n['fqdn']:<28} {n['vip4']:<14} {att}")
         return "\n".join(lines)
+    if s.get("role") == "trs":
+        lines = [f"TRS up {s['uptime']}s, {len(s['sessions'])} relay sessions"]
+        for r in s["sessions"]:
+            ends = ", ".join(
+                f"{side} {v['endpoint'] or '-'} ({v['packets']} pkts, {v['bytes']} B)" for side, v in r["sides"].items()
+            )
+            lines.append(f"  {r['session']}  idle {r['idle']}s  {ends}")
+        return "\n".join(lines)
     return json.dumps(s, indent=2)
 
 

@@ -332,3 +332,21 @@ def ca_public_key(certificate: bytes) -> bytes:
         raise AuthenticationError("not a CA certificate")
     verify_signature(bytes(body.sign_key), cert.body.data, cert.signature)
     return bytes(body.sign_key)
+
+
+# --- relay (TRS) ------------------------------------------------------------------
+
+
+def relay_keys(tunnel_key: bytes) -> tuple[bytes, bytes]:
+    """(seal key, MAC key) of a relay session, both from its Tunnel Key."""
+    return kdf(b"cyphonic relay seal", tunnel_key), kdf(b"cyphonic relay mac", tunnel_key)
+
+
+def relay_mac(mac_key: bytes, data: bytes | memoryview) -> bytes:
+    """16-byte keyed BLAKE2b tag: data frames are authenticated, not
+    encrypted again (the End Key already protects them)."""
+    return nacl.hash.blake2b(bytes(data), key=mac_key, digest_size=16, encoder=nacl.encoding.RawEncoder)
+
+
+def relay_mac_ok(mac_key: bytes, data: bytes | memoryview, tag: bytes | memoryview) -> bool:
+    return sodium.sodium_memcmp(relay_mac(mac_key, data), bytes(tag))

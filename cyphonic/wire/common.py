@@ -41,6 +41,9 @@ MessageType = Enum(
     KeepAlive=0x31,
     KeepAliveAck=0x32,
     TunnelUpdate=0x33,
+    RelayRequest=0x40,
+    RelayResponse=0x41,
+    Relayed=0x42,
 )
 
 # Numeric values, for the hot path and for demultiplexing without construct.

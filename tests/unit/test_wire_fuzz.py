@@ -20,14 +20,21 @@ from hypothesis import strategies as st
 
 from cyphonic import crypto
 from cyphonic.errors import AuthenticationError, ParseError
-from cyphonic.wire import certificate, common, signaling, tunnel
+import importlib
+import pkgutil
+
+import cyphonic.wire
 from cyphonic.wire.common import parse
 
 # CYPHONIC_FUZZ_EXAMPLES=20000 for a long run; 200 keeps the unit suite fast.
 FUZZ = settings(max_examples=int(os.environ.get("CYPHONIC_FUZZ_EXAMPLES", "200")), deadline=None)
 
 VECTORS = Path(__file__).resolve().parents[2] / "protocols" / "vectors"
-MODULES = {"certificate": certificate, "common": common, "signaling": signaling, "tunnel": tunnel}
+# every module of cyphonic/wire, so a new protocol's schemas are fuzzed too
+MODULES = {
+    m.name: importlib.import_module(f"cyphonic.wire.{m.name}") for m in pkgutil.iter_modules(cyphonic.wire.__path__)
+}
+certificate, common, signaling, tunnel = (MODULES[n] for n in ("certificate", "common", "signaling", "tunnel"))
 _CONSTRUCT_LIBRARY = {id(v) for v in vars(construct).values()}
 
 

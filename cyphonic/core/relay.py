@@ -1,0 +1,193 @@
+"""The Tunnel Relay Service's logic, sans I/O (draft for issue 3; see
+protocols/relay.md).
+
+A session exists only after the NMS asked for it with a Relay Request
+sealed under the NMS–TRS key. Its two endpoints are learned from frames
+sealed under the session's Tunnel Key, and only a frame whose sequence is
+newer than every one seen from that side may move that side's endpoint.
+Data frames must carry a valid MAC and come from the side's current
+endpoint; they are forwarded unchanged. Nothing else is forwarded, and
+nothing is kept for datagrams that fail: a flood costs counters only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from cyphonic import crypto
+from cyphonic.drops import Drops
+from cyphonic.errors import AuthenticationError, ParseError
+from cyphonic.wire import relay as wire
+from cyphonic.wire.common import TYPE, build, locator, parse
+
+log = logging.getLogger("cyphonic.trs")
+
+Address = tuple[str, int]
+Outgoing = list[tuple[bytes, Address]]
+
+MAX_SESSIONS = 65536
+SIDES = (0, wire.FROM_RESPONDER)
+
+
+@dataclass
+class Side:
+    endpoint: Address | None = None
+    sequence: int = -1
+    packets: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class Session:
+    session_id: int
+    seal_key: bytes
+    mac_key: bytes
+    lifetime: float
+    created: float
+    last_seen: float
+    sides: dict[int, Side] = field(default_factory=lambda: {s: Side() for s in SIDES})
+
+
+class RelayService:
+    def __init__(self, nms_key: bytes, locators: list[Address]) -> None:
+        self.nms_key = nms_key
+        self.locators = locators
+        self.sessions: dict[int, Session] = {}
+        self.drops = Drops(log)
+
+    # -- input ------------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Address, now: float) -> Outgoing:
+        kind = data[0] if data else -1
+        try:
+            if kind == TYPE["Relayed"]:
+                return self._relayed(data, source, now)
+            if kind == TYPE["RelayRequest"]:
+                return self._relay_request(data, source, now)
+        except ParseError as exc:
+            self.drops("malformed datagram", source, str(exc).splitlines()[0])
+            return []
+        except AuthenticationError as exc:
+            self.drops("unauthenticated datagram", source, exc.reason)
+            return []
+        self.drops("unexpected message type", source)
+        return []
+
+    def _relay_request(self, data: bytes, source: Address, now: float) -> Outgoing:
+        msg = parse(wire.RelayRequest, data)
+        aad = data[: len(data) - len(msg.sealed)]
+        body = parse(wire.RelayRequestBody, crypto.open_sealed(self.nms_key, bytes(msg.sealed), aad))
+        accepted = body.session_id in self.sessions or len(self.sessions) < MAX_SESSIONS
+        if accepted and body.session_id not in self.sessions:
+            seal_key, mac_key = crypto.relay_keys(bytes(body.tunnel_key))
+            self.sessions[body.session_id] = Session(
+                body.session_id, seal_key, mac_key, float(body.lifetime), now, now
+            )
+            log.info("relay session %08x opened for the NMS at %s:%s", body.session_id, *source)
+        reply = build(
+            wire.RelayResponseBody,
+            dict(
+                session_id=body.session_id,
+                accepted=accepted,
+                locators=[locator(*a) for a in self.locators],
+            ),
+        )
+        header = build(wire.RelayResponse, dict(header=dict(type="RelayResponse", txid=msg.header.txid), sealed=b""))
+        return [(header + crypto.seal(self.nms_key, reply, header), source)]
+
+    def _relayed(self, data: bytes, source: Address, now: float) -> Outgoing:
+        if len(data) < wire.RELAYED_HEADER + wire.RELAY_TAG:
+            raise ParseError("relayed frame too short")
+        session_id = int.from_bytes(data[1:5], "big")
+        flags = data[5]
+        session = self.sessions.get(session_id)
+        if session is None:
+            self.drops("frame for an unknown session", source)
+            return []
+        side_id = flags & wire.FROM_RESPONDER
+        side = session.sides[side_id]
+        if flags & wire.SEALED:
+            inner = crypto.open_sealed(session.seal_key, data[wire.RELAYED_HEADER :], data[: wire.RELAYED_HEADER])
+            sequence = int.from_bytes(inner[:8], "big") if len(inner) >= 8 else -1
+            if sequence <= side.sequence:
+                self.drops("stale sealed frame", source)
+                return []
+            side.sequence = sequence
+            if side.endpoint != source:
+                log.info("relay session %08x: side %d at %s:%s", session_id, side_id, *source)
+                side.endpoint = source
+        else:
+            if source != side.endpoint:
+                self.drops("frame from a non-endpoint address", source)
+                return []
+            if not crypto.relay_mac_ok(session.mac_key, data[: -wire.RELAY_TAG], data[-wire.RELAY_TAG :]):
+                raise AuthenticationError("bad relay MAC")
+        other = session.sides[side_id ^ wire.FROM_RESPONDER]
+        session.last_seen = now
+        side.packets += 1
+        side.bytes += len(data)
+        if other.endpoint is None:
+            self.drops("other end not yet known", source)
+            return []
+        return [(data, other.endpoint)]
+
+    # -- time ---------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        for session_id, s in list(self.sessions.items()):
+            if now - s.last_seen > s.lifetime:
+                del self.sessions[session_id]
+                log.info("relay session %08x expired", session_id)
+
+    def status(self, now: float) -> list[dict]:
+        return [
+            {
+                "session": f"{s.session_id:08x}",
+                "age": round(now - s.created, 1),
+                "idle": round(now - s.last_seen, 1),
+                "sides": {
+                    ("responder" if k else "initiator"): {
+                        "endpoint": f"{v.endpoint[0]}:{v.endpoint[1]}" if v.endpoint else None,
+                        "packets": v.packets,
+                        "bytes": v.bytes,
+                    }
+                    for k, v in s.sides.items()
+                },
+            }
+            for s in self.sessions.values()
+        ]
+
+
+class RelayLink:
+    """A node's end of one relay session: wraps its datagrams for the TRS
+    and unwraps (verifies) the peer's frames that the TRS forwards."""
+
+    def __init__(self, session_id: int, tunnel_key: bytes, responder: bool, sequence: int) -> None:
+        self.session_id = session_id
+        self.seal_key, self.mac_key = crypto.relay_keys(tunnel_key)
+        self.flags = wire.FROM_RESPONDER if responder else 0
+        self.sequence = sequence  # start from the clock: restarts stay newer
+
+    def wrap(self, datagram: bytes, sealed: bool = False) -> bytes:
+        if sealed:
+            self.sequence += 1
+            header = bytes([TYPE["Relayed"]]) + self.session_id.to_bytes(4, "big") + bytes([self.flags | wire.SEALED])
+            return header + crypto.seal(self.seal_key, self.sequence.to_bytes(8, "big") + datagram, header)
+        head = bytes([TYPE["Relayed"]]) + self.session_id.to_bytes(4, "big") + bytes([self.flags]) + datagram
+        return head + crypto.relay_mac(self.mac_key, head)
+
+    def unwrap(self, frame: bytes) -> bytes:
+        """The peer's datagram inside a forwarded frame (AuthenticationError
+        for anything the peer did not send on this session)."""
+        if len(frame) < wire.RELAYED_HEADER + wire.RELAY_TAG or int.from_bytes(frame[1:5], "big") != self.session_id:
+            raise AuthenticationError("not a frame of this relay session")
+        flags = frame[5]
+        if flags & wire.FROM_RESPONDER == self.flags:
+            raise AuthenticationError("a frame from our own side")
+        if flags & wire.SEALED:
+            inner = crypto.open_sealed(self.seal_key, frame[wire.RELAYED_HEADER :], frame[: wire.RELAYED_HEADER])
+            return inner[8:]
+        if not crypto.relay_mac_ok(self.mac_key, frame[: -wire.RELAY_TAG], frame[-wire.RELAY_TAG :]):
+            raise AuthenticationError("bad relay MAC")
+        return frame[wire.RELAYED_HEADER : -wire.RELAY_TAG]
