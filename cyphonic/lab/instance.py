@@ -14,7 +14,7 @@ from . import enrollment, netns
 from .errors import LabError
 from .processes import log_tail, start_daemon, status, tool_env
 from .state import LabPaths, check_prefix
-from .topology import BASIC, TOPOLOGIES, Role, Topology
+from .topology import BASIC, TOPOLOGIES, Role, Topology, trs_public
 
 @dataclass(frozen=True)
 class Program:
@@ -25,6 +25,7 @@ class Program:
 # Which program a role runs. A role not listed here (router, nat) runs nothing.
 DAEMONS: dict[Role, Program] = {
     Role.CLOUD: Program("cyphonic.cloud", "cloud"),
+    Role.TRS: Program("cyphonic.trs", "trs"),
     Role.NODE: Program("cyphonic.node", "node"),
 }
 
@@ -85,15 +86,20 @@ class Lab:
             return
         self.enroll_all()
         deadline = time.monotonic() + timeout
-        for host in self.topology.with_role(Role.CLOUD):
+        # The relay first: it needs nothing, and the cloud may announce it.
+        for host in self.topology.with_role(Role.TRS) + self.topology.with_role(Role.CLOUD):
             self.start(host.name)
         self.wait_cloud(deadline)
         for host in self.topology.with_role(Role.NODE):
             self.start(host.name)
+        self.wait_trs(deadline)
         self.wait_registered([h.name for h in self.topology.with_role(Role.NODE)], deadline)
 
     def enroll_all(self) -> None:
         enrollment.ca_init(self.paths.ca, self.topology.domain)
+        relays = self.topology.with_role(Role.TRS)
+        if relays:
+            enrollment.trs_init(self.paths.ca, trs_public(self.topology, relays[0].name))
         for host in self.topology.with_role(Role.NODE):
             enrollment.enroll_node(host.name, self.paths.ca, self.paths.bundle(host.name),
                                    self.topology.cloud_addresses_for(host.name))
@@ -103,7 +109,11 @@ class Lab:
 
     def config(self, host: str) -> Path:
         role = self.topology.host(host).role
-        return self.paths.cloud_config if role == Role.CLOUD else self.paths.node_config(host)
+        if role == Role.CLOUD:
+            return self.paths.cloud_config
+        if role == Role.TRS:
+            return self.paths.trs_config
+        return self.paths.node_config(host)
 
     def start(self, host: str) -> subprocess.Popen:
         """Start the host's program (again, e.g. after `kill`), logging to <host>.log."""
@@ -141,14 +151,21 @@ class Lab:
                            log_tail(self.paths.log(host)))
 
     def wait_cloud(self, deadline: float) -> None:
-        for host in self.topology.with_role(Role.CLOUD):
+        self._wait_role(Role.CLOUD, deadline)
+
+    def wait_trs(self, deadline: float) -> None:
+        self._wait_role(Role.TRS, deadline)
+
+    def _wait_role(self, role: Role, deadline: float) -> None:
+        """Wait until every host of `role` answers `cyphonic status` as that role."""
+        for host in self.topology.with_role(role):
             while True:
                 self._check_alive(host.name)
                 st = self.status(host.name)
-                if st is not None and st.get("role") == "cloud":
+                if st is not None and st.get("role") == str(role):
                     break
                 if time.monotonic() > deadline:
-                    raise LabError(f"{host.name}: cloud does not answer `cyphonic status` "
+                    raise LabError(f"{host.name}: {role} does not answer `cyphonic status` "
                                    f"(log: {self.paths.log(host.name)})",
                                    log_tail(self.paths.log(host.name)))
                 time.sleep(0.2)

@@ -45,6 +45,11 @@ class LabPaths:
         return self.ca / "cloud.toml"
 
     @property
+    def trs_config(self) -> Path:
+        """trs.toml, written by the lab beside cloud.toml (it shares a key with the NMS)."""
+        return self.ca / "trs.toml"
+
+    @property
     def manifest(self) -> Path:
         return self.root / "lab.json"
 

@@ -19,6 +19,7 @@ class Role(StrEnum):
     ROUTER = "router"  # plain forwarding, the "internet"
     NAT = "nat"  # NAPT router in front of a private site
     CLOUD = "cloud"  # python -m cyphonic.cloud (AS + NMS)
+    TRS = "trs"  # python -m cyphonic.trs (Tunnel Relay Service)
     NODE = "node"  # python -m cyphonic.node
 
 
@@ -133,6 +134,18 @@ BASIC = Topology(
         Host("nat-cn", Role.NAT, gateway4="192.0.2.1", forwarding=True,
              nat=Nat(wan="wan", lan="lan")),
         Host("cn", Role.NODE, gateway4="192.168.20.1"),
+        # The Tunnel Relay Service: dual-stack, global, on its own segment.
+        Host("trs", Role.TRS, gateway4="203.0.114.1", gateway6="2001:db8:d::1"),
+        # Two more IPv4-only NAPT sites, one node behind each: a1 and b1 (and
+        # cn) can only reach one another through the relay.
+        Host("nat-a", Role.NAT, gateway4="198.18.1.1", forwarding=True,
+             nat=Nat(wan="wan", lan="lan")),
+        Host("a1", Role.NODE, gateway4="192.168.30.1"),
+        Host("nat-b", Role.NAT, gateway4="198.18.2.1", forwarding=True,
+             nat=Nat(wan="wan", lan="lan")),
+        Host("b1", Role.NODE, gateway4="192.168.40.1"),
+        # An IPv6-only site: a global IPv6 address, no IPv4 beyond loopback.
+        Host("v6", Role.NODE, gateway6="2001:db8:e::1"),
     ),
     links=(
         _link("inet", "cloud", ("203.0.113.1/24", "2001:db8:c::1/64"),
@@ -144,7 +157,28 @@ BASIC = Topology(
               "nat-cn", "wan", ("192.0.2.10/24",)),
         _link("nat-cn", "lan", ("192.168.20.1/24",),
               "cn", "eth0", ("192.168.20.10/24",)),
+        _link("inet", "trs", ("203.0.114.1/24", "2001:db8:d::1/64"),
+              "trs", "eth0", ("203.0.114.20/24", "2001:db8:d::20/64")),
+        _link("inet", "nat-a", ("198.18.1.1/24",),
+              "nat-a", "wan", ("198.18.1.10/24",)),
+        _link("nat-a", "lan", ("192.168.30.1/24",),
+              "a1", "eth0", ("192.168.30.10/24",)),
+        _link("inet", "nat-b", ("198.18.2.1/24",),
+              "nat-b", "wan", ("198.18.2.10/24",)),
+        _link("nat-b", "lan", ("192.168.40.1/24",),
+              "b1", "eth0", ("192.168.40.10/24",)),
+        _link("inet", "v6", ("2001:db8:e::1/64",),
+              "v6", "eth0", ("2001:db8:e::10/64",)),
     ),
 )
+
+TRS_PORT = 7002
+
+
+def trs_public(topology: Topology, host: str) -> list[str]:
+    """ADDRESS:PORT where nodes reach the TRS on `host`: its global addresses."""
+    return [f"[{a}]:{TRS_PORT}" if ":" in a else f"{a}:{TRS_PORT}"
+            for a in topology.addresses(host)]
+
 
 TOPOLOGIES: dict[str, Topology] = {BASIC.name: BASIC}
