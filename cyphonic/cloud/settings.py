@@ -32,6 +32,8 @@ SCHEMA: c.Schema = {
         "listen": c.Key(c.addresses, [("0.0.0.0", 7001), ("::", 7001)]),
         "nms_key": c.Key(c.path),
         "refresh": c.Key(c.integer(1, 3600), 10),
+        "trs": c.Key(c.addresses, []),  # Tunnel Relay Services the NMS may assign
+        "trs_key": c.Key(c.path, None),  # NMS–TRS key, shared with every TRS
     },
 }
 
@@ -104,4 +106,5 @@ def build_auth(cfg: dict[str, Any]) -> AuthenticationService:
 
 def build_nms(cfg: dict[str, Any]) -> NodeManagementService:
     n = cfg["nms"]
-    return NodeManagementService(read_secret(n["nms_key"]), refresh=n["refresh"])
+    trs_key = read_secret(n["trs_key"]) if n["trs_key"] else None
+    return NodeManagementService(read_secret(n["nms_key"]), refresh=n["refresh"], trs=n["trs"], trs_key=trs_key)

@@ -111,9 +111,11 @@ class RelayService:
             inner = crypto.open_sealed(session.seal_key, data[wire.RELAYED_HEADER :], data[: wire.RELAYED_HEADER])
             sequence = int.from_bytes(inner[:8], "big") if len(inner) >= 8 else -1
             if sequence <= side.sequence:
-                self.drops("stale sealed frame", source)
-                return []
-            side.sequence = sequence
+                if source != side.endpoint:  # a replay from elsewhere moves nothing
+                    self.drops("stale sealed frame", source)
+                    return []
+            else:
+                side.sequence = sequence
             if side.endpoint != source:
                 log.info("relay session %08x: side %d at %s:%s", session_id, side_id, *source)
                 side.endpoint = source

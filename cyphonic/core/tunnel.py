@@ -47,8 +47,9 @@ class Path:
     process: str
     initiator: bool
     peer: PeerInfo
-    peer_address: tuple[str, int]
-    tunnel_key: bytes
+    peer_address: tuple[str, int]  # the peer, or the TRS on a relayed path
+    tunnel_key: bytes  # seals the hellos: MN–CN key, or the Temp Key when relayed
+    relay: object | None = None  # core.relay.RelayLink on a relayed path
 
 
 @dataclass

@@ -18,7 +18,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from cyphonic import crypto
-from cyphonic.core.route import Attachment, Endpoints, route_selection
+from cyphonic.core.route import FAMILIES, Attachment, Endpoints, route_selection
+from cyphonic.nms.relays import PendingRelay, RelayAssignment
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.wire import signaling as wire
@@ -63,9 +64,10 @@ class PendingRoute:
 
 
 class NodeManagementService:
-    def __init__(self, nms_key: bytes, refresh: int = 10) -> None:
+    def __init__(self, nms_key: bytes, refresh: int = 10, trs: list[Address] = (), trs_key: bytes | None = None) -> None:
         self.nms_key = nms_key
         self.refresh = refresh
+        self.relays = RelayAssignment(list(trs), trs_key) if trs and trs_key else None
         self.registry: dict[str, Registration] = {}
         self.pending: dict[int, PendingRoute] = {}
         self.drops = Drops(log)
@@ -75,6 +77,8 @@ class NodeManagementService:
     # -- input ----------------------------------------------------------------
 
     def receive(self, data: bytes, source: Address, now: float) -> Outgoing:
+        if data and data[0] == TYPE["RelayResponse"] and self.relays is not None:
+            return self._relay_response(data, source, now)
         if not data or data[0] not in REQUESTS:
             self.drops("unexpected message type", source)
             return []
@@ -146,26 +150,53 @@ class NodeManagementService:
             return [self._error(txid, ticket, "unknown_peer", target, source, now)]
         route = route_selection(mn.endpoints, cn.endpoints)
         self.route_selections += 1
-        if route.process == "TunnelRequestToTRS":
-            log.info("route %s -> %s needs a TRS; none is available", mn.fqdn, cn.fqdn)
-            return [self._error(txid, ticket, "unreachable", "both ends behind NAPT or no common address family", source, now)]
         path_id = secrets.randbits(32)
         key = crypto.random_key()
+        if route.process == "TunnelRequestToTRS":
+            if self.relays is None:
+                log.info("route %s -> %s needs a TRS; none is configured", mn.fqdn, cn.fqdn)
+                return [self._error(txid, ticket, "unreachable", "both ends behind NAPT or no common address family", source, now)]
+            pending = PendingRelay(path_id, mn.fqdn, cn.fqdn, txid, source, bytes(ticket.session_key), key, crypto.random_key())
+            log.info("route selection %s -> %s: via TRS (path %08x)", mn.fqdn, cn.fqdn, path_id)
+            return self.relays.ask(pending, now)
         mn_initiates = route.process == "TunnelRequestToCN"
         to_mn = self._direction_body(route.process, mn_initiates, path_id, cn, route.mn_sees, key)
         to_cn = self._direction_body(route.process, not mn_initiates, path_id, mn, route.cn_sees, key)
+        return self._announce(path_id, mn, cn, txid, source, bytes(ticket.session_key), to_mn, to_cn,
+                              cn.endpoints.by_family[route.family].observed, now, f"{route.process} over {route.family}")
+
+    def _announce(self, path_id, mn, cn, txid, reply_to, mn_key, to_mn, to_cn, cn_address, now, what) -> Outgoing:
+        """Route Direction to CN now; to MN once CN has acknowledged."""
         cn_txid = secrets.randbits(32)
         header = build(wire.NmsReply, dict(header=dict(type="RouteDirectionToCN", txid=cn_txid), sealed=b""))
         cn_msg = header + crypto.seal(cn.session_key, to_cn, header)
         mn_header = build(wire.NmsReply, dict(header=dict(type="RouteDirection", txid=txid), sealed=b""))
-        mn_msg = mn_header + crypto.seal(bytes(ticket.session_key), to_mn, mn_header)
-        cn_address = cn.endpoints.by_family[route.family].observed
+        mn_msg = mn_header + crypto.seal(mn_key, to_mn, mn_header)
         self.pending[path_id] = PendingRoute(
-            path_id, source, mn_msg, cn_msg, cn_address, 1, now + RETRY, (ticket.fqdn, txid),
-            bytes(ticket.session_key), cn.fqdn,
+            path_id, reply_to, mn_msg, cn_msg, cn_address, 1, now + RETRY, (mn.fqdn, txid), mn_key, cn.fqdn,
         )
-        log.info("route selection %s -> %s: %s over %s (path %08x)", mn.fqdn, cn.fqdn, route.process, route.family, path_id)
+        log.info("route selection %s -> %s: %s (path %08x)", mn.fqdn, cn.fqdn, what, path_id)
         return [(cn_msg, cn_address)]
+
+    def _relay_response(self, data: bytes, source: Address, now: float) -> Outgoing:
+        """The TRS accepted (or refused) a session: announce the relayed route."""
+        try:
+            pending, locators = self.relays.answer(data, source, now)
+        except (ParseError, AuthenticationError) as exc:
+            self.drops("bad relay response", source, str(exc).splitlines()[0])
+            return []
+        if pending is None:
+            return []
+        if locators is None:  # refused: the next TRS
+            return self.relays.ask(pending, now)
+        mn, cn = self._live(pending.mn_fqdn, now), self._live(pending.cn_fqdn, now)
+        mn_trs, cn_trs = (_trs_for(node, locators) for node in (mn, cn)) if mn and cn else (None, None)
+        if mn_trs is None or cn_trs is None:
+            return [(self._sealed_error(pending.txid, pending.mn_key, "unreachable", "no TRS address for a node's family"), pending.reply_to)]
+        to_mn = self._direction_body("TunnelRequestToTRS", True, pending.path_id, cn, mn_trs[1], pending.tunnel_key, pending.temp_key)
+        to_cn = self._direction_body("TunnelRequestToTRS", False, pending.path_id, mn, cn_trs[1], pending.tunnel_key, pending.temp_key)
+        return self._announce(pending.path_id, mn, cn, pending.txid, pending.reply_to, pending.mn_key, to_mn, to_cn,
+                              cn.endpoints.by_family[cn_trs[0]].observed, now, f"via TRS {source[0]}:{source[1]}")
 
     def _ack(self, ticket, body: bytes, now: float) -> Outgoing:
         path_id = parse(wire.AckBody, body).path_id
@@ -182,10 +213,18 @@ class NodeManagementService:
     # -- time -----------------------------------------------------------------
 
     def next_timer(self) -> float | None:
-        return min((p.next_try for p in self.pending.values()), default=None)
+        relay = self.relays.next_timer() if self.relays is not None else None
+        return min([p.next_try for p in self.pending.values()] + ([relay] if relay else []), default=None)
 
     def handle_timer(self, now: float) -> Outgoing:
         out: Outgoing = []
+        if self.relays is not None:
+            resend, failed = self.relays.expired(now)
+            out += resend
+            for pending in failed:
+                out += self.relays.ask(pending, now) or [
+                    (self._sealed_error(pending.txid, pending.mn_key, "unreachable", "no TRS answers"), pending.reply_to)
+                ]
         for path_id, p in list(self.pending.items()):
             if p.next_try > now:
                 continue
@@ -218,7 +257,7 @@ class NodeManagementService:
                 del reg.seen[family]
         return reg if reg.endpoints.by_family else None
 
-    def _direction_body(self, process, initiator, path_id, peer: Registration, peer_address, key) -> bytes:
+    def _direction_body(self, process, initiator, path_id, peer: Registration, peer_address, key, temp=bytes(32)) -> bytes:
         return build(
             wire.RouteDirectionBody,
             dict(
@@ -230,7 +269,7 @@ class NodeManagementService:
                 peer_vip6=peer.vip6,
                 peer_locator=locator(*peer_address),
                 tunnel_key=key,
-                temporary_key=bytes(32),
+                temporary_key=temp,
             ),
         )
 
@@ -272,3 +311,11 @@ class NodeManagementService:
                 }
             )
         return out
+
+
+def _trs_for(node: Registration, locators: dict[str, Address]) -> tuple[str, Address] | None:
+    """(family, TRS address) a node reaches the TRS over: a family it is registered in."""
+    for family in FAMILIES:
+        if family in node.endpoints.by_family and family in locators:
+            return family, locators[family]
+    return None

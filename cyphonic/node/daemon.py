@@ -30,6 +30,7 @@ log = logging.getLogger("cyphonic.node")
 
 DATA_TYPES = frozenset(TYPE[n] for n in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate"))
 SOCKET_BUFFER = 4 << 20
+PATH_NAMES = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", "TunnelRequestToTRS": "relay"}
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # not exported by Python's socket module
 
 
@@ -163,7 +164,7 @@ class NodeDaemon:
                 "fqdn": t.peer.fqdn,
                 "vip4": str(t.peer.vip4),
                 "vip6": str(t.peer.vip6),
-                "path": "direct" if t.path.process == "TunnelRequestToCN" else "reverse",
+                "path": PATH_NAMES.get(t.path.process, t.path.process),
                 "process": t.path.process,
                 "endpoint": "%s:%d" % t.endpoint if ":" not in t.endpoint[0] else "[%s]:%d" % t.endpoint,
                 "tx_bytes": t.tx_bytes,

@@ -93,6 +93,9 @@ class PacketHandlingModule:
             tunnel.last_data_sent = tunnel.last_sent
 
     def send_many(self, tunnel: core.Tunnel, datagrams: list[bytes], inner_bytes: int) -> None:
+        relay = tunnel.path.relay
+        if relay is not None:
+            datagrams = [relay.wrap(d) for d in datagrams]
         try:
             sent = send_segments(self._socket_for(tunnel), datagrams, tunnel.endpoint, self.gso)
         except OSError as exc:
@@ -153,6 +156,12 @@ class PacketHandlingModule:
         tunnel = self._route(packet)  # every segment has the super-packet's addresses
         if tunnel is None:
             self.drops("no tunnel for destination")
+            return
+        if tunnel.path.relay is not None:
+            # relayed: each capsule is wrapped for the TRS (the per-packet path)
+            self._flush_run()
+            for header, start, end in parts:
+                self.send(tunnel, core.CAPSULE, header + bytes(packet[start:end]))
             return
         if tunnel is not self._run_tunnel:
             self._flush_run()

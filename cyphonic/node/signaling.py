@@ -22,6 +22,7 @@ import trio
 from cyphonic import crypto
 from cyphonic.core import tunnel as core
 from cyphonic.core.login import Grant, LoginClient, LoginRefused
+from cyphonic.core.relay import RelayLink
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.kernel.netlink import global_addresses
@@ -33,6 +34,7 @@ log = logging.getLogger("cyphonic.signaling")
 
 Address = tuple[str, int]
 NMS_REPLIES = {TYPE[n] for n in ("RegistrationResponse", "RouteDirection", "SignalingError")}
+DATA_TYPES = frozenset(TYPE[n] for n in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate"))
 PATH_LIFETIME = 30.0  # an announced path not used by then is forgotten
 # On the reverse path the CN's Tunnel Request can overtake the NMS's answer
 # to the MN; the MN holds a few such early requests (bytes only, no state
@@ -79,8 +81,9 @@ class SignalingModule:
         self.tunnel_ms: deque[float] = deque(maxlen=1000)
         self._waiters: dict[tuple[str, int], _Waiter] = {}
         self._expected: dict[int, tuple[core.Path, float]] = {}
-        self._answered: dict[int, tuple[bytes, bytes]] = {}
+        self._answered: dict[int, tuple[bytes, bytes, core.Path]] = {}
         self._early: dict[int, tuple[bytes, Address, float]] = {}
+        self._links: dict[int, RelayLink] = {}
         self._established: dict[int, trio.Event] = {}
         self._routing: dict[str, trio.Event] = {}
         self._sequence = time.time_ns()
@@ -130,12 +133,33 @@ class SignalingModule:
                 self._route_direction_to_cn(data, source, now)
             elif kind == TYPE["TunnelRequest"]:
                 self._tunnel_request(data, source, now)
+            elif kind == TYPE["Relayed"]:
+                self._relayed(data, source, now)
             else:
                 self.drops("unexpected message type", source, hex(kind))
         except ParseError as exc:
             self.drops("malformed signaling", source, str(exc).splitlines()[0])
         except AuthenticationError as exc:
             self.drops("unauthenticated signaling", source, exc.reason)
+
+    def _relayed(self, frame: bytes, source: Address, now: float) -> None:
+        """A frame the TRS forwarded: the peer's datagram, handled as if
+        it came from the TRS's address (where answers must go)."""
+        link = self._links.get(int.from_bytes(frame[1:5], "big")) if len(frame) >= 5 else None
+        if link is None:
+            self.drops("relayed frame for an unknown session", source)
+            return
+        inner = link.unwrap(frame)
+        if not inner:
+            return  # the other side's bind
+        if inner[0] in DATA_TYPES:
+            self.packet.receive(inner, source, now)
+        elif inner[0] != TYPE["Relayed"]:
+            self.receive(inner, source, now)
+
+    def send_path(self, path: core.Path, datagram: bytes, dest: Address) -> None:
+        """Signaling on a path: through the relay link (sealed) when relayed."""
+        self.sendto(path.relay.wrap(datagram, sealed=True) if path.relay else datagram, dest)
 
     def _reply(self, key, data: bytes, source: Address, now: float) -> None:
         waiter = self._waiters.get(key)
@@ -299,6 +323,15 @@ class SignalingModule:
         return path.peer
 
     def _path(self, body) -> core.Path:
+        process, initiator = str(body.process), str(body.role) == "initiator"
+        relay = None
+        if process == "TunnelRequestToTRS":
+            # the Tunnel Key (shared with the TRS) authenticates the relayed
+            # frames; the hellos, and so the End Keys, use the Temp Key only
+            relay = RelayLink(body.path_id, bytes(body.tunnel_key), responder=not initiator, sequence=time.time_ns())
+            self._links[body.path_id] = relay
+            while len(self._links) > 256:
+                del self._links[next(iter(self._links))]
         return core.Path(
             path_id=body.path_id,
             process=str(body.process),
@@ -309,7 +342,8 @@ class SignalingModule:
                 ipaddress.IPv6Address(bytes(body.peer_vip6)),
             ),
             peer_address=locator_text(body.peer_locator),
-            tunnel_key=bytes(body.tunnel_key),
+            tunnel_key=bytes(body.temporary_key) if relay else bytes(body.tunnel_key),
+            relay=relay,
         )
 
     def _route_direction_to_cn(self, data: bytes, source: Address, now: float) -> None:
@@ -324,7 +358,18 @@ class SignalingModule:
             self._expected[path.path_id] = (path, now)
             if path.initiator:
                 self.nursery.start_soon(self._open_tunnel_logged, path)
+            elif path.relay:
+                self.nursery.start_soon(self._bind, path)
         self.nursery.start_soon(self._ack, path.path_id, source)
+
+    async def _bind(self, path: core.Path) -> None:
+        """Tell the TRS where this (responding) end is, a few times against
+        loss, until the initiator's Tunnel Request has come through it."""
+        for delay in (0.2, 0.4, 0.8, 1.6):
+            if path.path_id in self._answered:
+                return
+            self.send_path(path, b"", path.peer_address)
+            await trio.sleep(delay)
 
     async def _ack(self, path_id: int, nms: Address) -> None:
         g = self.grant
@@ -345,9 +390,10 @@ class SignalingModule:
 
     async def _open_tunnel(self, path: core.Path) -> core.Tunnel:
         initiator = core.Initiator(path, self.me, time.time())
+        request = path.relay.wrap(initiator.request, sealed=True) if path.relay else initiator.request
         tunnel = await self.transact(
             ("index", initiator.local_index),
-            initiator.request,
+            request,
             path.peer_address,
             initiator.accept_response,
             attempts=6,
@@ -361,7 +407,7 @@ class SignalingModule:
         answered = self._answered.get(path_id)
         if answered is not None:
             if answered[0] == data:  # a retransmission: the same answer
-                self.sendto(answered[1], source)
+                self.send_path(answered[2], answered[1], source)
             else:
                 self.drops("second tunnel request on a path", source)
             return
@@ -379,8 +425,8 @@ class SignalingModule:
         path = entry[0]
         tunnel, response = core.respond(path, self.me, data, source, now)
         del self._expected[path_id]
-        self._answered[path_id] = (data, response)
-        self.sendto(response, source)
+        self._answered[path_id] = (data, response, path)
+        self.send_path(path, response, source)
         self._install(tunnel)
         event = self._established.get(path_id)
         if event is not None:

@@ -88,7 +88,7 @@ class Node:
 class Overlay:
     """Builds a CA, a cloud and nodes in a tmp dir and runs them in a nursery."""
 
-    def __init__(self, tmp: Path, nursery: trio.Nursery) -> None:
+    def __init__(self, tmp: Path, nursery: trio.Nursery, relay: bool = False) -> None:
         self.tmp = tmp
         self.nursery = nursery
         self.ca = tmp / "ca"
@@ -99,9 +99,24 @@ class Overlay:
         text = text.replace('["0.0.0.0:7000", "[::]:7000"]', f'["127.0.0.1:{self.as_port}"]')
         text = text.replace('["0.0.0.0:7001", "[::]:7001"]', f'["127.0.0.1:{self.nms_port}"]')
         text = text.replace("refresh = 10", "refresh = 1")
+        self.trs = None
+        if relay:
+            from cyphonic import crypto
+            from cyphonic.core.relay import RelayService
+
+            key = crypto.random_key()
+            cloud_settings.write_secret(self.ca / "nms-trs.key", key)
+            self.trs_port = free_port()
+            self.trs = RelayService(key, [("127.0.0.1", self.trs_port)])
+            text = text.replace("refresh = 1", f'refresh = 1\ntrs = ["127.0.0.1:{self.trs_port}"]\ntrs_key = "nms-trs.key"')
         (self.ca / "cloud.toml").write_text(text)
         self.cloud_scope: trio.CancelScope | None = None
         self.auth = self.nms = None
+
+    async def start_trs(self) -> None:
+        from cyphonic.udp import UdpServer
+
+        await self.nursery.start(UdpServer(self.trs, [("127.0.0.1", self.trs_port)], "TRS").run)
 
     async def start_cloud(self) -> None:
         cfg = config.load(self.ca / "cloud.toml", cloud_settings.SCHEMA)
@@ -160,6 +175,15 @@ class _Started:
 
     def started(self, value=None) -> None:
         self._status.started(self._scope)
+
+
+@pytest.fixture
+async def relay_overlay(tmp_path, nursery):
+    """The overlay with a Tunnel Relay Service the NMS may assign."""
+    o = Overlay(tmp_path, nursery, relay=True)
+    await o.start_trs()
+    await o.start_cloud()
+    yield o
 
 
 @pytest.fixture

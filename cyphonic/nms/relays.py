@@ -1,0 +1,108 @@
+"""The NMS's side of relaying (seed: "Route selection process (via TRS)"):
+which TRS gets a session, Relay Requests with retries, and TRS health — a
+TRS that does not answer is skipped for a while and never assigned then."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from cyphonic import crypto
+from cyphonic.wire import relay as wire
+from cyphonic.wire.common import build, locator_text, parse
+
+log = logging.getLogger("cyphonic.nms")
+
+Address = tuple[str, int]
+RETRY = 0.25
+ATTEMPTS = 3
+DEAD_FOR = 30.0
+SESSION_LIFETIME = 120
+
+
+@dataclass
+class PendingRelay:
+    path_id: int
+    mn_fqdn: str
+    cn_fqdn: str
+    txid: int
+    reply_to: Address
+    mn_key: bytes
+    tunnel_key: bytes
+    temp_key: bytes
+    tried: list[Address] = field(default_factory=list)
+    trs: Address | None = None
+    request: bytes = b""
+    attempts: int = 0
+    next_try: float = 0.0
+
+
+class RelayAssignment:
+    def __init__(self, trs: list[Address], key: bytes) -> None:
+        self.trs = trs
+        self.key = key
+        self.dead_until: dict[Address, float] = {}
+        self.waiting: dict[int, PendingRelay] = {}
+        self._next = 0
+
+    def healthy(self, now: float) -> list[Address]:
+        return [t for t in self.trs if self.dead_until.get(t, 0) <= now]
+
+    def ask(self, pending: PendingRelay, now: float) -> list[tuple[bytes, Address]]:
+        """Send the session to the next healthy TRS not yet tried ([] if none)."""
+        candidates = [t for t in self.healthy(now) if t not in pending.tried]
+        if not candidates:
+            log.warning("path %08x: no healthy TRS left", pending.path_id)
+            return []
+        self._next = (self._next + 1) % len(candidates)  # spread sessions
+        trs = candidates[self._next % len(candidates)]
+        pending.tried.append(trs)
+        pending.trs = trs
+        header = build(wire.RelayRequest, dict(header=dict(type="RelayRequest", txid=secrets.randbits(32)), sealed=b""))
+        body = build(
+            wire.RelayRequestBody,
+            dict(session_id=pending.path_id, tunnel_key=pending.tunnel_key, lifetime=SESSION_LIFETIME),
+        )
+        pending.request = header + crypto.seal(self.key, body, header)
+        pending.attempts, pending.next_try = 1, now + RETRY
+        self.waiting[pending.path_id] = pending
+        return [(pending.request, trs)]
+
+    def answer(self, data: bytes, source: Address, now: float) -> tuple[PendingRelay | None, dict[str, Address] | None]:
+        """(the pending route, TRS locators by family, or None if refused)."""
+        msg = parse(wire.RelayResponse, data)
+        body = parse(wire.RelayResponseBody, crypto.open_sealed(self.key, bytes(msg.sealed), data[: len(data) - len(msg.sealed)]))
+        pending = self.waiting.get(body.session_id)
+        if pending is None or pending.trs != source:
+            return None, None
+        del self.waiting[body.session_id]
+        self.dead_until.pop(source, None)
+        if not body.accepted:
+            log.warning("TRS %s:%s refused path %08x (full)", *source, body.session_id)
+            return pending, None
+        locators: dict[str, Address] = {}
+        for loc in body.locators:
+            locators.setdefault(str(loc.family), locator_text(loc))
+        return pending, locators
+
+    def next_timer(self) -> float | None:
+        return min((p.next_try for p in self.waiting.values()), default=None)
+
+    def expired(self, now: float) -> tuple[list[tuple[bytes, Address]], list[PendingRelay]]:
+        """Requests whose TRS stayed silent: (datagrams to resend, routes
+        whose TRS is now marked dead, to be tried on the next one)."""
+        resend, out = [], []
+        for path_id, p in list(self.waiting.items()):
+            if p.next_try > now:
+                continue
+            if p.attempts < ATTEMPTS:
+                p.attempts += 1
+                p.next_try = now + RETRY
+                resend.append((p.request, p.trs))
+                continue
+            del self.waiting[path_id]
+            self.dead_until[p.trs] = now + DEAD_FOR
+            log.warning("TRS %s:%s does not answer: skipped for %.0f s", *p.trs, DEAD_FOR)
+            out.append(p)
+        return resend, out

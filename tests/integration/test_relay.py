@@ -1,0 +1,54 @@
+"""Both ends behind NAPT: the NMS assigns the TRS and traffic crosses it."""
+
+from __future__ import annotations
+
+import trio
+
+from tests.integration.conftest import DOMAIN, ipv4_udp
+from tests.integration.test_overlay import answer, recv_packet, resolve
+
+
+async def test_nodes_both_behind_napt_talk_through_the_trs(relay_overlay):
+    mn = await relay_overlay.start_node("mn", locators=["192.168.1.10"])
+    cn = await relay_overlay.start_node("cn", locators=["192.168.2.10"])
+    assert answer(await resolve(mn, f"cn.{DOMAIN}")) == cn.vip4
+    assert mn.daemon.status({})["peers"][0]["path"] == "relay"
+    packet = ipv4_udp(mn.vip4, cn.vip4, b"x" * 1200)
+    await mn.tun.app.send(packet)
+    assert await recv_packet(cn) == packet
+    back = ipv4_udp(cn.vip4, mn.vip4, b"through the relay and back")
+    await cn.tun.app.send(back)
+    assert await recv_packet(mn) == back
+    [session] = relay_overlay.trs.status(trio.current_time())
+    sides = session["sides"]
+    assert sides["initiator"]["packets"] >= 2 and sides["responder"]["packets"] >= 2
+    assert sides["initiator"]["endpoint"].endswith(f":{mn.port}") and sides["responder"]["endpoint"].endswith(f":{cn.port}")
+
+
+async def test_the_trs_never_holds_the_end_keys(relay_overlay):
+    mn = await relay_overlay.start_node("mn", locators=["192.168.1.10"])
+    cn = await relay_overlay.start_node("cn", locators=["192.168.2.10"])
+    await resolve(mn, f"cn.{DOMAIN}")
+    tunnel = mn.daemon.packet.tunnel_to(f"cn.{DOMAIN}")
+    [session] = relay_overlay.trs.sessions.values()
+    # the End Key cipher's keys differ from everything the TRS derived
+    held = {session.seal_key, session.mac_key}
+    assert tunnel.path.tunnel_key not in held  # the Temp Key never reached the TRS
+    capsule = tunnel.seal(0x30, ipv4_udp(mn.vip4, cn.vip4, b"secret"))
+    from cyphonic import crypto
+    from cyphonic.errors import AuthenticationError
+
+    for key in held:
+        try:
+            crypto.DataCipher(key, key).open(capsule, 13)
+        except AuthenticationError:
+            continue
+        raise AssertionError("a TRS key opened relayed data")
+
+
+async def test_without_a_trs_both_behind_napt_is_still_unreachable(overlay):
+    mn = await overlay.start_node("mn", locators=["192.168.1.10"])
+    await overlay.start_node("cn", locators=["192.168.2.10"])
+    import dns.rcode
+
+    assert (await resolve(mn, f"cn.{DOMAIN}")).rcode() == dns.rcode.SERVFAIL
