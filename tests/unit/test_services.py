@@ -252,3 +252,83 @@ def test_registrations_expire_without_refresh(nms_key):
     nms.receive(mn.registration(1, MN), MN, NOW)
     assert [n["fqdn"] for n in nms.status(NOW + 29)] == [mn.fqdn]
     assert nms.status(NOW + 31) == []
+
+
+# --- NMS: relayed routes ------------------------------------------------------------
+
+from cyphonic.core.relay import RelayService  # noqa: E402
+from cyphonic.wire import relay as relay_wire  # noqa: E402
+
+TRS1, TRS2 = ("203.0.113.20", 7002), ("203.0.113.21", 7002)
+A1 = ("192.0.2.20", 4500)
+B1 = ("192.0.2.30", 4500)
+
+
+def natted_pair(nms, nms_key):
+    a, b = NodeStub(nms_key, "a1", 4), NodeStub(nms_key, "b1", 5)
+    nms.receive(a.registration(1, ("192.168.10.10", 4500)), A1, NOW)
+    nms.receive(b.registration(1, ("192.168.11.10", 4500)), B1, NOW)
+    return a, b
+
+
+def test_both_behind_napt_gets_a_relay_session_then_the_route(nms_key):
+    trs_key = crypto.random_key()
+    nms = NodeManagementService(nms_key, trs=[TRS1], trs_key=trs_key)
+    trs = RelayService(trs_key, [TRS1])
+    a, b = natted_pair(nms, nms_key)
+    [(request, dest)] = nms.receive(direction(a, b.fqdn), A1, NOW)
+    assert dest == TRS1
+    [(response, back)] = trs.receive(request, ("203.0.113.10", 7001), NOW)
+    [(to_cn, dest)] = nms.receive(response, TRS1, NOW)
+    kind, body = b.open(to_cn)
+    route = parse(wire.RouteDirectionBody, body)
+    assert dest == B1 and str(route.process) == "TunnelRequestToTRS" and str(route.role) == "responder"
+    assert bytes(route.temporary_key) != bytes(32) and bytes(route.peer_locator.address) == bytes([203, 0, 113, 20])
+    session = trs.sessions[route.path_id]
+    assert session.seal_key == crypto.relay_keys(bytes(route.tunnel_key))[0]
+    ack = build(wire.AckBody, dict(path_id=route.path_id))
+    [(to_mn, dest)] = nms.receive(b.request("RouteDirectionAck", ack), B1, NOW)
+    mine = parse(wire.RouteDirectionBody, a.open(to_mn)[1])
+    assert dest == A1 and str(mine.role) == "initiator" and bytes(mine.temporary_key) == bytes(route.temporary_key)
+
+
+def test_a_silent_trs_is_skipped_and_never_assigned_while_dead(nms_key):
+    trs_key = crypto.random_key()
+    nms = NodeManagementService(nms_key, trs=[TRS1, TRS2], trs_key=trs_key)
+    a, b = natted_pair(nms, nms_key)
+    [(_, first)] = nms.receive(direction(a, b.fqdn, 1), A1, NOW)
+    now, sent = NOW, []
+    while True:
+        now = nms.next_timer()
+        out = nms.handle_timer(now)
+        sent += out
+        if any(dest != first for _, dest in out):
+            break
+    second = ({TRS1, TRS2} - {first}).pop()
+    assert [dest for _, dest in sent] == [first, first, second]
+    assert nms.relays.healthy(now) == [second]
+    # a new route selection goes straight to the healthy one
+    [(_, dest)] = nms.receive(direction(a, b.fqdn, 2), A1, now)
+    assert dest == second
+
+
+def test_no_trs_answers_means_unreachable(nms_key):
+    nms = NodeManagementService(nms_key, trs=[TRS1], trs_key=crypto.random_key())
+    a, b = natted_pair(nms, nms_key)
+    nms.receive(direction(a, b.fqdn), A1, NOW)
+    out, now = [], NOW
+    while not out or out[-1][1] != A1:
+        now = nms.next_timer()
+        out += nms.handle_timer(now)
+    kind, body = a.open(out[-1][0])
+    assert kind == "SignalingError" and str(parse(wire.SignalingErrorBody, body).code) == "unreachable"
+
+
+def test_a_forged_relay_response_is_dropped(nms_key):
+    nms = NodeManagementService(nms_key, trs=[TRS1], trs_key=crypto.random_key())
+    a, b = natted_pair(nms, nms_key)
+    nms.receive(direction(a, b.fqdn), A1, NOW)
+    header = build(relay_wire.RelayResponse, dict(header=dict(type="RelayResponse", txid=1), sealed=b""))
+    forged = header + crypto.seal(crypto.random_key(), b"x" * 40, header)
+    assert nms.receive(forged, TRS1, NOW) == []
+    assert nms.drops.counts["bad relay response"] == 1
