@@ -28,11 +28,13 @@ def run_demo(prefix: str) -> int:
     try:
         lab.up()
         shown = lab.show()["hosts"]
-        for name in ("mn", "cn"):
+        for name in ("mn", "cn", "a1", "b1", "v6"):
             h = shown[name]
             print(f"{name}: {' '.join(h['addresses'])} -> {h['fqdn']} "
                   f"vip4 {h['vip4']} vip6 {h['vip6']}")
-        print("cn sits behind the NAPT router nat-cn; every step below runs in mn.")
+        print(f"trs: {' '.join(shown['trs']['addresses'])} (Tunnel Relay Service)")
+        print("cn, a1 and b1 sit behind NAPT routers; v6 has IPv6 only. "
+              "Every step below runs in mn.")
         return _tour(lab)
     except LabError as e:
         print(f"cyphonic lab: {e}", file=sys.stderr)

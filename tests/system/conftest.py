@@ -60,7 +60,7 @@ def spare_prefix() -> str:
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    """The basic lab (cloud, mn, NAPT'd cn), up and registered."""
+    """The basic lab (cloud, trs, mn, NAPT'd cn/a1/b1, IPv6-only v6), up and registered."""
     require_lab_host()
     lab = Lab(unique_prefix("t"), dataplane=os.environ.get("CYPHONIC_DATAPLANE", "offload"))
     try:
