@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     init = ca.add_parser("init", help="create a CA, the AS identity and a cloud.toml")
     init.add_argument("--dir", type=Path, required=True)
     init.add_argument("--domain", required=True)
+    init.add_argument("--trs", action="append", default=[], metavar="ADDRESS",
+                      help="a Tunnel Relay Service's public address (repeat per family); writes trs.toml")
     init.set_defaults(func=ca_init)
     revoke = ca.add_parser("revoke", help="revoke a certificate")
     revoke.add_argument("--ca", type=Path, required=True, help="the CA directory")
@@ -78,6 +80,15 @@ def ca_init(args) -> int:
     )
     (d / "as.crt").write_text(crypto.certificate_to_pem(as_cert))
     settings.write_secret(d / "as-nms.key", crypto.random_key())
+    settings.write_secret(d / "nms-trs.key", crypto.random_key())
+    trs = ", ".join(f'"[{a}]:7002"' if ":" in a else f'"{a}:7002"' for a in args.trs)
+    (d / "trs.toml").write_text(
+        f'''# python -m cyphonic.trs --config trs.toml
+listen = ["0.0.0.0:7002", "[::]:7002"]
+public = [{trs}]  # where nodes reach this TRS
+nms_key = "nms-trs.key"
+'''
+    )
     (d / "revoked.txt").write_text("# revoked certificate serials, one per line\n")
     (d / "cloud.toml").write_text(
         f'''domain = "{args.domain}"
@@ -97,9 +108,11 @@ vip6_pool = "{settings.DEFAULT_VIP6}"
 listen = ["0.0.0.0:7001", "[::]:7001"]
 nms_key = "as-nms.key"
 refresh = 10
+trs = [{trs}]
+trs_key = "nms-trs.key"
 '''
     )
-    print(f"CA for {args.domain} in {d}: ca.crt, as.crt, cloud.toml")
+    print(f"CA for {args.domain} in {d}: ca.crt, as.crt, cloud.toml, trs.toml")
     return 0
 
 

@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--config", required=True, type=Path, help="trs.toml")
     args = parser.parse_args()
     cfg = c.load_or_exit("cyphonic.trs", args.config, SCHEMA)
+    if not cfg["public"]:
+        print("cyphonic.trs: config error: public: must list where nodes reach this TRS", file=sys.stderr)
+        sys.exit(2)
     logs.setup(cfg["log_level"])
     try:
         service = RelayService(read_secret(cfg["nms_key"]), cfg["public"])

@@ -108,7 +108,7 @@ class Overlay:
             cloud_settings.write_secret(self.ca / "nms-trs.key", key)
             self.trs_port = free_port()
             self.trs = RelayService(key, [("127.0.0.1", self.trs_port)])
-            text = text.replace("refresh = 1", f'refresh = 1\ntrs = ["127.0.0.1:{self.trs_port}"]\ntrs_key = "nms-trs.key"')
+            text = text.replace("trs = []", f'trs = ["127.0.0.1:{self.trs_port}"]')
         (self.ca / "cloud.toml").write_text(text)
         self.cloud_scope: trio.CancelScope | None = None
         self.auth = self.nms = None
