@@ -71,6 +71,8 @@ class Tunnel:
     last_received: float = 0.0
     last_sent: float = 0.0
     last_data_sent: float = 0.0
+    punching: bool = False
+    heard_update: bool = False
 
     @property
     def peer(self) -> PeerInfo:
@@ -100,14 +102,23 @@ class Tunnel:
         return plaintext
 
 
-    def open_at(self, buf: crypto.PacketBuffer, start: int, length: int, source: tuple[str, int], now: float) -> int | None:
+    @property
+    def relayed(self) -> bool:
+        """Sending through the TRS (a relayed path not yet punched direct)."""
+        return self.path.relay is not None and self.endpoint == self.path.peer_address
+
+    def open_at(
+        self, buf: crypto.PacketBuffer, start: int, length: int, source: tuple[str, int], now: float,
+        via_relay: bool = False,
+    ) -> int | None:
         """`open` for a capsule lying in a PacketBuffer: opened in place;
-        returns the plaintext length (None if replayed)."""
+        returns the plaintext length (None if replayed). A capsule that came
+        through the TRS never moves a tunnel that a punch made direct."""
         counter = wire.CAPSULE_HEADER_STRUCT.unpack_from(buf.data, start)[2]
         if not self.replay.check(counter):
             return None
         plain = self.cipher.open_at(buf, start, length, wire.CAPSULE_HEADER)
-        if self.replay.update(counter) and source != self.endpoint:
+        if self.replay.update(counter) and source != self.endpoint and not (via_relay and not self.relayed):
             self.endpoint = source
         self.last_received = now
         return plain

@@ -32,6 +32,8 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
                    help="seconds to wait for the cloud and every node to register")
     p.add_argument("--dataplane", choices=("offload", "plain"), default="offload",
                    help="the nodes' data path (default: offload, probed)")
+    p.add_argument("--no-punch", action="store_true",
+                   help="no hole punching: nodes both behind NAPT stay on the relay (TRS)")
     p.set_defaults(func=_as_root(cmd_up))
 
     p = sub.add_parser("show", parents=[common], help="hosts, addresses and virtual IPs")
@@ -80,7 +82,7 @@ def _report(e: LabError) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    lab = Lab(args.prefix, dataplane=args.dataplane)
+    lab = Lab(args.prefix, dataplane=args.dataplane, hole_punching=not args.no_punch)
     if lab.is_up():
         raise LabError(f"a lab with prefix {lab.prefix!r} is already up "
                        f"(cyphonic lab down --prefix {lab.prefix}, or another --prefix)")

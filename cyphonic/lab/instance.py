@@ -36,12 +36,16 @@ DATAPLANES = ("offload", "plain")
 
 
 class Lab:
-    def __init__(self, prefix: str = DEFAULT_PREFIX, topology: Topology = BASIC, dataplane: str = "offload") -> None:
+    def __init__(
+        self, prefix: str = DEFAULT_PREFIX, topology: Topology = BASIC, dataplane: str = "offload",
+        hole_punching: bool = True,
+    ) -> None:
         self.prefix = check_prefix(prefix)
         self.topology = topology
         if dataplane not in DATAPLANES:
             raise LabError(f"dataplane must be one of {', '.join(DATAPLANES)}, not {dataplane!r}")
         self.dataplane = dataplane
+        self.hole_punching = hole_punching
         self.paths = LabPaths(prefix)
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -103,9 +107,14 @@ class Lab:
         for host in self.topology.with_role(Role.NODE):
             enrollment.enroll_node(host.name, self.paths.ca, self.paths.bundle(host.name),
                                    self.topology.cloud_addresses_for(host.name))
+            changes = {}
             if self.dataplane == "plain":
+                changes["offload"] = False
+            if not self.hole_punching:  # show the relay path on demand
+                changes["hole_punching"] = False
+            if changes:
                 config = self.paths.node_config(host.name)
-                enrollment.derive_node_config(config, config, {"offload": False})
+                enrollment.derive_node_config(config, config, changes)
 
     def config(self, host: str) -> Path:
         role = self.topology.host(host).role

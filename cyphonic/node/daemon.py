@@ -30,7 +30,8 @@ log = logging.getLogger("cyphonic.node")
 
 DATA_TYPES = frozenset(TYPE[n] for n in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate"))
 SOCKET_BUFFER = 4 << 20
-PATH_NAMES = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", "TunnelRequestToTRS": "relay"}
+# a relayed path whose hole punch succeeded is reported "direct"
+PATH_NAMES = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", "TunnelRequestToTRS": "direct"}
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # not exported by Python's socket module
 
 
@@ -98,6 +99,7 @@ class NodeDaemon:
         self.packet = PacketHandlingModule(-1, self.sockets, gso=self.gso)
         self.signaling = SignalingModule(cfg, identity, certificate, ca_public, self.sockets, self.packet)
         self.signaling.local_addresses = local_addresses
+        self.packet.on_update = self.signaling._peer_update
         r = cfg["resolver"]
         self.resolver = ResolverModule(self.domain, self.signaling, r["listen"], r["upstream"], r["ttl"])
 
@@ -164,7 +166,7 @@ class NodeDaemon:
                 "fqdn": t.peer.fqdn,
                 "vip4": str(t.peer.vip4),
                 "vip6": str(t.peer.vip6),
-                "path": PATH_NAMES.get(t.path.process, t.path.process),
+                "path": "relay" if t.relayed else PATH_NAMES.get(t.path.process, t.path.process),
                 "process": t.path.process,
                 "endpoint": "%s:%d" % t.endpoint if ":" not in t.endpoint[0] else "[%s]:%d" % t.endpoint,
                 "tx_bytes": t.tx_bytes,

@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import socket
+import struct
 import time
 
 import trio
@@ -55,6 +56,8 @@ class PacketHandlingModule:
         self._run_length = self._run_count = self._run_inner = self._run_size = 0
         self._run_short = False
         self.loss = TEST_LOSS
+        # the Signaling Module's hook for a peer's Tunnel Update (hole punching)
+        self.on_update = None
         if self.loss:
             log.warning("test loss hook active: dropping %.2f%% of received datagrams", self.loss * 100)
 
@@ -92,10 +95,25 @@ class PacketHandlingModule:
         if type_ == core.CAPSULE:
             tunnel.last_data_sent = tunnel.last_sent
 
+    def send_direct(
+        self, tunnel: core.Tunnel, type_: int, plaintext: bytes, address: Address, ttl: int | None = None
+    ) -> None:
+        """A capsule straight to `address`, around the relay (a punch);
+        `ttl` limits how far it goes (per packet, the socket is shared)."""
+        v6 = ":" in address[0]
+        sock = self.sockets.get(socket.AF_INET6 if v6 else socket.AF_INET)
+        if sock is None:
+            return
+        level, option = (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT) if v6 else (socket.IPPROTO_IP, socket.IP_TTL)
+        cmsg = [(level, option, struct.pack("i", ttl))] if ttl else []
+        try:
+            sock.sendmsg([tunnel.seal(type_, plaintext)], cmsg, 0, address)
+        except OSError as exc:
+            self.drops("send failed", address, str(exc))
+
     def send_many(self, tunnel: core.Tunnel, datagrams: list[bytes], inner_bytes: int) -> None:
-        relay = tunnel.path.relay
-        if relay is not None:
-            datagrams = [relay.wrap(d) for d in datagrams]
+        if tunnel.relayed:
+            datagrams = [tunnel.path.relay.wrap(d) for d in datagrams]
         try:
             sent = send_segments(self._socket_for(tunnel), datagrams, tunnel.endpoint, self.gso)
         except OSError as exc:
@@ -157,7 +175,7 @@ class PacketHandlingModule:
         if tunnel is None:
             self.drops("no tunnel for destination")
             return
-        if tunnel.path.relay is not None:
+        if tunnel.relayed:
             # relayed: each capsule is wrapped for the TRS (the per-packet path)
             self._flush_run()
             for header, start, end in parts:
@@ -216,12 +234,14 @@ class PacketHandlingModule:
 
     # -- receiving ------------------------------------------------------------
 
-    def receive(self, data: bytes, source: Address, now: float) -> None:
+    def receive(self, data: bytes, source: Address, now: float, via_relay: bool = False) -> None:
         """One datagram given as bytes (its own buffer: what is delivered may
         stay referenced until `flush`)."""
-        self.receive_at(PacketBuffer(data=bytearray(data)), 0, len(data), source, now)
+        self.receive_at(PacketBuffer(data=bytearray(data)), 0, len(data), source, now, via_relay)
 
-    def receive_at(self, buf: PacketBuffer, start: int, end: int, source: Address, now: float) -> None:
+    def receive_at(
+        self, buf: PacketBuffer, start: int, end: int, source: Address, now: float, via_relay: bool = False
+    ) -> None:
         """A Capsule Message / Keep Alive / Keep Alive Ack / Tunnel Update
         lying in buf[start:end]; opened in place. The caller must `flush`
         before it reuses the buffer."""
@@ -238,7 +258,7 @@ class PacketHandlingModule:
             self.drops("capsule for unknown tunnel", source)
             return
         try:
-            plain = tunnel.open_at(buf, start, length, source, now)
+            plain = tunnel.open_at(buf, start, length, source, now, via_relay)
         except AuthenticationError as exc:
             self.drops("unauthenticated capsule", source, exc.reason)
             return
@@ -251,6 +271,9 @@ class PacketHandlingModule:
             self._deliver(tunnel, buf.view[body : body + plain], source)
         elif type_ == core.KEEPALIVE:
             self.send(tunnel, core.KEEPALIVE_ACK, b"")
+        elif type_ == core.TUNNEL_UPDATE and self.on_update is not None:
+            body = start + CAPSULE_HEADER
+            self.on_update(tunnel, bytes(buf.view[body : body + plain]))
         # Keep Alive Ack and Tunnel Update: opening them (above) already
         # refreshed liveness and, if newest, moved the endpoint.
 

@@ -15,6 +15,8 @@ SCHEMA: c.Schema = {
     # TUN offloads + UDP GSO/GRO when the kernel has them; false forces the
     # plain one-packet-per-system-call path
     "offload": c.Key(c.boolean, True),
+    # when both ends are behind NAPT: try a direct path beside the relay
+    "hole_punching": c.Key(c.boolean, True),
     "log_level": c.Key(c.text, "INFO"),
     # name of the control socket (abstract, per network namespace); a second
     # daemon in the same namespace needs its own

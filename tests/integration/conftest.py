@@ -137,13 +137,17 @@ class Overlay:
         assert cli.main(["enroll", "node", name, "--ca", str(self.ca), "--out", str(out), "--cloud", "127.0.0.1", *extra]) == 0
         return out
 
-    async def start_node(self, name: str, locators: list[str] | None = None, bundle: Path | None = None) -> Node:
+    async def start_node(
+        self, name: str, locators: list[str] | None = None, bundle: Path | None = None, hole_punching: bool = True
+    ) -> Node:
         bundle = bundle or self.enroll(name)
         port, dns_port = free_port(), free_port()
         text = (bundle / "node.toml").read_text()
         text = text.replace('"127.0.0.1:7000"', f'"127.0.0.1:{self.as_port}"')
         text = text.replace('"127.0.0.1:7001"', f'"127.0.0.1:{self.nms_port}"')
-        text = text.replace("listen_port = 4500", f"listen_port = {port}\nkeepalive = 2")
+        text = text.replace(
+            "listen_port = 4500", f"listen_port = {port}\nkeepalive = 2\nhole_punching = {str(hole_punching).lower()}"
+        )
         text = text.replace('listen = "127.0.0.1:53"', f'listen = "127.0.0.1:{dns_port}"')
         (bundle / "node.toml").write_text(text)
         cfg = config.load(bundle / "node.toml", NODE_SCHEMA)

@@ -9,8 +9,8 @@ from tests.integration.test_overlay import answer, recv_packet, resolve
 
 
 async def test_nodes_both_behind_napt_talk_through_the_trs(relay_overlay):
-    mn = await relay_overlay.start_node("mn", locators=["192.168.1.10"])
-    cn = await relay_overlay.start_node("cn", locators=["192.168.2.10"])
+    mn = await relay_overlay.start_node("mn", locators=["192.168.1.10"], hole_punching=False)
+    cn = await relay_overlay.start_node("cn", locators=["192.168.2.10"], hole_punching=False)
     assert answer(await resolve(mn, f"cn.{DOMAIN}")) == cn.vip4
     assert mn.daemon.status({})["peers"][0]["path"] == "relay"
     packet = ipv4_udp(mn.vip4, cn.vip4, b"x" * 1200)
@@ -26,8 +26,8 @@ async def test_nodes_both_behind_napt_talk_through_the_trs(relay_overlay):
 
 
 async def test_the_trs_never_holds_the_end_keys(relay_overlay):
-    mn = await relay_overlay.start_node("mn", locators=["192.168.1.10"])
-    cn = await relay_overlay.start_node("cn", locators=["192.168.2.10"])
+    mn = await relay_overlay.start_node("mn", locators=["192.168.1.10"], hole_punching=False)
+    cn = await relay_overlay.start_node("cn", locators=["192.168.2.10"], hole_punching=False)
     await resolve(mn, f"cn.{DOMAIN}")
     tunnel = mn.daemon.packet.tunnel_to(f"cn.{DOMAIN}")
     [session] = relay_overlay.trs.sessions.values()
@@ -47,8 +47,29 @@ async def test_the_trs_never_holds_the_end_keys(relay_overlay):
 
 
 async def test_without_a_trs_both_behind_napt_is_still_unreachable(overlay):
-    mn = await overlay.start_node("mn", locators=["192.168.1.10"])
-    await overlay.start_node("cn", locators=["192.168.2.10"])
+    mn = await overlay.start_node("mn", locators=["192.168.1.10"], hole_punching=False)
+    await overlay.start_node("cn", locators=["192.168.2.10"], hole_punching=False)
     import dns.rcode
 
     assert (await resolve(mn, f"cn.{DOMAIN}")).rcode() == dns.rcode.SERVFAIL
+
+
+async def test_a_relayed_tunnel_moves_to_a_direct_path_when_a_punch_gets_through(relay_overlay):
+    # loopback has no NAPT to defeat the punches: they always get through
+    mn = await relay_overlay.start_node("mn", locators=["192.168.1.10"])
+    cn = await relay_overlay.start_node("cn", locators=["192.168.2.10"])
+    await resolve(mn, f"cn.{DOMAIN}")
+    with trio.fail_after(5):
+        while any(p["path"] != "direct" for node in (mn, cn) for p in node.daemon.status({})["peers"]):
+            await trio.sleep(0.05)
+    tunnel = mn.daemon.packet.tunnel_to(f"cn.{DOMAIN}")
+    assert tunnel.endpoint == ("127.0.0.1", cn.port)
+    [session] = relay_overlay.trs.sessions.values()
+    relayed_before = session.sides[0].packets + session.sides[1].packets
+    packet = ipv4_udp(mn.vip4, cn.vip4, b"straight across")
+    await mn.tun.app.send(packet)
+    assert await recv_packet(cn) == packet
+    back = ipv4_udp(cn.vip4, mn.vip4, b"and straight back")
+    await cn.tun.app.send(back)
+    assert await recv_packet(mn) == back
+    assert session.sides[0].packets + session.sides[1].packets == relayed_before  # the TRS saw none of it

@@ -1,35 +1,53 @@
-"""NAPT <-> NAPT and IPv6-only <-> IPv4-behind-NAPT: through the TRS."""
+"""NAPT <-> NAPT and IPv6-only <-> IPv4-behind-NAPT, by name.
+
+a1 and b1 sit behind two NAPT routers: their tunnel starts on the TRS and a
+hole punch moves it direct. v6 (IPv6 only) and cn (IPv4 behind NAPT) share
+no address family: they stay on the TRS. With hole punching off, a1 and b1
+stay on the relay too (the last test, which restarts them that way)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import pytest
 
 from cyphonic.lab import Lab, apps
+from cyphonic.lab.enrollment import derive_node_config
 
 pytestmark = pytest.mark.system
 
-# (client, server): both behind NAPT; IPv6-only to IPv4 behind NAPT
-PAIRS = [("a1", "b1"), ("v6", "cn")]
+PAIRS = [("a1", "b1", "direct"), ("v6", "cn", "relay")]
 
 
-@pytest.mark.parametrize("client, server", PAIRS)
-def test_ping_by_name_crosses_the_relay(lab: Lab, client: str, server: str) -> None:
+def _peer(lab: Lab, client: str, server: str) -> dict:
+    [peer] = [p for p in lab.status(client)["peers"] if p["fqdn"] == f"{server}.cyphonic.test"]
+    return peer
+
+
+def _ping(lab: Lab, client: str, server: str) -> None:
     done = lab.run(client, ["ping", "-c", "3", "-W", "3", f"{server}.cyphonic.test"], timeout=40)
     assert done.returncode == 0, done.stdout + done.stderr
     assert apps.ping_summary(done.stdout)[:2] == (3, 3)
-    [peer] = [p for p in lab.status(client)["peers"] if p["fqdn"] == f"{server}.cyphonic.test"]
-    assert peer["path"] == "relay" and peer["rx_bytes"] > 0
-    trs = lab.status("trs")
-    assert any(
-        s["sides"]["initiator"]["packets"] and s["sides"]["responder"]["packets"] for s in trs["sessions"]
-    ), trs
 
 
-@pytest.mark.parametrize("client, server", PAIRS)
-def test_curl_and_iperf3_through_the_relay(lab: Lab, client: str, server: str, tmp_path) -> None:
+@pytest.mark.parametrize("client, server, path", PAIRS)
+def test_ping_by_name_takes_the_expected_path(lab: Lab, client: str, server: str, path: str) -> None:
+    _ping(lab, client, server)
+    deadline = time.monotonic() + 5  # a punch settles within a few hundred ms
+    while _peer(lab, client, server)["path"] != path and time.monotonic() < deadline:
+        time.sleep(0.1)
+    peer = _peer(lab, client, server)
+    assert peer["path"] == path and peer["rx_bytes"] > 0, peer
+    if path == "relay":
+        trs = lab.status("trs")
+        assert any(s["sides"]["initiator"]["packets"] and s["sides"]["responder"]["packets"]
+                   for s in trs["sessions"]), trs
+
+
+@pytest.mark.parametrize("client, server, path", PAIRS)
+def test_curl_and_iperf3(lab: Lab, client: str, server: str, path: str, tmp_path) -> None:
     www = tmp_path / "www"
     www.mkdir()
     data = os.urandom(512 * 1024)
@@ -46,6 +64,21 @@ def test_curl_and_iperf3_through_the_relay(lab: Lab, client: str, server: str, t
         udp = apps.iperf3(lab, client, f"{server}.cyphonic.test", seconds=3, port=5202,
                           udp_rate="50M", extra=("-l", "1200"))
         assert udp["end"]["sum"]["lost_percent"] < 10
+        assert _peer(lab, client, server)["path"] == path
     finally:
         apps.stop(http)
         apps.stop(iperf)
+
+
+@pytest.mark.disruptive
+def test_without_hole_punching_napt_to_napt_stays_on_the_relay(lab: Lab) -> None:
+    for host in ("a1", "b1"):
+        config = lab.config(host)
+        derive_node_config(config, config, {"hole_punching": False})
+        lab.kill(host)
+        lab.start(host)
+    lab.wait_registered(["a1", "b1"], time.monotonic() + 20)
+    _ping(lab, "a1", "b1")
+    time.sleep(1)  # time enough for a punch, were one tried
+    assert _peer(lab, "a1", "b1")["path"] == "relay"
+    assert _peer(lab, "b1", "a1")["path"] == "relay"
