@@ -7,7 +7,7 @@ from the lighthouse and punches). Nothing here is committed but this code:
 keys and configs live only in the lab's state dir.
 
 Settings that differ from Nebula's defaults, and why:
-- tun.mtu 1420 (default 1300): the same inner MTU as CYPHONIC's cyph0.
+- tun.mtu 1400 (default 1300): the same inner MTU as CYPHONIC's cyph0.
 - listen.read_buffer / write_buffer 4 MiB: the same socket buffers as the
   CYPHONIC node (SOCKET_BUFFER in cyphonic/node/daemon.py). With the kernel
   default (208 KiB) Nebula's receiving socket overflows under TCP here
@@ -32,7 +32,7 @@ from cyphonic.lab import Lab, LabError
 PORT = 4242
 SUBNET = "10.99.0"  # /24; clashes neither with 10.96.0.0/16 nor with the lab's links
 TUN = "neb0"
-MTU = 1420
+MTU = 1400
 SOCKET_BUFFER = 4 << 20
 LIGHTHOUSE_HOST = "cloud"
 LIGHTHOUSE_UNDERLAY = "203.0.113.10"

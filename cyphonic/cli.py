@@ -158,7 +158,7 @@ auth = [{auth}]
 nms = [{nms}]
 listen_port = 4500
 tun = "cyph0"
-mtu = 1420
+mtu = 1400
 
 [resolver]
 listen = "127.0.0.1:53"

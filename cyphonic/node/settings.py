@@ -10,7 +10,7 @@ SCHEMA: c.Schema = {
     "nms": c.Key(c.addresses),
     "listen_port": c.Key(c.integer(1, 65535), 4500),
     "tun": c.Key(c.text, "cyph0"),
-    "mtu": c.Key(c.integer(576, 65000), 1420),
+    "mtu": c.Key(c.integer(576, 65000), 1400),
     "keepalive": c.Key(c.integer(1, 600), 10),
     # TUN offloads + UDP GSO/GRO when the kernel has them; false forces the
     # plain one-packet-per-system-call path

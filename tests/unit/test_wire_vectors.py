@@ -288,7 +288,7 @@ def test_capsule_overhead_and_mtu_are_as_documented():
     assert tunnel.CAPSULE_HEADER == 13 and tunnel.TAG == 16 and tunnel.OVERHEAD == 29
     assert 1500 - 40 - 8 - tunnel.OVERHEAD == 1423
     readme = (PROTOCOLS / "README.md").read_text()
-    assert "1423" in readme and "inner MTU 1420" in readme
+    assert "1423" in readme and "1401" in readme and "inner MTU 1400" in readme
 
 
 # --- the documents and the generator --------------------------------------------------
