@@ -79,7 +79,8 @@ class RelayService:
         aad = data[: len(data) - len(msg.sealed)]
         body = parse(wire.RelayRequestBody, crypto.open_sealed(self.nms_key, bytes(msg.sealed), aad))
         accepted = body.session_id in self.sessions or len(self.sessions) < MAX_SESSIONS
-        if accepted and body.session_id not in self.sessions:
+        # session 0 is the NMS's health probe: answered, never kept
+        if accepted and body.session_id and body.session_id not in self.sessions:
             seal_key, mac_key = crypto.relay_keys(bytes(body.tunnel_key))
             self.sessions[body.session_id] = Session(
                 body.session_id, seal_key, mac_key, float(body.lifetime), now, now

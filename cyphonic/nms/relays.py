@@ -19,6 +19,8 @@ RETRY = 0.25
 ATTEMPTS = 3
 DEAD_FOR = 30.0
 SESSION_LIFETIME = 120
+PROBE_EVERY = 5.0  # health probes: a Relay Request for session 0
+PROBE_SESSION = 0
 
 
 @dataclass
@@ -43,11 +45,34 @@ class RelayAssignment:
         self.trs = trs
         self.key = key
         self.dead_until: dict[Address, float] = {}
+        self.probed: dict[Address, float] = {}  # probe sent, not yet answered
+        self.next_probe = 0.0
         self.waiting: dict[int, PendingRelay] = {}
         self._next = 0
 
     def healthy(self, now: float) -> list[Address]:
         return [t for t in self.trs if self.dead_until.get(t, 0) <= now]
+
+    def probes(self, now: float) -> list[tuple[bytes, Address]]:
+        """Every PROBE_EVERY seconds a probe to each TRS; a TRS that left the
+        previous probe unanswered is dead until it answers again."""
+        if now < self.next_probe:
+            return []
+        self.next_probe = now + PROBE_EVERY
+        out = []
+        for trs in self.trs:
+            if trs in self.probed and self.dead_until.get(trs, 0) <= now:
+                log.warning("TRS %s:%s missed its health probe: not assigned", *trs)
+            if trs in self.probed:
+                self.dead_until[trs] = now + DEAD_FOR
+            self.probed[trs] = now
+            out.append((self._request(PROBE_SESSION, bytes(32), 1), trs))
+        return out
+
+    def _request(self, session_id: int, tunnel_key: bytes, lifetime: int) -> bytes:
+        header = build(wire.RelayRequest, dict(header=dict(type="RelayRequest", txid=secrets.randbits(32)), sealed=b""))
+        body = build(wire.RelayRequestBody, dict(session_id=session_id, tunnel_key=tunnel_key, lifetime=lifetime))
+        return header + crypto.seal(self.key, body, header)
 
     def ask(self, pending: PendingRelay, now: float) -> list[tuple[bytes, Address]]:
         """Send the session to the next healthy TRS not yet tried ([] if none)."""
@@ -59,12 +84,7 @@ class RelayAssignment:
         trs = candidates[self._next % len(candidates)]
         pending.tried.append(trs)
         pending.trs = trs
-        header = build(wire.RelayRequest, dict(header=dict(type="RelayRequest", txid=secrets.randbits(32)), sealed=b""))
-        body = build(
-            wire.RelayRequestBody,
-            dict(session_id=pending.path_id, tunnel_key=pending.tunnel_key, lifetime=SESSION_LIFETIME),
-        )
-        pending.request = header + crypto.seal(self.key, body, header)
+        pending.request = self._request(pending.path_id, pending.tunnel_key, SESSION_LIFETIME)
         pending.attempts, pending.next_try = 1, now + RETRY
         self.waiting[pending.path_id] = pending
         return [(pending.request, trs)]
@@ -73,6 +93,10 @@ class RelayAssignment:
         """(the pending route, TRS locators by family, or None if refused)."""
         msg = parse(wire.RelayResponse, data)
         body = parse(wire.RelayResponseBody, crypto.open_sealed(self.key, bytes(msg.sealed), data[: len(data) - len(msg.sealed)]))
+        if body.session_id == PROBE_SESSION:
+            if self.probed.pop(source, None) is not None and self.dead_until.pop(source, None):
+                log.info("TRS %s:%s answers again", *source)
+            return None, None
         pending = self.waiting.get(body.session_id)
         if pending is None or pending.trs != source:
             return None, None
@@ -87,7 +111,7 @@ class RelayAssignment:
         return pending, locators
 
     def next_timer(self) -> float | None:
-        return min((p.next_try for p in self.waiting.values()), default=None)
+        return min([p.next_try for p in self.waiting.values()] + [self.next_probe], default=None)
 
     def expired(self, now: float) -> tuple[list[tuple[bytes, Address]], list[PendingRelay]]:
         """Requests whose TRS stayed silent: (datagrams to resend, routes

@@ -214,11 +214,12 @@ class NodeManagementService:
 
     def next_timer(self) -> float | None:
         relay = self.relays.next_timer() if self.relays is not None else None
-        return min([p.next_try for p in self.pending.values()] + ([relay] if relay else []), default=None)
+        return min([p.next_try for p in self.pending.values()] + ([relay] if relay is not None else []), default=None)
 
     def handle_timer(self, now: float) -> Outgoing:
         out: Outgoing = []
         if self.relays is not None:
+            out += self.relays.probes(now)
             resend, failed = self.relays.expired(now)
             out += resend
             for pending in failed:

@@ -73,3 +73,29 @@ async def test_a_relayed_tunnel_moves_to_a_direct_path_when_a_punch_gets_through
     await cn.tun.app.send(back)
     assert await recv_packet(mn) == back
     assert session.sides[0].packets + session.sides[1].packets == relayed_before  # the TRS saw none of it
+
+
+async def test_no_message_the_trs_receives_contains_a_temp_or_end_key(relay_overlay):
+    from cyphonic.crypto import ffi
+
+    seen: list[bytes] = []
+    receive = relay_overlay.trs.receive
+
+    def recording(data, source, now):
+        seen.append(bytes(data))
+        return receive(data, source, now)
+
+    relay_overlay.trs.receive = recording
+    mn = await relay_overlay.start_node("mn", locators=["192.168.1.10"], hole_punching=False)
+    cn = await relay_overlay.start_node("cn", locators=["192.168.2.10"], hole_punching=False)
+    await resolve(mn, f"cn.{DOMAIN}")
+    await mn.tun.app.send(ipv4_udp(mn.vip4, cn.vip4, b"payload"))
+    await recv_packet(cn)
+    tunnel = mn.daemon.packet.tunnel_to(f"cn.{DOMAIN}")
+    secrets_ = [tunnel.path.tunnel_key]  # the Temp Key (hellos)
+    for key in (tunnel.cipher._send_key, tunnel.cipher._recv_key):  # the End Keys
+        secrets_.append(bytes(ffi.buffer(key)))
+    assert len(seen) >= 4 and all(len(s) == 32 for s in secrets_)
+    for datagram in seen:
+        for secret in secrets_:
+            assert secret not in datagram

@@ -295,6 +295,7 @@ def test_both_behind_napt_gets_a_relay_session_then_the_route(nms_key):
 def test_a_silent_trs_is_skipped_and_never_assigned_while_dead(nms_key):
     trs_key = crypto.random_key()
     nms = NodeManagementService(nms_key, trs=[TRS1, TRS2], trs_key=trs_key)
+    nms.relays.next_probe = float("inf")  # this test is about failed requests, not probes
     a, b = natted_pair(nms, nms_key)
     [(_, first)] = nms.receive(direction(a, b.fqdn, 1), A1, NOW)
     now, sent = NOW, []
@@ -314,6 +315,7 @@ def test_a_silent_trs_is_skipped_and_never_assigned_while_dead(nms_key):
 
 def test_no_trs_answers_means_unreachable(nms_key):
     nms = NodeManagementService(nms_key, trs=[TRS1], trs_key=crypto.random_key())
+    nms.relays.next_probe = float("inf")
     a, b = natted_pair(nms, nms_key)
     nms.receive(direction(a, b.fqdn), A1, NOW)
     out, now = [], NOW
@@ -332,3 +334,21 @@ def test_a_forged_relay_response_is_dropped(nms_key):
     forged = header + crypto.seal(crypto.random_key(), b"x" * 40, header)
     assert nms.receive(forged, TRS1, NOW) == []
     assert nms.drops.counts["bad relay response"] == 1
+
+
+def test_health_probes_mark_a_silent_trs_dead_and_a_recovered_one_alive(nms_key):
+    trs_key = crypto.random_key()
+    nms = NodeManagementService(nms_key, trs=[TRS1, TRS2], trs_key=trs_key)
+    alive = RelayService(trs_key, [TRS1])
+    probes = nms.relays.probes(NOW)
+    assert sorted(dest for _, dest in probes) == sorted([TRS1, TRS2])
+    for probe, dest in probes:
+        if dest == TRS1:  # only TRS1 answers
+            [(answer, _)] = alive.receive(probe, ("203.0.113.10", 7001), NOW)
+            assert nms.receive(answer, TRS1, NOW) == []
+    assert alive.sessions == {}  # a probe leaves no session behind
+    nms.relays.probes(NOW + 5)  # TRS2 missed the last probe
+    assert nms.relays.healthy(NOW + 5) == [TRS1]
+    a, b = natted_pair(nms, nms_key)
+    [(_, dest)] = nms.receive(direction(a, b.fqdn), A1, NOW + 5)
+    assert dest == TRS1
