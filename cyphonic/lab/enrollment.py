@@ -33,45 +33,29 @@ TRS_KEY = "nms-trs.key"
 TRS_CONFIG = "trs.toml"
 
 
-def trs_init(ca_dir: Path, public: list[str]) -> Path:
-    """Write the NMS-TRS key and trs.toml into ca_dir; returns trs.toml.
+def trs_init(ca_dir: Path, relays: dict[str, list[str]]) -> None:
+    """Write the NMS-TRS key and one `<host>.toml` per relay into ca_dir,
+    and tell the NMS about every relay.
 
-    `cyphonic ca init` does not make these (yet), so the lab does, in the CA
-    directory beside cloud.toml: the TRS runs with `--config <ca>/trs.toml`.
-    `public` is ["ADDRESS:PORT", ...] where nodes reach the relay.
+    `relays` maps each TRS host to ["ADDRESS:PORT", ...] where nodes reach
+    it. `cyphonic ca init` writes a trs.toml too; the lab writes its own
+    per relay host, in the CA directory beside cloud.toml.
     """
     # Imported here: the lab otherwise only drives the CLI, never the cloud's code.
     from cyphonic import crypto
     from cyphonic.cloud import settings
 
     settings.write_secret(ca_dir / TRS_KEY, crypto.random_key())
-    config = ca_dir / TRS_CONFIG
-    config.write_text(_toml({
-        "listen": ["0.0.0.0:7002", "[::]:7002"],
-        "public": list(public),
-        "nms_key": TRS_KEY,
-    }))
-    _announce_trs(ca_dir / "cloud.toml", public)
-    return config
-
-
-def _announce_trs(cloud_toml: Path, public: list[str]) -> bool:
-    """Tell the NMS where the TRS is and the key it shares with it.
-
-    ISSUE 3 (TRS wiring): the cloud's [nms] table gains `trs = ["ADDR:PORT", ...]`
-    and `trs_key = "nms-trs.key"`. Until its SCHEMA accepts them, writing them
-    would make the cloud refuse its config, so they are only written once the
-    schema has them; returns whether they were written.
-    """
-    from cyphonic.cloud import settings
-
-    nms_schema = settings.SCHEMA.get("nms", {})
-    if "trs" not in nms_schema or "trs_key" not in nms_schema:
-        return False
-    config = tomllib.loads(cloud_toml.read_text())
-    config.setdefault("nms", {}).update({"trs": list(public), "trs_key": TRS_KEY})
-    cloud_toml.write_text(_toml(config))
-    return True
+    for host, public in relays.items():
+        (ca_dir / f"{host}.toml").write_text(_toml({
+            "listen": ["0.0.0.0:7002", "[::]:7002"],
+            "public": list(public),
+            "nms_key": TRS_KEY,
+        }))
+    # the NMS reaches each relay at its first (IPv4) address
+    config = tomllib.loads((ca_dir / "cloud.toml").read_text())
+    config.setdefault("nms", {}).update({"trs": [p[0] for p in relays.values()], "trs_key": TRS_KEY})
+    (ca_dir / "cloud.toml").write_text(_toml(config))
 
 
 def enroll_node(name: str, ca_dir: Path, out: Path, clouds: list[str],

@@ -103,7 +103,7 @@ class Lab:
         enrollment.ca_init(self.paths.ca, self.topology.domain)
         relays = self.topology.with_role(Role.TRS)
         if relays:
-            enrollment.trs_init(self.paths.ca, trs_public(self.topology, relays[0].name))
+            enrollment.trs_init(self.paths.ca, {h.name: trs_public(self.topology, h.name) for h in relays})
         for host in self.topology.with_role(Role.NODE):
             enrollment.enroll_node(host.name, self.paths.ca, self.paths.bundle(host.name),
                                    self.topology.cloud_addresses_for(host.name))
@@ -121,7 +121,7 @@ class Lab:
         if role == Role.CLOUD:
             return self.paths.cloud_config
         if role == Role.TRS:
-            return self.paths.trs_config
+            return self.paths.trs_config(host)
         return self.paths.node_config(host)
 
     def start(self, host: str) -> subprocess.Popen:

@@ -44,10 +44,9 @@ class LabPaths:
     def cloud_config(self) -> Path:
         return self.ca / "cloud.toml"
 
-    @property
-    def trs_config(self) -> Path:
-        """trs.toml, written by the lab beside cloud.toml (it shares a key with the NMS)."""
-        return self.ca / "trs.toml"
+    def trs_config(self, host: str) -> Path:
+        """<host>.toml of a relay, written by the lab beside cloud.toml (it shares a key with the NMS)."""
+        return self.ca / f"{host}.toml"
 
     @property
     def manifest(self) -> Path:

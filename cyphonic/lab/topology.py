@@ -136,6 +136,8 @@ BASIC = Topology(
         Host("cn", Role.NODE, gateway4="192.168.20.1"),
         # The Tunnel Relay Service: dual-stack, global, on its own segment.
         Host("trs", Role.TRS, gateway4="203.0.114.1", gateway6="2001:db8:d::1"),
+        # A second relay: the NMS moves new sessions to it when `trs` dies.
+        Host("trs2", Role.TRS, gateway4="203.0.115.1", gateway6="2001:db8:f::1"),
         # Two more IPv4-only NAPT sites, one node behind each: a1 and b1 (and
         # cn) can only reach one another through the relay.
         Host("nat-a", Role.NAT, gateway4="198.18.1.1", forwarding=True,
@@ -159,6 +161,8 @@ BASIC = Topology(
               "cn", "eth0", ("192.168.20.10/24",)),
         _link("inet", "trs", ("203.0.114.1/24", "2001:db8:d::1/64"),
               "trs", "eth0", ("203.0.114.20/24", "2001:db8:d::20/64")),
+        _link("inet", "trs2", ("203.0.115.1/24", "2001:db8:f::1/64"),
+              "trs2", "eth0", ("203.0.115.20/24", "2001:db8:f::20/64")),
         _link("inet", "nat-a", ("198.18.1.1/24",),
               "nat-a", "wan", ("198.18.1.10/24",)),
         _link("nat-a", "lan", ("192.168.30.1/24",),

@@ -82,3 +82,15 @@ def test_without_hole_punching_napt_to_napt_stays_on_the_relay(lab: Lab) -> None
     time.sleep(1)  # time enough for a punch, were one tried
     assert _peer(lab, "a1", "b1")["path"] == "relay"
     assert _peer(lab, "b1", "a1")["path"] == "relay"
+
+
+@pytest.mark.disruptive
+def test_a_dead_trs_is_never_assigned_new_routes_go_to_the_other(lab: Lab) -> None:
+    lab.kill("trs")
+    time.sleep(11)  # the NMS probes every 5 s: two missed probes at most
+    # v6 (IPv6 only) and b1 (IPv4 behind NAPT) have no tunnel yet: a new relayed route
+    _ping(lab, "v6", "b1")
+    assert _peer(lab, "v6", "b1")["path"] == "relay"
+    trs2 = lab.status("trs2")
+    assert any(s["sides"]["initiator"]["packets"] and s["sides"]["responder"]["packets"]
+               for s in trs2["sessions"]), trs2

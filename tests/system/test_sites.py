@@ -27,17 +27,14 @@ def test_trs_answers_status_as_a_relay(lab: Lab) -> None:
 
 
 def test_trs_announces_its_global_addresses(lab: Lab) -> None:
-    config = tomllib.loads(lab.paths.trs_config.read_text())
+    config = tomllib.loads(lab.paths.trs_config("trs").read_text())
     assert config["public"] == ["203.0.114.20:7002", "[2001:db8:d::20]:7002"]
     key = lab.paths.ca / config["nms_key"]
     assert len(settings.read_secret(key)) == 32
     assert key.stat().st_mode & 0o077 == 0
     cloud = tomllib.loads(lab.paths.cloud_config.read_text())
-    if "trs" in settings.SCHEMA["nms"]:
-        assert cloud["nms"]["trs"] == config["public"]
-        assert cloud["nms"]["trs_key"] == config["nms_key"]
-    else:
-        assert "trs" not in cloud["nms"]
+    assert cloud["nms"]["trs"] == ["203.0.114.20:7002", "203.0.115.20:7002"]
+    assert cloud["nms"]["trs_key"] == config["nms_key"]
 
 
 @pytest.mark.parametrize(("host", "wan"), [("a1", "198.18.1.10"), ("b1", "198.18.2.10")])
