@@ -27,16 +27,19 @@ def main(program: str, with_auth: bool, with_nms: bool) -> None:
     try:
         auth = settings.build_auth(cfg) if with_auth else None
         nms = settings.build_nms(cfg) if with_nms else None
+        relay = settings.build_trs(cfg) if with_auth and with_nms and cfg["trs"]["enabled"] else None
     except (OSError, ValueError, KeyError) as exc:
         print(f"{program}: cannot start: {exc}", file=sys.stderr)
         sys.exit(2)
     try:
-        trio.run(serve, cfg, auth, nms)
+        trio.run(serve, cfg, auth, nms, "cloud", relay)
     except KeyboardInterrupt:
         pass
 
 
-async def serve(cfg, auth, nms, control_name: str | None = "cloud", *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    cfg, auth, nms, control_name: str | None = "cloud", relay=None, *, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
     started = time.time()
 
     def status(_request: dict) -> dict:
@@ -61,6 +64,10 @@ async def serve(cfg, auth, nms, control_name: str | None = "cloud", *, task_stat
             await nursery.start(UdpServer(_Replier(auth), cfg["auth"]["listen"], "AS").run)
         if nms is not None:
             await nursery.start(UdpServer(nms, cfg["nms"]["listen"], "NMS").run)
+        if relay is not None:
+            from cyphonic.trs.serve import serve as serve_trs
+
+            await nursery.start(serve_trs, cfg["trs"], relay)
         if control_name:
             await nursery.start(control.serve, control_name, status)
         log.info("cloud ready (domain %s)", cfg["domain"])

@@ -35,6 +35,14 @@ SCHEMA: c.Schema = {
         "trs": c.Key(c.addresses, []),  # Tunnel Relay Services the NMS may assign
         "trs_key": c.Key(c.path, None),  # NMS–TRS key, shared with every TRS
     },
+    # `python -m cyphonic.cloud` can run a TRS in the same process (list its
+    # public addresses in [nms] trs too)
+    "trs": {
+        "enabled": c.Key(c.boolean, False),
+        "listen": c.Key(c.addresses, [("0.0.0.0", 7002), ("::", 7002)]),
+        "public": c.Key(c.addresses, []),
+        "nms_key": c.Key(c.path, None),
+    },
 }
 
 DEFAULT_VIP4 = "10.96.0.0/16"
@@ -108,3 +116,16 @@ def build_nms(cfg: dict[str, Any]) -> NodeManagementService:
     n = cfg["nms"]
     trs_key = read_secret(n["trs_key"]) if n["trs_key"] else None
     return NodeManagementService(read_secret(n["nms_key"]), refresh=n["refresh"], trs=n["trs"], trs_key=trs_key)
+
+
+def build_trs(cfg: dict[str, Any]):
+    """The embedded TRS of `python -m cyphonic.cloud` ([trs] enabled)."""
+    from cyphonic.core.relay import RelayService
+
+    t = cfg["trs"]
+    if not t["public"]:
+        raise ValueError("trs.public: must list where nodes reach the TRS")
+    key_path = t["nms_key"] or cfg["nms"]["trs_key"]
+    if key_path is None:
+        raise ValueError("trs.nms_key: the NMS–TRS key is needed")
+    return RelayService(read_secret(key_path), t["public"])

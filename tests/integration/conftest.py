@@ -88,7 +88,7 @@ class Node:
 class Overlay:
     """Builds a CA, a cloud and nodes in a tmp dir and runs them in a nursery."""
 
-    def __init__(self, tmp: Path, nursery: trio.Nursery, relay: bool = False) -> None:
+    def __init__(self, tmp: Path, nursery: trio.Nursery, relay: bool = False, embedded_trs: bool = False) -> None:
         self.tmp = tmp
         self.nursery = nursery
         self.ca = tmp / "ca"
@@ -109,6 +109,11 @@ class Overlay:
             self.trs_port = free_port()
             self.trs = RelayService(key, [("127.0.0.1", self.trs_port)])
             text = text.replace("trs = []", f'trs = ["127.0.0.1:{self.trs_port}"]')
+        if embedded_trs:  # the cloud process runs the TRS itself
+            self.trs_port = free_port()
+            address = f'"127.0.0.1:{self.trs_port}"'
+            text = text.replace("trs = []", f"trs = [{address}]")
+            text += f"\n[trs]\nenabled = true\nlisten = [{address}]\npublic = [{address}]\n"
         (self.ca / "cloud.toml").write_text(text)
         self.cloud_scope: trio.CancelScope | None = None
         self.auth = self.nms = None
@@ -122,11 +127,12 @@ class Overlay:
         cfg = config.load(self.ca / "cloud.toml", cloud_settings.SCHEMA)
         self.auth = cloud_settings.build_auth(cfg)
         self.nms = cloud_settings.build_nms(cfg)
+        self.embedded = cloud_settings.build_trs(cfg) if cfg["trs"]["enabled"] else None
         self.cloud_scope = await self.nursery.start(self._run_cloud, cfg)
 
     async def _run_cloud(self, cfg, *, task_status) -> None:
         with trio.CancelScope() as scope:
-            await cloud_run.serve(cfg, self.auth, self.nms, None, task_status=_Started(task_status, scope))
+            await cloud_run.serve(cfg, self.auth, self.nms, None, self.embedded, task_status=_Started(task_status, scope))
         self.auth.store.close()
 
     def stop_cloud(self) -> None:
@@ -186,6 +192,14 @@ async def relay_overlay(tmp_path, nursery):
     """The overlay with a Tunnel Relay Service the NMS may assign."""
     o = Overlay(tmp_path, nursery, relay=True)
     await o.start_trs()
+    await o.start_cloud()
+    yield o
+
+
+@pytest.fixture
+async def embedded_relay_overlay(tmp_path, nursery):
+    """The overlay whose cloud process runs the TRS too."""
+    o = Overlay(tmp_path, nursery, embedded_trs=True)
     await o.start_cloud()
     yield o
 

@@ -99,3 +99,15 @@ async def test_no_message_the_trs_receives_contains_a_temp_or_end_key(relay_over
     for datagram in seen:
         for secret in secrets_:
             assert secret not in datagram
+
+
+async def test_the_cloud_process_can_run_the_trs(embedded_relay_overlay):
+    o = embedded_relay_overlay
+    mn = await o.start_node("mn", locators=["192.168.1.10"], hole_punching=False)
+    cn = await o.start_node("cn", locators=["192.168.2.10"], hole_punching=False)
+    await resolve(mn, f"cn.{DOMAIN}")
+    packet = ipv4_udp(mn.vip4, cn.vip4, b"via the cloud's own relay")
+    await mn.tun.app.send(packet)
+    assert await recv_packet(cn) == packet
+    assert mn.daemon.status({})["peers"][0]["path"] == "relay"
+    assert len(o.embedded.sessions) == 1

@@ -48,6 +48,10 @@ def test_ping_by_name_takes_the_expected_path(lab: Lab, client: str, server: str
 
 @pytest.mark.parametrize("client, server, path", PAIRS)
 def test_curl_and_iperf3(lab: Lab, client: str, server: str, path: str, tmp_path) -> None:
+    _curl_and_iperf3(lab, client, server, path, tmp_path)
+
+
+def _curl_and_iperf3(lab: Lab, client: str, server: str, path: str, tmp_path) -> None:
     www = tmp_path / "www"
     www.mkdir()
     data = os.urandom(512 * 1024)
@@ -71,7 +75,7 @@ def test_curl_and_iperf3(lab: Lab, client: str, server: str, path: str, tmp_path
 
 
 @pytest.mark.disruptive
-def test_without_hole_punching_napt_to_napt_stays_on_the_relay(lab: Lab) -> None:
+def test_without_hole_punching_napt_to_napt_stays_on_the_relay(lab: Lab, tmp_path) -> None:
     for host in ("a1", "b1"):
         config = lab.config(host)
         derive_node_config(config, config, {"hole_punching": False})
@@ -82,6 +86,7 @@ def test_without_hole_punching_napt_to_napt_stays_on_the_relay(lab: Lab) -> None
     time.sleep(1)  # time enough for a punch, were one tried
     assert _peer(lab, "a1", "b1")["path"] == "relay"
     assert _peer(lab, "b1", "a1")["path"] == "relay"
+    _curl_and_iperf3(lab, "a1", "b1", "relay", tmp_path)
 
 
 @pytest.mark.disruptive
