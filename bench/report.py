@@ -116,9 +116,32 @@ ROWS: list[tuple[str, str]] = [
 ]
 
 
+# The relayed-vs-direct table: (label, metric suffix of "relay_<pair>_<suffix>", ratio name).
+RELAY_ROWS: list[tuple[str, str, str | None]] = [
+    ("TCP, Gbit/s", "tcp_gbps", "tcp"),
+    ("idle RTT (ping avg), ms", "rtt_ms", "rtt"),
+    ("TRS process CPU-s per Gbit (TCP run)", "trs_cpu_s_per_gbit", None),
+    ("TRS process CPU, % of a core (TCP run)", "trs_cpu_pct", None),
+    ("CPU-s per Gbit, all tunnel processes (nodes + TRS)", "cpu_s_per_gbit", None),
+    ("TCP retransmits per run", "tcp_retransmits", None),
+    ("CPU of processes outside the lab during TCP, % of a core", "tcp_outside_cpu_pct", None),
+]
+RELAY_PAIRS = {"direct": "a1 -> b1 direct (punched)", "relayed": "a1 -> b1 relayed (TRS, no punch)",
+               "v6cn": "v6 -> cn relayed (TRS, IPv6 <-> IPv4)"}
+RELAY_EXTRA = [("relay_switch_s", "a1+b1 daemon restart (hole_punching flipped) -> registered"),
+               ("relay_punch_s", "a1 -> b1: first ping answered -> path direct (after restart)")]
+
+
 def labels() -> dict[str, str]:
     """A description for every summarized key."""
     out = dict(ROWS)
+    for label, suffix, ratio in RELAY_ROWS:
+        for pair, name in RELAY_PAIRS.items():
+            out[f"relay_{pair}_{suffix}"] = f"{label.split(',')[0]}, {name}"
+        if ratio:
+            out[f"relay_ratio_{ratio}"] = f"{label.split(',')[0]}, relayed/direct a1 -> b1"
+            out[f"relay_ratio_v6cn_{ratio}"] = f"{label.split(',')[0]}, v6->cn relayed / a1->b1 direct"
+    out.update(RELAY_EXTRA)
     for label, suffix, ratio in ABC_ROWS:
         for path, name in PATH_LABELS.items():
             out[f"{path}_{suffix}"] = f"{label.split(',')[0]}, {name}"
@@ -157,6 +180,45 @@ def abc_table(result: dict) -> list[str]:
     return lines
 
 
+def relay_table(result: dict) -> list[str]:
+    summary = result["summary"]
+    if "relay_direct_tcp_gbps" not in summary:
+        return []
+    g = (result.get("goals") or {}).get("relay_tcp") or {}
+    n = (summary.get("relay_direct_tcp_gbps") or {}).get("n", 0)
+    mtu = (result.get("relay") or {}).get("tun_mtu") or {}
+    lines = [
+        "## CYPHONIC relayed (TRS) vs direct (hole punched)",
+        "",
+        f"median (min-max) of {n} repetitions, in the same run, interleaved with A B C; a1 and b1 "
+        "are behind two NAPTs; relayed = a1's and b1's daemons restarted with hole_punching = "
+        "false (one switch per repetition, order alternating); each run checked the peer's path "
+        "before and after. Ratios are medians of per-repetition ratios. TUN MTU: "
+        + ", ".join(f"{h} {m}" for h, m in mtu.items()) + ".",
+        "",
+        f"| metric | {RELAY_PAIRS['direct']} | {RELAY_PAIRS['relayed']} | relayed/direct | goal | met "
+        f"| {RELAY_PAIRS['v6cn']} | v6cn/direct |",
+        "|---|---:|---:|---:|---|---|---:|---:|",
+    ]
+    for label, suffix, ratio in RELAY_ROWS:
+        goal, met = "", ""
+        if ratio == "tcp" and g:
+            goal = g["goal"]
+            met = "-" if g["met"] is None else ("yes" if g["met"] else "**no**")
+        lines.append(
+            f"| {label} | {_cell(summary.get(f'relay_direct_{suffix}'))} | "
+            f"{_cell(summary.get(f'relay_relayed_{suffix}'))} | "
+            f"{_cell(summary.get(f'relay_ratio_{ratio}')) if ratio else ''} | {goal} | {met} | "
+            f"{_cell(summary.get(f'relay_v6cn_{suffix}'))} | "
+            f"{_cell(summary.get(f'relay_ratio_v6cn_{ratio}')) if ratio else ''} |")
+    lines.append("")
+    for key, label in RELAY_EXTRA:
+        s = summary.get(key)
+        if s and s.get("n"):
+            lines.append(f"- {label}: {_cell(s)} s (n={s['n']})")
+    return lines + [""]
+
+
 def markdown(result: dict) -> str:
     env = result["environment"]
     cfg = result["config"]
@@ -189,6 +251,7 @@ def markdown(result: dict) -> str:
         "",
         *abc_table(result),
         "",
+        *relay_table(result),
         "## Details",
         "",
         "| metric | median | min | max | p99 | n | unit |",

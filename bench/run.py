@@ -33,7 +33,7 @@ from cyphonic.lab import Lab, LabError, apps, down  # noqa: E402
 from cyphonic.lab import netns  # noqa: E402
 from cyphonic.lab.processes import log_tail  # noqa: E402
 
-from bench import loss, nebula, probes, report  # noqa: E402
+from bench import loss, nebula, probes, relay, report  # noqa: E402
 from bench.stats import summarize  # noqa: E402
 
 MN_GLOBAL = "198.51.100.10"  # mn's address on the "internet"; cn reaches it through its NAPT
@@ -58,6 +58,9 @@ PING_COUNT, PING_INTERVAL = 20, 0.05
 PATHS = ("plain", "nebula", "cyphonic")
 # C/B goals of the issue "Data plane at kernel-offload speed": (comparison, bound)
 GOALS = {"tcp": (">=", 3.0), "tcp_loss": (">=", 1.5), "udp": (">=", 1.0), "rtt": ("<=", 1.0)}
+# Relayed (TRS) / direct (hole punched), a1 -> b1, same repetition: (comparison, bound)
+RELAY_GOALS = {"tcp": (">=", 0.7)}
+RELAY_KEYS = ("direct", "relayed", "v6cn")
 RATIOS = {"tcp": "tcp_gbps", "tcp_loss": "tcp_loss_gbps", "udp": "udp_received_mbps",
           "rtt": "rtt_ms", "cpu": "cpu_s_per_gbit"}
 
@@ -102,6 +105,8 @@ class DataPath:
     pids_of: object = None  # Callable[[str], list[int]] | None: the tunnel processes of a host
     counters: tuple[str, str] | None = None
     udp_length: int = 0
+    hosts: tuple[str, ...] = ("mn", "cn")  # whose tunnel processes the CPU meter reads
+    links: list | None = None  # (host, device) byte counters; None: cn's cyph0 and neb0
     extra: dict = field(default_factory=dict)
 
 
@@ -153,9 +158,10 @@ def measure(lab: Lab, mode: dict, result: dict, family: int) -> None:
             lab took more than mode["outside_limit"] % of a core during it."""
             discarded = []
             while True:
-                r = probes.tcp_trial(lab, p.client, p.target, PORT, seconds, ["mn", "cn"],
+                r = probes.tcp_trial(lab, p.client, p.target, PORT, seconds, list(p.hosts),
                                      counters=p.counters, extra=p.iperf_extra,
-                                     pids_of=p.pids_of, links=links)
+                                     pids_of=p.pids_of,
+                                     links=links if p.links is None else p.links)
                 outside = _get(r, "cpu", "outside_cpu_pct")
                 limit = mode.get("outside_limit", 0)
                 if not limit or outside is None or outside <= limit \
@@ -171,6 +177,19 @@ def measure(lab: Lab, mode: dict, result: dict, family: int) -> None:
             if discarded:
                 r["discarded_busy"] = discarded
             return r
+
+        rpaths: dict[str, DataPath] = {}
+        if mode.get("relay"):
+            servers.append(apps.serve_iperf3(lab, "b1", PORT))  # direct and relayed a1 -> b1
+            for key, (client, server, _, hosts) in relay.PAIRS.items():
+                rpaths[key] = DataPath(key, f"CYPHONIC {client} -> {server} ({key})", client,
+                                       relay.fqdn(server), iperf_extra=fam, ping_extra=fam,
+                                       pids_of=relay.pids_of(lab), hosts=hosts, links=[],
+                                       counters=(client, relay.fqdn(server)))
+            result["relay"] = {"tun_mtu": relay.tun_mtus(lab),
+                               "pairs": {k: {"client": p.client, "target": p.target,
+                                             "path": relay.PAIRS[k][2]}
+                                         for k, p in rpaths.items()}}
 
         log("warm-up: one dig, ping and 1 s TCP run per path")
         result["warmup"] = {"dig": probes.dig(lab, "mn", CN)}
@@ -207,6 +226,9 @@ def measure(lab: Lab, mode: dict, result: dict, family: int) -> None:
                     udp_start[p.key] = r["max_rate_mbps"]
             log(f"repetition {i + 1}/{n}: TCP at {LOSS_FRACTION:.0%} loss A B C")
             tcp_at_loss(lab, paths, mode["tcp_seconds"], tcp, rep)
+            if rpaths:
+                log(f"repetition {i + 1}/{n}: relayed vs direct (a1 -> b1, v6 -> cn)")
+                relay_phase(lab, rpaths, mode["tcp_seconds"], tcp, fam, rep)
             t, tl = rep["tcp"], rep["tcp_loss"]
             log("  " + " | ".join(
                 f"{k}: TCP {_fmt(t[k].get('gbps'))} / lossy {_fmt(tl.get(k, {}).get('gbps'))} Gbit/s, "
@@ -214,6 +236,8 @@ def measure(lab: Lab, mode: dict, result: dict, family: int) -> None:
                 f"RTT {_fmt(rep['rtt'][k].get('avg_ms'))} ms" for k in PATHS))
 
         revive(lab, result.setdefault("after_repetitions", {}), fam, "after the repetitions")
+        if rpaths:
+            result["relay"]["trs_status_at_end"] = lab.status("trs")
         result["nebula"]["underlay"] = neb.underlay_paths()
         result["nebula"]["alive_at_end"] = neb.alive()
         result["status_after_throughput"] = {h: _status_extract(lab.status(h)) for h in ("mn", "cn")}
@@ -235,7 +259,45 @@ def measure(lab: Lab, mode: dict, result: dict, family: int) -> None:
             apps.stop(proc)
         # The daemons' last words, before `down` removes the logs.
         result["log_tails"] = {h: log_tail(lab.paths.log(h), 15) for h in ("mn", "cn")}
+        if mode.get("relay"):
+            result["log_tails"].update({h: log_tail(lab.paths.log(h), 10)
+                                        for h in ("a1", "b1", "v6", "trs")})
         result["log_tails"].update({f"nebula-{h}": log_tail(neb.log(h), 5) for h in ("mn", "cn")})
+
+
+def relay_phase(lab: Lab, rpaths: dict[str, DataPath], seconds: float, tcp,
+                fam: tuple[str, ...], rep: dict) -> None:
+    """Direct and relayed a1 -> b1 (one switch of a1's and b1's hole_punching) and v6 -> cn.
+
+    The order alternates from one repetition to the next: the state the
+    previous repetition left is measured first, then v6 -> cn, then the switch.
+    """
+    out = rep["relay"] = {}
+    first = "direct" if relay.punching(lab) is not False else "relayed"
+    second = "relayed" if first == "direct" else "direct"
+    out["order"] = [first, "v6cn", second]
+
+    def measure_one(key: str) -> None:
+        p = rpaths[key]
+        out[key] = relay.measure_pair(
+            lab, key, lambda k: tcp(p, seconds),
+            lambda k: probes.ping_trial(lab, p.client, p.target, PING_COUNT, PING_INTERVAL,
+                                        p.ping_extra), fam)
+
+    measure_one(first)
+    measure_one("v6cn")
+    try:
+        out["switch"] = relay.switch(lab, relay.PUNCHED[second])
+    except LabError as e:
+        out["switch"] = {"error": str(e), "detail": getattr(e, "detail", None)}
+        out[second] = {"error": f"restart of a1/b1 failed: {e}"}
+    else:
+        measure_one(second)
+    log("  " + " | ".join(
+        f"{k}: TCP {_fmt(_get(out, k, 'tcp', 'gbps'))} Gbit/s, "
+        f"RTT {_fmt(_get(out, k, 'rtt', 'avg_ms'))} ms, "
+        f"TRS {_fmt(_get(out, k, 'tcp', 'cpu', 'daemon_cpu_s', 'trs'))} CPU-s"
+        for k in ("direct", "relayed", "v6cn")))
 
 
 def revive(lab: Lab, record: dict, fam: tuple[str, ...], when: str) -> None:
@@ -371,6 +433,37 @@ def series(result: dict) -> dict[str, list]:
     s["cyphonic_loss_switch_s"] = [_get(r, "cyphonic_loss_switch", w, "to_ping_s")
                                    for r in reps for w in ("on", "off")]
 
+    def rcol(k, *keys):
+        # a run whose path was wrong or changed carries "error": not a sample
+        return [None if isinstance(_get(r, "relay", k, keys[0]), dict)
+                and "error" in _get(r, "relay", k, keys[0]) else _get(r, "relay", k, *keys)
+                for r in reps]
+
+    if any(r.get("relay") for r in reps):
+        for k in RELAY_KEYS:
+            s[f"relay_{k}_tcp_gbps"] = rcol(k, "tcp", "gbps")
+            s[f"relay_{k}_rtt_ms"] = rcol(k, "rtt", "avg_ms")
+            s[f"relay_{k}_tcp_retransmits"] = rcol(k, "tcp", "retransmits")
+            gbit = rcol(k, "tcp", "gbit_received")
+            s[f"relay_{k}_cpu_s_per_gbit"] = rcol(k, "tcp", "cpu_s_per_gbit")
+            s[f"relay_{k}_trs_cpu_s_per_gbit"] = list(map(
+                _div, rcol(k, "tcp", "cpu", "daemon_cpu_s", "trs"), gbit))
+            s[f"relay_{k}_trs_cpu_pct"] = [
+                100 * c / w if c is not None and w else None
+                for c, w in zip(rcol(k, "tcp", "cpu", "daemon_cpu_s", "trs"),
+                                rcol(k, "tcp", "cpu", "wall_s"))]
+            s[f"relay_{k}_tcp_outside_cpu_pct"] = rcol(k, "tcp", "cpu", "outside_cpu_pct")
+        for m in ("tcp_gbps", "rtt_ms"):
+            name = m.split("_")[0]
+            s[f"relay_ratio_{name}"] = list(map(_div, s[f"relay_relayed_{m}"],
+                                                s[f"relay_direct_{m}"]))
+            s[f"relay_ratio_v6cn_{name}"] = list(map(_div, s[f"relay_v6cn_{m}"],
+                                                     s[f"relay_direct_{m}"]))
+        s["relay_switch_s"] = [_get(r, "relay", "switch", "to_registered_s") for r in reps]
+        s["relay_punch_s"] = [
+            next((t for t, path in _get(r, "relay", "direct", "path_check", "path_changes") or []
+                  if path == "direct"), None) for r in reps]
+
     s["route_selection_ms"] = [x for r in restarts for x in r.get("route_selection_ms", [])]
     s["tunnel_establishment_ms"] = [x for r in restarts for x in r.get("tunnel_establishment_ms", [])]
     s["dns_first_query_ms"] = [_get(r, "dns_first", "query_ms") for r in restarts]
@@ -393,6 +486,8 @@ PERCENTILES = {"route_selection_ms", "tunnel_establishment_ms", "dns_first_query
 def unit(key: str) -> str:
     if key.startswith("c_vs_b_"):
         return "x (C/B)"
+    if key.startswith("relay_ratio_"):
+        return "x (relayed/direct)"
     for suffix, u in (("_gbps", "Gbit/s"), ("_mbps", "Mbit/s"), ("_ms", "ms"),
                       ("retransmits", "segments"), ("_retries", "runs"), ("cpu_s_per_gbit", "CPU-s/Gbit"),
                       ("cpu_s_per_gbit_mn", "CPU-s/Gbit"), ("cpu_s_per_gbit_cn", "CPU-s/Gbit"),
@@ -416,6 +511,13 @@ def goals(summ: dict) -> dict:
         out[name] = {"goal": f"{op} {bound}", "median": med, "met": met,
                      "min": (summ.get(f"c_vs_b_{name}") or {}).get("min"),
                      "max": (summ.get(f"c_vs_b_{name}") or {}).get("max")}
+    for name, (op, bound) in RELAY_GOALS.items():
+        s = summ.get(f"relay_ratio_{name}") or {}
+        med = s.get("median")
+        out[f"relay_{name}"] = {
+            "goal": f"relayed/direct {op} {bound}", "median": med,
+            "met": None if med is None else (med >= bound if op == ">=" else med <= bound),
+            "min": s.get("min"), "max": s.get("max")}
     return out
 
 
@@ -537,7 +639,34 @@ def notes(result: dict) -> list[str]:
         out.append("WARNING: node daemon(s) had exited and were restarted (before repetition / "
                    "hosts): " + "; ".join(f"{r} {h}" for r, h in exits)
                    + ". Their log tails are in the JSON (daemon_exit).")
+    rel = result.get("relay") or {}
+    if rel:
+        out.append("Relay: TUN MTUs " + ", ".join(f"{h} {m}" for h, m in
+                                                    (rel.get("tun_mtu") or {}).items())
+                   + "; a1/b1 daemons restarted once per repetition with hole_punching "
+                   "flipped (order alternates).")
+        frag = [f"rep {r['rep']} {k}: {_get(r, 'relay', k, 'fragmentation')}"
+                for r in reps for k in RELAY_KEYS if _get(r, "relay", k, "fragmentation")]
+        if frag:
+            out.append("WARNING: IP fragmentation/reassembly during relay-phase TCP runs "
+                       "(the outer datagrams exceed a link MTU): " + "; ".join(frag))
+        else:
+            out.append("No IP fragmentation counted (a1, b1, v6, cn, trs, inet) during the "
+                       "relay-phase TCP runs.")
+        eps = sorted({f"{k} {_get(r, 'relay', k, 'path_check', 'path')} "
+                      f"{_get(r, 'relay', k, 'path_check', 'endpoint')}"
+                      for r in reps for k in RELAY_KEYS if _get(r, "relay", k, "path_check")})
+        out.append("Relay-phase paths checked before each run (pair, path, endpoint): "
+                   + "; ".join(eps))
     errors = []
+    for r in reps:
+        for k in RELAY_KEYS:
+            for sec in ("", "tcp", "rtt"):
+                v = _get(r, "relay", k, sec) if sec else _get(r, "relay", k)
+                if isinstance(v, dict) and "error" in v:
+                    errors.append(f"rep {r['rep']} relay {k} {sec}: {v['error']}")
+        if isinstance(_get(r, "relay", "switch"), dict) and "error" in r["relay"]["switch"]:
+            errors.append(f"rep {r['rep']} relay switch: {r['relay']['switch']['error']}")
     for r in reps:
         for section in ("tcp", "rtt", "udp", "tcp_loss", "cyphonic_loss_switch"):
             for k, v in (r.get(section) or {}).items():
@@ -576,6 +705,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--restarts", type=int,
                     help="override the number of daemon restarts (0: skip the timers part)")
     ap.add_argument("--no-restarts", action="store_true", help="same as --restarts 0")
+    ap.add_argument("--no-relay", action="store_true",
+                    help="skip the relayed (TRS) vs direct (hole punched) measurements")
     ap.add_argument("--family", type=int, choices=(4, 6), default=4,
                     help="address family CYPHONIC's iperf3/ping use for cn.cyphonic.test "
                          "(default 4, like Nebula's overlay)")
@@ -603,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         mode["restarts"] = 0
     mode["outside_limit"] = max(0.0, args.outside_limit)
     mode["wait_idle"] = args.wait_idle
+    mode["relay"] = not args.no_relay
     idle = wait_idle(args.wait_idle) if args.wait_idle > 0 else None
     started = datetime.now(timezone.utc)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
@@ -621,7 +753,10 @@ def main(argv: list[str] | None = None) -> int:
                    "udp_refine_steps": mode["refine"], "udp_loss_limit_pct": 1.0,
                    "loss_fraction": LOSS_FRACTION,
                    "ping_count": PING_COUNT, "ping_interval": PING_INTERVAL,
-                   "restarts": mode["restarts"], "outside_limit_pct": mode["outside_limit"],
+                   "restarts": mode["restarts"], "relay": mode["relay"],
+                   "relay_goals": {k: f"relayed/direct {op} {b}"
+                                   for k, (op, b) in RELAY_GOALS.items()},
+                   "outside_limit_pct": mode["outside_limit"],
                    "wait_idle_s": mode["wait_idle"], "goals": {k: f"C/B {op} {b}"
                                                            for k, (op, b) in GOALS.items()}},
         "loadavg_before": report.loadavg(),
