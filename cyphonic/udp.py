@@ -26,38 +26,63 @@ def family_of(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-async def open_udp(address: Address) -> trio.socket.SocketType:
+SOCKET_BUFFER = 4 << 20
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # not exported by Python's socket module
+
+
+def size_buffers(sock, size: int = SOCKET_BUFFER) -> None:
+    """Large send/receive buffers. As root the *FORCE variants pass
+    net.core.[rw]mem_max (208 KB by default, a few GRO batches): a burst
+    must not overflow them (UDP loss in the overlay came from there)."""
+    for force, opt in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+
+
+def open_udp(address: Address) -> socket.socket:
+    """A bound, non-blocking UDP socket with large buffers."""
     family = family_of(address[0])
-    sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     if family == socket.AF_INET6:
         # One socket per family: v4 peers never appear as v4-mapped addresses.
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    await sock.bind(address)
+    size_buffers(sock)
+    sock.bind(address)
+    sock.setblocking(False)
     return sock
 
 
 class UdpServer:
+    """Each wake-up drains its socket (a relay forwards many datagrams per
+    wake-up); replies go out with non-blocking sends: a full send buffer
+    drops a datagram, as the network would."""
+
     def __init__(self, service: DatagramService, listen: list[Address], name: str) -> None:
         self.service = service
         self.listen = listen
         self.name = name
-        self._sockets: dict[int, trio.socket.SocketType] = {}
+        self._sockets: dict[int, socket.socket] = {}
+        self.send_drops = 0
 
-    async def send(self, out: Outgoing) -> None:
+    def send(self, out: Outgoing) -> None:
         for data, dest in out:
             sock = self._sockets.get(family_of(dest[0]))
             if sock is None:
                 continue
             try:
-                await sock.sendto(data, dest)
+                sock.sendto(data, dest)
+            except BlockingIOError:
+                self.send_drops += 1
             except OSError as exc:
                 log.warning("%s: cannot send to %s: %s", self.name, format_address(dest), exc)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for address in self.listen:
-                sock = await open_udp(address)
+                sock = open_udp(address)
                 self._sockets[sock.family] = sock
                 nursery.start_soon(self._receive, sock)
                 log.info("%s listening on %s", self.name, format_address(address))
@@ -65,16 +90,22 @@ class UdpServer:
                 nursery.start_soon(self._timers)
             task_status.started()
 
-    async def _receive(self, sock: trio.socket.SocketType) -> None:
+    async def _receive(self, sock: socket.socket) -> None:
+        service, send = self.service, self.send
         while True:
-            try:
-                data, source = await sock.recvfrom(MAX_DATAGRAM)
-            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                log.debug("%s: receive error %s", self.name, exc)
-                continue
-            out = self.service.receive(data, (source[0], source[1]), time.time())
-            if out:
-                await self.send(out)
+            await trio.lowlevel.wait_readable(sock)
+            now = time.time()
+            while True:
+                try:
+                    data, source = sock.recvfrom(MAX_DATAGRAM)
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                    log.debug("%s: receive error %s", self.name, exc)
+                    continue
+                out = service.receive(data, (source[0], source[1]), now)
+                if out:
+                    send(out)
 
     async def _timers(self) -> None:
         while True:
@@ -83,4 +114,4 @@ class UdpServer:
             await trio.sleep(wait)
             out = self.service.handle_timer(time.time())
             if out:
-                await self.send(out)
+                self.send(out)

@@ -22,6 +22,7 @@ from cyphonic.kernel.tun import Tun
 from cyphonic.node.packet import PacketHandlingModule
 from cyphonic.node.resolver import ResolverModule
 from cyphonic.node.signaling import SignalingModule
+from cyphonic.udp import size_buffers
 from cyphonic.errors import AuthenticationError
 from cyphonic.wire.certificate import Certificate
 from cyphonic.wire.common import MAX_DATAGRAM, TYPE, parse
@@ -29,10 +30,8 @@ from cyphonic.wire.common import MAX_DATAGRAM, TYPE, parse
 log = logging.getLogger("cyphonic.node")
 
 DATA_TYPES = frozenset(TYPE[n] for n in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate"))
-SOCKET_BUFFER = 4 << 20
 # a relayed path whose hole punch succeeded is reported "direct"
 PATH_NAMES = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", "TunnelRequestToTRS": "direct"}
-SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # not exported by Python's socket module
 
 
 def open_sockets(port: int) -> dict[int, socket.socket]:
@@ -43,13 +42,7 @@ def open_sockets(port: int) -> dict[int, socket.socket]:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        for force, opt in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
-            # as root the *FORCE variants pass net.core.[rw]mem_max (208 KB by
-            # default, a few GRO batches): a burst must not overflow it
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        size_buffers(sock)
         try:
             sock.bind((host, port))
         except OSError as exc:
