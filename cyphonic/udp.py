@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Callable, Protocol
+from typing import Protocol
 
 import trio
 

@@ -92,7 +92,7 @@ class NodeDaemon:
         self.packet = PacketHandlingModule(-1, self.sockets, gso=self.gso)
         self.signaling = SignalingModule(cfg, identity, certificate, ca_public, self.sockets, self.packet)
         self.signaling.local_addresses = local_addresses
-        self.packet.on_update = self.signaling._peer_update
+        self.packet.on_update = self.signaling.puncher.on_update
         r = cfg["resolver"]
         self.resolver = ResolverModule(self.domain, self.signaling, r["listen"], r["upstream"], r["ttl"])
 

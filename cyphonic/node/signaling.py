@@ -23,10 +23,10 @@ from cyphonic import crypto
 from cyphonic.core import tunnel as core
 from cyphonic.core.login import Grant, LoginClient, LoginRefused
 from cyphonic.core.relay import RelayLink
-from cyphonic.wire import tunnel as core_wire
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.kernel.netlink import global_addresses
+from cyphonic.node.punching import HolePuncher
 from cyphonic.node.supervisor import supervise
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import TYPE, build, locator, locator_text, parse
@@ -41,11 +41,6 @@ PATH_LIFETIME = 30.0  # an announced path not used by then is forgotten
 # to the MN; the MN holds a few such early requests (bytes only, no state
 # derived from them) until the Route Direction names their path.
 EARLY_HOLD = 16
-# Keep Alives sent straight to the peer's NAPT mapping: 300 ms in all
-PUNCHES = 8
-PUNCH_OPENERS = 2  # of which the first die after our own NAPT
-PUNCH_TTL = 2
-PUNCH_INTERVAL = 0.04
 EARLY_LIFETIME = 3.0
 
 
@@ -95,6 +90,7 @@ class SignalingModule:
         self._sequence = time.time_ns()
         self.nursery: trio.Nursery | None = None
         self.local_addresses = global_addresses
+        self.puncher = HolePuncher(self, cfg["hole_punching"])
         self.nms = {family_of(a[0]): a for a in reversed(cfg["nms"]) if family_of(a[0]) in sockets}
 
     @property
@@ -440,8 +436,8 @@ class SignalingModule:
 
     def _install(self, tunnel: core.Tunnel) -> None:
         self.packet.install(tunnel)
-        if tunnel.relayed and self.cfg["hole_punching"]:
-            self._announce_public(tunnel)
+        if tunnel.relayed and self.puncher.enabled:
+            self.puncher.announce(tunnel)
         log.info(
             "tunnel up with %s (%s) via %s:%s", tunnel.peer.fqdn, tunnel.path.process, *tunnel.endpoint
         )
@@ -459,59 +455,6 @@ class SignalingModule:
             await self.route_to(fqdn)
         except (UnknownPeer, RouteError, TimeoutError) as exc:
             log.warning("route to %s not re-established: %s", fqdn, exc)
-
-    # -- hole punching (both ends behind NAPT) ---------------------------------
-    # Each end tells the other, through the relayed tunnel (End Key), the
-    # address the NMS sees it at; both then send authenticated Keep Alives
-    # straight to the other's address. Outgoing ones open each NAPT for the
-    # other's; the first that gets through is newer than anything seen, so it
-    # moves the tunnel's endpoint off the TRS (the usual roaming rule), and
-    # from then on both send direct. A NAPT that never lets one through
-    # leaves the tunnel on the relay.
-
-    def _announce_public(self, tunnel: core.Tunnel) -> None:
-        family = "ipv6" if ":" in tunnel.endpoint[0] else "ipv4"
-        observed = self.registered.get(family, {}).get("observed")
-        if observed is None:
-            return
-        host, _, port = observed.rpartition(":")
-        body = build(core_wire.TunnelUpdateBody, dict(locator=locator(host, int(port))))
-        self.packet.send(tunnel, core.TUNNEL_UPDATE, body)
-
-    def _peer_update(self, tunnel: core.Tunnel, body: bytes) -> None:
-        try:
-            address = locator_text(parse(core_wire.TunnelUpdateBody, body).locator)
-        except ParseError as exc:
-            self.drops("malformed tunnel update", None, str(exc).splitlines()[0])
-            return
-        if tunnel.relayed and self.cfg["hole_punching"] and not tunnel.punching:
-            if not tunnel.heard_update:
-                # our own announcement may have overtaken the peer's tunnel
-                # set-up (the responder sends it right behind its Tunnel
-                # Response): answer the first one with ours, once
-                tunnel.heard_update = True
-                self._announce_public(tunnel)
-            tunnel.punching = True
-            self.nursery.start_soon(self._punch, tunnel, address)
-
-    async def _punch(self, tunnel: core.Tunnel, address: Address) -> None:
-        # The first punches die after our own NAPT (short TTL): they open our
-        # mapping without reaching the peer's NAPT, where an unsolicited
-        # packet would leave a conntrack entry that makes Linux masquerade
-        # give the peer's own punches another source port. Then full punches.
-        try:
-            for i in range(PUNCHES):
-                if not tunnel.relayed or self.packet.by_index.get(tunnel.local_index) is not tunnel:
-                    break
-                ttl = PUNCH_TTL if i < PUNCH_OPENERS else None
-                self.packet.send_direct(tunnel, core.KEEPALIVE, b"", address, ttl)
-                await trio.sleep(PUNCH_INTERVAL)
-        finally:
-            tunnel.punching = False
-        log.info(
-            "hole punching with %s at %s:%s: %s", tunnel.peer.fqdn, *address,
-            "relayed still" if tunnel.relayed else "direct",
-        )
 
     def _forget_stale_paths(self, now: float) -> None:
         for path_id, (_, at) in list(self._expected.items()):

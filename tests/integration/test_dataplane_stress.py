@@ -48,7 +48,7 @@ from cyphonic.core.replay import WINDOW
 from cyphonic.kernel import batch as batch_io
 from cyphonic.node.daemon import DATA_TYPES
 from cyphonic.node.packet import PacketHandlingModule
-from cyphonic.wire.tunnel import CAPSULE_HEADER_STRUCT, OVERHEAD
+from cyphonic.wire.tunnel import CAPSULE_HEADER_STRUCT
 
 STRESS_PACKETS = int(os.environ.get("CYPHONIC_STRESS_PACKETS", "100000"))
 FUZZ = settings(
