@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from collections.abc import Callable
 
 from . import apps
@@ -34,7 +35,7 @@ def run_demo(prefix: str) -> int:
                   f"vip4 {h['vip4']} vip6 {h['vip6']}")
         print(f"trs: {' '.join(shown['trs']['addresses'])} (Tunnel Relay Service)")
         print("cn, a1 and b1 sit behind NAPT routers; v6 has IPv6 only. "
-              "Every step below runs in mn.")
+              "Steps run in mn unless a host is named.")
         return _tour(lab)
     except LabError as e:
         print(f"cyphonic lab: {e}", file=sys.stderr)
@@ -66,7 +67,22 @@ def _tour(lab: Lab) -> int:
     done = lab.run("mn", ["cyphonic", "status"], timeout=10)
     for line in (done.stdout + done.stderr).splitlines():
         print(f"    {line}")
+    # NAPT to NAPT (relay, then a hole punch) and IPv6-only to IPv4 behind NAPT (relay)
+    for client, server in (("a1", "b1"), ("v6", "cn")):
+        label = f"{client}: ping -c 3 {server}.cyphonic.test"
+        try:
+            print(f"  {label:<44} {_ping(lab, f'{server}.cyphonic.test', client)}, path {_path(lab, client, server)}")
+        except LabError as e:
+            failed += 1
+            print(f"  {label:<44} FAILED: {e}")
     return 1 if failed or done.returncode else 0
+
+
+def _path(lab: Lab, client: str, server: str) -> str:
+    time.sleep(0.5)  # a hole punch settles within a few hundred ms
+    peers = {p["fqdn"]: p for p in (lab.status(client) or {}).get("peers", [])}
+    peer = peers.get(f"{server}.cyphonic.test")
+    return f"{peer['path']} via {peer['endpoint']}" if peer else "unknown"
 
 
 def _dig(lab: Lab, name: str, rtype: str) -> str:
@@ -76,8 +92,8 @@ def _dig(lab: Lab, name: str, rtype: str) -> str:
     return " ".join(out)
 
 
-def _ping(lab: Lab, name: str) -> str:
-    done = lab.run("mn", ["ping", "-c", "3", "-W", "2", name], timeout=20)
+def _ping(lab: Lab, name: str, host: str = "mn") -> str:
+    done = lab.run(host, ["ping", "-c", "3", "-W", "2", name], timeout=20)
     sent, got, avg = apps.ping_summary(done.stdout)
     if got == 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
