@@ -127,7 +127,7 @@ def measure(lab: Lab, mode: dict, result: dict, family: int) -> None:
         result["nebula"]["tun"] = tun_info(lab, "mn", nebula.TUN)
         log(f"nebula up: mn reaches {neb.ip('cn')} after {result['nebula']['start']['mn_reaches_cn_s']} s")
 
-        mtu = tun["mtu"] or 1420
+        mtu = tun["mtu"] or 1400
         length = mtu - UDP_IP_OVERHEAD[family]
         fam = (f"-{family}",)
         paths = {

@@ -9,9 +9,7 @@ answer is signed by the AS, whose certificate the same CA issued.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import secrets
 from collections import OrderedDict
 from typing import Callable
 
@@ -162,11 +160,3 @@ class AuthenticationService:
             ),
         )[:-64]
         return body + self.identity.sign(bytes(request.nonce) + body)
-
-
-def vip_text(vip4: bytes, vip6: bytes) -> tuple[str, str]:
-    return str(ipaddress.IPv4Address(vip4)), str(ipaddress.IPv6Address(vip6))
-
-
-def make_nonce() -> bytes:
-    return secrets.token_bytes(16)

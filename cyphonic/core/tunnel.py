@@ -92,14 +92,11 @@ class Tunnel:
 
         Moves the endpoint only for a datagram that opened and is newer than
         every counter seen: a replay from elsewhere moves nothing."""
-        counter = wire.CAPSULE_HEADER_STRUCT.unpack_from(datagram)[2]
-        if not self.replay.check(counter):
+        buf = crypto.PacketBuffer(data=bytearray(datagram))
+        length = self.open_at(buf, 0, len(datagram), source, now)
+        if length is None:
             return None
-        plaintext = self.cipher.open(datagram, wire.CAPSULE_HEADER)
-        if self.replay.update(counter) and source != self.endpoint:
-            self.endpoint = source
-        self.last_received = now
-        return plaintext
+        return bytes(buf.view[wire.CAPSULE_HEADER : wire.CAPSULE_HEADER + length])
 
 
     @property

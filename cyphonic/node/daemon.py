@@ -25,11 +25,11 @@ from cyphonic.node.signaling import SignalingModule
 from cyphonic.udp import size_buffers
 from cyphonic.errors import AuthenticationError
 from cyphonic.wire.certificate import Certificate
-from cyphonic.wire.common import MAX_DATAGRAM, TYPE, parse
+from cyphonic.wire.common import MAX_DATAGRAM, parse
+from cyphonic.wire.tunnel import DATA_TYPES
 
 log = logging.getLogger("cyphonic.node")
 
-DATA_TYPES = frozenset(TYPE[n] for n in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate"))
 # a relayed path whose hole punch succeeded is reported "direct"
 PATH_NAMES = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", "TunnelRequestToTRS": "direct"}
 

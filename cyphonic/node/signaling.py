@@ -30,12 +30,12 @@ from cyphonic.node.punching import HolePuncher
 from cyphonic.node.supervisor import supervise
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import TYPE, build, locator, locator_text, parse
+from cyphonic.wire.tunnel import DATA_TYPES
 
 log = logging.getLogger("cyphonic.signaling")
 
 Address = tuple[str, int]
 NMS_REPLIES = {TYPE[n] for n in ("RegistrationResponse", "RouteDirection", "SignalingError")}
-DATA_TYPES = frozenset(TYPE[n] for n in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate"))
 PATH_LIFETIME = 30.0  # an announced path not used by then is forgotten
 # On the reverse path the CN's Tunnel Request can overtake the NMS's answer
 # to the MN; the MN holds a few such early requests (bytes only, no state

@@ -55,5 +55,10 @@ OVERHEAD = CAPSULE_HEADER + TAG
 # builds and accepts exactly what the `Capsule` schema does.
 CAPSULE_HEADER_STRUCT = struct.Struct("<BIQ")
 
+# The types with the Capsule layout: the data plane's, not signaling's.
+DATA_TYPES = frozenset(
+    int(MessageType.encmapping[name]) for name in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate")
+)
+
 # Plaintext of a Tunnel Update: the sender's new locator (mobility).
 TunnelUpdateBody = Struct("locator" / Locator, Terminated)
