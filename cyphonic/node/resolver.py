@@ -16,7 +16,7 @@ import dns.rrset
 import trio
 
 from cyphonic.drops import Drops
-from cyphonic.node.signaling import RouteError, UnknownPeer
+from cyphonic.node.errors import RouteError, UnknownPeer
 
 log = logging.getLogger("cyphonic.resolver")
 
