@@ -190,6 +190,12 @@ def show_status(args) -> int:
         except OSError as exc:
             print(f"cyphonic status: {name}: {exc}", file=sys.stderr)
             return 1
+        except ValueError:  # closed without an answer: it had too many clients
+            print(f"cyphonic status: {name}: no answer (the daemon is busy; try again)", file=sys.stderr)
+            return 1
+        if "error" in reply:  # e.g. permission denied
+            print(f"cyphonic status: {name}: {reply['error']}", file=sys.stderr)
+            return 1
         if args.json:
             print(json.dumps(reply, indent=2))
         else:
@@ -210,7 +216,7 @@ def format_status(s: dict) -> str:
         for p in s["peers"]:
             lines.append(
                 f"{p['fqdn']:<28} {p['path']:<8} {p['endpoint']:<24} {p['tx_bytes']:>12} {p['rx_bytes']:>12}"
-                f"  {p['last_handshake']:.0f}s ago"
+                f"  {p['last_handshake']:.0f}s ago, {p.get('rekeys', 0)} rekeys"
             )
         if not s["peers"]:
             lines.append("(no peers)")

@@ -228,19 +228,31 @@ class DataCipher:
 
     The nonce is 4 zero bytes + the 8-byte little-endian counter that the
     capsule header carries, so building the nonce is one concatenation.
-    Buffers are allocated once per tunnel, not per packet.
+    Buffers are allocated once per tunnel, not per packet: a rekey's new
+    keys are made without them (`buffers=False`; the in-place `seal_at` /
+    `open_at` need none) and take the retired keys' with `take_buffers`.
     """
 
     BUFFER = 65536 + 64
 
-    def __init__(self, send_key: bytes, recv_key: bytes) -> None:
+    def __init__(self, send_key: bytes, recv_key: bytes, buffers: bool = True) -> None:
         self._send_key = ffi.from_buffer(bytes(send_key))
         self._recv_key = ffi.from_buffer(bytes(recv_key))
-        self._out = bytearray(self.BUFFER)
-        self._out_c = ffi.from_buffer(self._out)
-        self._in = bytearray(self.BUFFER)
-        self._in_c = ffi.from_buffer(self._in)
-        self._len = ffi.new("unsigned long long *")
+        self._out = self._out_c = self._in = self._in_c = self._len = None
+        if buffers:
+            self._out = bytearray(self.BUFFER)
+            self._out_c = ffi.from_buffer(self._out)
+            self._in = bytearray(self.BUFFER)
+            self._in_c = ffi.from_buffer(self._in)
+            self._len = ffi.new("unsigned long long *")
+
+    def take_buffers(self, other: "DataCipher") -> None:
+        """Use `other`'s buffers from now on (`other` keeps only `open_at`)."""
+        if self._out is None:
+            self._out, self._out_c, self._in, self._in_c, self._len = (
+                other._out, other._out_c, other._in, other._in_c, other._len
+            )
+            other._out = other._out_c = other._in = other._in_c = other._len = None
 
     def seal(self, header: bytes, plaintext: bytes | memoryview) -> bytes:
         """header (13 bytes, ending in the counter) + ciphertext + tag."""

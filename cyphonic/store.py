@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+BUSY_TIMEOUT = 0.25
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS enrollment (
     fqdn TEXT PRIMARY KEY,
@@ -39,7 +41,10 @@ class PoolExhausted(Exception):
 
 class Store:
     def __init__(self, path: Path | str, vip4_pool, vip6_pool) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None)
+        # The AS calls this from its event loop: a locked database must fail
+        # fast (the node is told "unavailable" and retries), not stall every
+        # other datagram for sqlite's default 5 s.
+        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)

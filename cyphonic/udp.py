@@ -11,6 +11,8 @@ from typing import Protocol
 import trio
 
 from cyphonic.config import Address, format_address
+from cyphonic.drops import Drops
+from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.wire.common import MAX_DATAGRAM
 
 log = logging.getLogger("cyphonic.udp")
@@ -66,6 +68,7 @@ class UdpServer:
         self.name = name
         self._sockets: dict[int, socket.socket] = {}
         self.send_drops = 0
+        self.drops = Drops(log)
 
     def send(self, out: Outgoing) -> None:
         for data, dest in out:
@@ -92,6 +95,7 @@ class UdpServer:
 
     async def _receive(self, sock: socket.socket) -> None:
         service, send = self.service, self.send
+        drops = getattr(service, "drops", None) or getattr(getattr(service, "service", None), "drops", None) or self.drops
         while True:
             await trio.lowlevel.wait_readable(sock)
             now = time.time()
@@ -103,7 +107,12 @@ class UdpServer:
                 except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
                     log.debug("%s: receive error %s", self.name, exc)
                     continue
-                out = service.receive(data, (source[0], source[1]), now)
+                try:
+                    out = service.receive(data, (source[0], source[1]), now)
+                except (ParseError, AuthenticationError) as exc:
+                    # the service should have caught it; the listener must not die of it
+                    drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
+                    continue
                 if out:
                     send(out)
 

@@ -10,21 +10,31 @@ answer is signed by the AS, whose certificate the same CA issued.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import OrderedDict
 from typing import Callable
 
 from cyphonic import crypto
+from cyphonic.core.budget import Budgets
+from cyphonic.core.freshness import MAX_SKEW, Freshness
 from cyphonic.drops import Drops
-from cyphonic.errors import AuthenticationError, ParseError
+from cyphonic.errors import AuthenticationError, CyphonicError, ParseError
 from cyphonic.store import PoolExhausted, Store
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import TYPE, build, parse
 
 log = logging.getLogger("cyphonic.auth")
 
-# A login request must be this fresh; with the nonce cache below it bounds replays.
-MAX_SKEW = 300.0
+# A node retransmits a Login Request for about 6 s: within this time the
+# same source gets the same answer again (no second session); a replay from
+# anywhere else, or later, gets nothing.
+REPLY_TTL = 10.0
 REPLY_CACHE = 4096
+# Each Login Request costs two Ed25519 verifications before anything about
+# it is known. An address may cause this many per second (a burst of logins
+# from one adapter or NAPT fits the burst), all sources together the global one.
+VERIFY_PER_SOURCE = (20.0, 50.0)
+VERIFY_GLOBAL = (500.0, 1000.0)
 
 REASONS = {
     "unknown CA": "unknown_ca",
@@ -36,7 +46,13 @@ REASONS = {
     "stale request": "stale",
     "outside the domain": "wrong_role",
     "virtual IP pool exhausted": "pool_exhausted",
+    "unavailable": "unavailable",
 }
+
+
+class Unavailable(CyphonicError):
+    """The AS cannot decide a login now (revocation list or database):
+    the node is told so, signed, and retries; nobody is let in meanwhile."""
 
 
 class AuthenticationService:
@@ -63,7 +79,10 @@ class AuthenticationService:
         self.drops = Drops(log)
         self.logins = 0
         self.refusals = 0
-        self._replies: OrderedDict[bytes, bytes] = OrderedDict()
+        self._replies: OrderedDict[bytes, tuple[tuple[str, int], float, bytes]] = OrderedDict()
+        self._nonces = Freshness(MAX_SKEW)
+        self._per_source = Budgets(*VERIFY_PER_SOURCE)
+        self._global = Budgets(*VERIFY_GLOBAL, keys=1)
 
     def receive(self, data: bytes, source: tuple[str, int], now: float) -> bytes | None:
         """The reply to send back to `source`, or None (dropped)."""
@@ -75,36 +94,73 @@ class AuthenticationService:
         except ParseError as exc:
             self.drops("malformed login request", source, str(exc).splitlines()[0])
             return None
-        cached = self._replies.get(bytes(request.nonce))
-        if cached is not None:
-            return cached  # a retransmission: same answer, no new session
+        nonce = bytes(request.nonce)
+        self._forget_replies(now)
+        cached = self._replies.get(nonce)
+        if cached is not None and cached[0] == source:
+            return cached[2]  # a retransmission: same answer, no new session
+        if cached is not None or self._nonces.seen(nonce):
+            self.drops("replayed login request", source)
+            return None
+        if not (self._per_source.take(source[0], now) and self._global.take(None, now)):
+            self.drops("verification budget exhausted", source)
+            return None
         try:
             reply = self._login(request, data, source, now)
+        except ParseError as exc:  # e.g. a certificate field that is no certificate
+            self.drops("malformed login request", source, str(exc).splitlines()[0])
+            return None
         except AuthenticationError as exc:
             self.refusals += 1
             self.drops("login refused", source, exc.reason, per_detail=True)
-            return self._reject(request, exc.reason)
-        self._replies[bytes(request.nonce)] = reply
+            reply = self._reject(request, exc.reason)
+            if len(reply) > len(data):
+                # never more bytes to an unproven source than it sent us
+                self.drops("refusal larger than the request", source)
+                return None
+        except Unavailable as exc:
+            self.refusals += 1
+            log.error("login from %s not decided: %s", source, exc)
+            reply = self._reject(request, "unavailable")
+        self._replies[nonce] = (source, now, reply)
         while len(self._replies) > REPLY_CACHE:
             self._replies.popitem(last=False)
         return reply
 
+    def _forget_replies(self, now: float) -> None:
+        replies = self._replies
+        while replies:
+            _, (_, at, _) = next(iter(replies.items()))
+            if now - at <= REPLY_TTL:
+                break
+            replies.popitem(last=False)
+
     def _login(self, request, data: bytes, source, now: float) -> bytes:
-        cert = crypto.verify_certificate(bytes(request.certificate), self.ca_public, now, self.revoked())
+        cert = crypto.verify_certificate(bytes(request.certificate), self.ca_public, now)
+        crypto.verify_signature(bytes(cert.sign_key), data[:-64], bytes(request.signature))
+        why = self._nonces.refuse(bytes(request.nonce), request.timestamp, now)
+        if why is not None:
+            raise AuthenticationError("stale request")
+        try:
+            revoked = self.revoked()
+        except (CyphonicError, OSError, ValueError) as exc:
+            raise Unavailable(f"revocation list unreadable, refusing every login until it is fixed: {exc}") from None
+        if cert.serial in revoked:
+            raise AuthenticationError("revoked")
         if str(cert.role) not in ("node", "adapter"):
             raise AuthenticationError("wrong role")
         if not cert.fqdn.endswith("." + self.domain):
             raise AuthenticationError("outside the domain")
-        crypto.verify_signature(bytes(cert.sign_key), data[:-64], bytes(request.signature))
-        if abs(now - request.timestamp) > MAX_SKEW:
-            raise AuthenticationError("stale request")
         try:
             enrollment = self.store.enroll(cert.fqdn, cert.serial, bytes(cert.sign_key), now)
         except PoolExhausted:
             raise AuthenticationError("virtual IP pool exhausted") from None
+        except sqlite3.Error as exc:
+            raise Unavailable(f"database: {exc}") from None
 
         session_key = crypto.random_key()
-        expires = int(now) + self.ticket_lifetime
+        # a ticket never outlives the certificate it was issued for
+        expires = min(int(now) + self.ticket_lifetime, int(cert.not_after))
         ticket = crypto.seal(
             self.nms_key,
             build(
@@ -115,6 +171,8 @@ class AuthenticationService:
                     vip6=enrollment.vip6.packed,
                     session_key=session_key,
                     expires=expires,
+                    serial=cert.serial,
+                    issued=int(now * 1_000_000),
                 ),
             ),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -42,17 +43,22 @@ async def serve(
 ) -> None:
     started = time.time()
 
+    def enrollments() -> list[dict] | str:
+        if auth is None:
+            return []
+        try:
+            rows = auth.store.enrollments()
+        except sqlite3.Error as exc:  # a locked database must not cost the cloud its status
+            return f"database unavailable: {exc}"
+        return [{"fqdn": e.fqdn, "vip4": str(e.vip4), "vip6": str(e.vip6)} for e in rows]
+
     def status(_request: dict) -> dict:
         return {
             "role": "cloud",
             "domain": cfg["domain"],
             "uptime": round(time.time() - started, 1),
             "nodes": nms.status(time.time()) if nms else [],
-            "enrollments": [
-                {"fqdn": e.fqdn, "vip4": str(e.vip4), "vip6": str(e.vip6)} for e in auth.store.enrollments()
-            ]
-            if auth
-            else [],
+            "enrollments": enrollments(),
             "drops": {
                 **(dict(auth.drops.counts) if auth else {}),
                 **(dict(nms.drops.counts) if nms else {}),
@@ -67,9 +73,9 @@ async def serve(
         if relay is not None:
             from cyphonic.trs.serve import serve as serve_trs
 
-            await nursery.start(serve_trs, cfg["trs"], relay)
+            await nursery.start(serve_trs, cfg["trs"], relay, cfg["control_group"])
         if control_name:
-            await nursery.start(control.serve, control_name, status)
+            await nursery.start(control.serve, control_name, status, cfg["control_group"])
         log.info("cloud ready (domain %s)", cfg["domain"])
         task_status.started()
 

@@ -4,14 +4,18 @@ and `cyphonic.cloud`, and the builders of both services from it."""
 from __future__ import annotations
 
 import base64
+import logging
 from pathlib import Path
 from typing import Any
 
 from cyphonic import config as c
-from cyphonic import crypto
+from cyphonic import control, crypto
 from cyphonic.auth.service import AuthenticationService
 from cyphonic.nms.service import NodeManagementService
+from cyphonic.errors import CyphonicError
 from cyphonic.store import Store
+
+log = logging.getLogger("cyphonic.cloud")
 
 SCHEMA: c.Schema = {
     "domain": c.Key(c.text),
@@ -43,6 +47,9 @@ SCHEMA: c.Schema = {
         "public": c.Key(c.addresses, []),
         "nms_key": c.Key(c.path, None),
     },
+    # besides root and the daemon's uid, members of this group (name or
+    # gid) may read the status of the cloud and its embedded TRS
+    "control_group": c.Key(control.existing_group, ""),
 }
 
 DEFAULT_VIP4 = "10.96.0.0/16"
@@ -65,27 +72,55 @@ def read_certificate(path: Path) -> bytes:
     return crypto.certificate_from_pem(Path(path).read_text())
 
 
+class RevocationListError(CyphonicError):
+    """revoked.txt exists but cannot be read or parsed."""
+
+
 class RevocationList:
     """Serials from a text file (one per line, '#' comments), re-read when
-    it changes, so `cyphonic ca revoke` takes effect at the next login."""
+    it changes, so `cyphonic ca revoke` takes effect at the next login.
+
+    A file that cannot be read or parsed fails closed: every call raises
+    until it is fixed (the AS then refuses every login and the NMS every
+    request), never an empty list that would let revoked nodes back in."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._mtime: float | None = None
         self._serials: frozenset[int] = frozenset()
+        self._error: str | None = None
 
     def __call__(self) -> frozenset[int]:
         if self.path is None:
             return self._serials
         try:
-            mtime = self.path.stat().st_mtime
+            mtime = self.path.stat().st_mtime_ns
         except FileNotFoundError:
-            return frozenset()
+            return frozenset()  # nothing was ever revoked
+        except OSError as exc:
+            raise RevocationListError(f"{self.path}: {exc.strerror}") from None
         if mtime != self._mtime:
-            lines = (line.split("#")[0].strip() for line in self.path.read_text().splitlines())
-            self._serials = frozenset(int(x) for x in lines if x)
             self._mtime = mtime
+            try:
+                self._serials, self._error = _serials(self.path.read_text()), None
+            except (OSError, UnicodeError, ValueError) as exc:
+                self._error = f"{self.path}: {exc}"
+                log.error("revocation list unreadable, failing closed until it is fixed: %s", self._error)
+        if self._error is not None:
+            raise RevocationListError(self._error)
         return self._serials
+
+
+def _serials(text: str) -> frozenset[int]:
+    out = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        word = line.split("#")[0].strip()
+        if not word:
+            continue
+        if not word.isdigit() or int(word) >= 1 << 64:
+            raise ValueError(f"line {number}: {word[:40]!r} is not a certificate serial")
+        out.add(int(word))
+    return frozenset(out)
 
 
 def build_auth(cfg: dict[str, Any]) -> AuthenticationService:
@@ -115,7 +150,10 @@ def build_auth(cfg: dict[str, Any]) -> AuthenticationService:
 def build_nms(cfg: dict[str, Any]) -> NodeManagementService:
     n = cfg["nms"]
     trs_key = read_secret(n["trs_key"]) if n["trs_key"] else None
-    return NodeManagementService(read_secret(n["nms_key"]), refresh=n["refresh"], trs=n["trs"], trs_key=trs_key)
+    return NodeManagementService(
+        read_secret(n["nms_key"]), refresh=n["refresh"], trs=n["trs"], trs_key=trs_key,
+        revoked=RevocationList(cfg["auth"]["revoked"]),
+    )
 
 
 def build_trs(cfg: dict[str, Any]):

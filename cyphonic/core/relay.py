@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 
 from cyphonic import crypto
+from cyphonic.core.freshness import MAX_SKEW, Freshness
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.wire import relay as wire
@@ -55,6 +56,7 @@ class RelayService:
         self.locators = locators
         self.sessions: dict[int, Session] = {}
         self.drops = Drops(log)
+        self._requests = Freshness(MAX_SKEW)
 
     # -- input ------------------------------------------------------------------
 
@@ -78,14 +80,33 @@ class RelayService:
         msg = parse(wire.RelayRequest, data)
         aad = data[: len(data) - len(msg.sealed)]
         body = parse(wire.RelayRequestBody, crypto.open_sealed(self.nms_key, bytes(msg.sealed), aad))
-        accepted = body.session_id in self.sessions or len(self.sessions) < MAX_SESSIONS
-        # session 0 is the NMS's health probe: answered, never kept
-        if accepted and body.session_id and body.session_id not in self.sessions:
-            seal_key, mac_key = crypto.relay_keys(bytes(body.tunnel_key))
-            self.sessions[body.session_id] = Session(
-                body.session_id, seal_key, mac_key, float(body.lifetime), now, now
-            )
-            log.info("relay session %08x opened for the NMS at %s:%s", body.session_id, *source)
+        seal_key, mac_key = crypto.relay_keys(bytes(body.tunnel_key))
+        session = self.sessions.get(body.session_id)
+        why = self._requests.refuse((msg.header.txid, body.session_id), body.timestamp, now)
+        if why == "replayed":
+            # the NMS retransmits when our answer was lost: answer again, but
+            # a replay never recreates an expired session
+            if body.session_id and (session is None or session.seal_key != seal_key):
+                self.drops("replayed relay request", source)
+                return []
+            accepted = True
+        elif why is not None:
+            self.drops(f"{why} relay request", source)
+            return []
+        elif not body.session_id:  # session 0 is the NMS's health probe: answered, never kept
+            accepted = True
+        elif session is not None and session.seal_key == seal_key:
+            accepted = True
+        else:
+            accepted = session is not None or len(self.sessions) < MAX_SESSIONS
+            if accepted:
+                # a new session, or the NMS reusing an id with a new Tunnel Key:
+                # the key it sends now is the one both ends hold
+                self.sessions[body.session_id] = Session(
+                    body.session_id, seal_key, mac_key, float(body.lifetime), now, now
+                )
+                log.info("relay session %08x %s for the NMS at %s:%s", body.session_id,
+                         "re-keyed" if session is not None else "opened", *source)
         reply = build(
             wire.RelayResponseBody,
             dict(

@@ -2,10 +2,13 @@
 
 `check` is cheap and runs before decryption so a replay costs no AEAD;
 `update` runs only after the datagram opened, so a forgery moves nothing.
+A counter at or above COUNTER_LIMIT is refused: counters are nonces and must
+never wrap (protocols/tunnel.md#counter-limits).
 """
 
 WINDOW = 2048
 _MASK = (1 << WINDOW) - 1
+COUNTER_LIMIT = 2**64 - 2**16
 
 
 class ReplayWindow:
@@ -15,10 +18,10 @@ class ReplayWindow:
         self.highest = -1  # no counter seen yet
         self._bits = 0  # bit i set = counter (highest - i) seen
 
-    def check(self, counter: int) -> bool:
-        """True if `counter` is new and not too old."""
+    def check(self, counter: int, _limit: int = COUNTER_LIMIT) -> bool:
+        """True if `counter` is new, not too old and below the limit."""
         if counter > self.highest:
-            return True
+            return counter < _limit
         offset = self.highest - counter
         return offset < WINDOW and not (self._bits >> offset) & 1
 

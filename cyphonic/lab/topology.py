@@ -21,6 +21,7 @@ class Role(StrEnum):
     CLOUD = "cloud"  # python -m cyphonic.cloud (AS + NMS)
     TRS = "trs"  # python -m cyphonic.trs (Tunnel Relay Service)
     NODE = "node"  # python -m cyphonic.node
+    HOST = "host"  # a plain host on the internet: runs no CYPHONIC program
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,9 @@ BASIC = Topology(
         Host("b1", Role.NODE, gateway4="192.168.40.1"),
         # An IPv6-only site: a global IPv6 address, no IPv4 beyond loopback.
         Host("v6", Role.NODE, gateway6="2001:db8:e::1"),
+        # A foreign host on the internet, dual-stack, with no certificate and
+        # no CYPHONIC program: the system tests send hostile datagrams from it.
+        Host("attacker", Role.HOST, gateway4="198.18.99.1", gateway6="2001:db8:99::1"),
     ),
     links=(
         _link("inet", "cloud", ("203.0.113.1/24", "2001:db8:c::1/64"),
@@ -173,6 +177,8 @@ BASIC = Topology(
               "b1", "eth0", ("192.168.40.10/24",)),
         _link("inet", "v6", ("2001:db8:e::1/64",),
               "v6", "eth0", ("2001:db8:e::10/64",)),
+        _link("inet", "attacker", ("198.18.99.1/24", "2001:db8:99::1/64"),
+              "attacker", "eth0", ("198.18.99.66/24", "2001:db8:99::66/64")),
     ),
 )
 

@@ -66,12 +66,18 @@ class RelayAssignment:
             if trs in self.probed:
                 self.dead_until[trs] = now + DEAD_FOR
             self.probed[trs] = now
-            out.append((self._request(PROBE_SESSION, bytes(32), 1), trs))
+            out.append((self._request(PROBE_SESSION, bytes(32), 1, now), trs))
         return out
 
-    def _request(self, session_id: int, tunnel_key: bytes, lifetime: int) -> bytes:
+    def waiting_for(self, mn_fqdn: str, cn_fqdn: str) -> PendingRelay | None:
+        for p in self.waiting.values():
+            if (p.mn_fqdn, p.cn_fqdn) == (mn_fqdn, cn_fqdn):
+                return p
+        return None
+
+    def _request(self, session_id: int, tunnel_key: bytes, lifetime: int, now: float) -> bytes:
         header = build(wire.RelayRequest, dict(header=dict(type="RelayRequest", txid=secrets.randbits(32)), sealed=b""))
-        body = build(wire.RelayRequestBody, dict(session_id=session_id, tunnel_key=tunnel_key, lifetime=lifetime))
+        body = build(wire.RelayRequestBody, dict(timestamp=int(now), session_id=session_id, tunnel_key=tunnel_key, lifetime=lifetime))
         return header + crypto.seal(self.key, body, header)
 
     def ask(self, pending: PendingRelay, now: float) -> list[tuple[bytes, Address]]:
@@ -84,7 +90,7 @@ class RelayAssignment:
         trs = candidates[self._next % len(candidates)]
         pending.tried.append(trs)
         pending.trs = trs
-        pending.request = self._request(pending.path_id, pending.tunnel_key, SESSION_LIFETIME)
+        pending.request = self._request(pending.path_id, pending.tunnel_key, SESSION_LIFETIME, now)
         pending.attempts, pending.next_try = 1, now + RETRY
         self.waiting[pending.path_id] = pending
         return [(pending.request, trs)]

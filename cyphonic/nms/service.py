@@ -16,12 +16,15 @@ import logging
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from cyphonic import crypto
+from cyphonic.core.budget import Budgets
+from cyphonic.core.freshness import MAX_SKEW, Freshness
 from cyphonic.core.route import FAMILIES, Attachment, Endpoints, route_selection
 from cyphonic.nms.relays import PendingRelay, RelayAssignment
 from cyphonic.drops import Drops
-from cyphonic.errors import AuthenticationError, ParseError
+from cyphonic.errors import AuthenticationError, CyphonicError, ParseError
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import TYPE, build, locator, locator_text, parse
 
@@ -34,6 +37,9 @@ REQUESTS = {TYPE[n] for n in ("RegistrationRequest", "DirectionRequest", "RouteD
 RETRY = 0.25
 ATTEMPTS = 6
 REPLY_CACHE = 4096
+# Route selections a node may ask for per second (each may cost a TRS
+# session and state on the CN): steady rate, burst.
+ROUTE_SELECTIONS = (10.0, 20.0)
 
 
 @dataclass
@@ -42,8 +48,11 @@ class Registration:
     vip4: bytes
     vip6: bytes
     session_key: bytes
+    serial: int
+    # (ticket issued, registration sequence): a registration must be newer
+    # in this order than every one accepted, whatever family it comes from
+    freshness: tuple[int, int] = (-1, -1)
     endpoints: Endpoints = field(default_factory=Endpoints)
-    sequence: dict[str, int] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
 
 
@@ -64,15 +73,25 @@ class PendingRoute:
 
 
 class NodeManagementService:
-    def __init__(self, nms_key: bytes, refresh: int = 10, trs: list[Address] = (), trs_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        nms_key: bytes,
+        refresh: int = 10,
+        trs: list[Address] = (),
+        trs_key: bytes | None = None,
+        revoked: Callable[[], frozenset[int]] = frozenset,
+    ) -> None:
         self.nms_key = nms_key
         self.refresh = refresh
+        self.revoked = revoked
         self.relays = RelayAssignment(list(trs), trs_key) if trs and trs_key else None
         self.registry: dict[str, Registration] = {}
         self.pending: dict[int, PendingRoute] = {}
         self.drops = Drops(log)
         self.route_selections = 0
         self._replies: OrderedDict[tuple[str, int], tuple[bytes, float, Address]] = OrderedDict()
+        self._directions = Freshness(MAX_SKEW)
+        self._route_budget = Budgets(*ROUTE_SELECTIONS)
 
     # -- input ----------------------------------------------------------------
 
@@ -95,6 +114,14 @@ class NodeManagementService:
         except AuthenticationError as exc:
             self.drops("unauthenticated request", source, exc.reason)
             return []
+        try:
+            if ticket.serial in self.revoked():
+                self._forget(ticket.fqdn, ticket.serial)
+                self.drops("revoked certificate", source, ticket.fqdn)
+                return []
+        except CyphonicError as exc:
+            self.drops("revocation list unreadable: refusing every request", source, str(exc))
+            return []
         key = (ticket.fqdn, msg.header.txid)
         if key in self._replies:
             reply, _, dest = self._replies[key]
@@ -108,7 +135,7 @@ class NodeManagementService:
                 return self._register(ticket, msg.header.txid, body, source, now)
             if kind == "DirectionRequest":
                 return self._direction(ticket, msg.header.txid, body, source, now)
-            return self._ack(ticket, body, now)
+            return self._ack(ticket, body, source, now)
         except ParseError as exc:
             self.drops("malformed body", source, str(exc).splitlines()[0])
             return []
@@ -117,17 +144,21 @@ class NodeManagementService:
         reg_body = parse(wire.RegistrationBody, body)
         family = "ipv6" if ":" in source[0] else "ipv4"
         reg = self.registry.get(ticket.fqdn)
-        if reg is None or reg.session_key != bytes(ticket.session_key):
-            reg = Registration(ticket.fqdn, bytes(ticket.vip4), bytes(ticket.vip6), bytes(ticket.session_key))
-            if ticket.fqdn in self.registry:
-                # a fresh login: keep what other families told us
-                old = self.registry[ticket.fqdn]
-                reg.endpoints, reg.sequence, reg.seen = old.endpoints, old.sequence, old.seen
-            self.registry[ticket.fqdn] = reg
-        if reg_body.sequence <= reg.sequence.get(family, -1):
+        # freshness first, before anything changes: a replay under an older
+        # ticket, or an older registration from any family, moves nothing
+        freshness = (int(ticket.issued), int(reg_body.sequence))
+        if reg is not None and freshness <= reg.freshness:
             self.drops("stale registration", source, ticket.fqdn)
             return []
-        reg.sequence[family] = reg_body.sequence
+        if reg is None or reg.session_key != bytes(ticket.session_key):
+            # a newer ticket (a fresh login): its key seals what we send the
+            # node from now on; the locators other families told us stay
+            new = Registration(ticket.fqdn, bytes(ticket.vip4), bytes(ticket.vip6), bytes(ticket.session_key),
+                               int(ticket.serial))
+            if reg is not None:
+                new.endpoints, new.seen = reg.endpoints, reg.seen
+            reg = self.registry[ticket.fqdn] = new
+        reg.freshness = freshness
         reported = {locator_text(loc) for loc in reg_body.locators}
         nat = source not in reported
         previous = reg.endpoints.by_family.get(family)
@@ -139,12 +170,20 @@ class NodeManagementService:
         return [self._reply("RegistrationResponse", txid, ticket, ack, source, now)]
 
     def _direction(self, ticket, txid: int, body: bytes, source: Address, now: float) -> Outgoing:
-        target = parse(wire.DirectionRequestBody, body).target
+        request = parse(wire.DirectionRequestBody, body)
+        why = self._directions.refuse((ticket.fqdn, txid), request.timestamp, now)
+        if why == "replayed":
+            return []  # a retransmission of a request in progress (or a replay): it is being answered
+        if why is not None:
+            self.drops(f"{why} direction request", source, ticket.fqdn)
+            return []
         mn = self._live(ticket.fqdn, now)
         if mn is None:
             return [self._error(txid, ticket, "not_registered", "register first", source, now)]
-        if any(p.mn_txid == (ticket.fqdn, txid) for p in self.pending.values()):
-            return []  # already waiting for CN on this request
+        if not self._route_budget.take(ticket.fqdn, now):
+            self.drops("route selections over the per-node rate", source, ticket.fqdn)
+            return [self._error(txid, ticket, "rate_limited", "too many route selections", source, now)]
+        target = request.target
         cn = self._live(target, now)
         if cn is None:
             return [self._error(txid, ticket, "unknown_peer", target, source, now)]
@@ -156,12 +195,17 @@ class NodeManagementService:
             if self.relays is None:
                 log.info("route %s -> %s needs a TRS; none is configured", mn.fqdn, cn.fqdn)
                 return [self._error(txid, ticket, "unreachable", "both ends behind NAPT or no common address family", source, now)]
+            waiting = self.relays.waiting_for(mn.fqdn, cn.fqdn)
+            if waiting is not None:
+                # one TRS session per pair at a time: the answer goes to the newest request
+                waiting.txid, waiting.reply_to, waiting.mn_key = txid, source, bytes(ticket.session_key)
+                return []
             pending = PendingRelay(path_id, mn.fqdn, cn.fqdn, txid, source, bytes(ticket.session_key), key, crypto.random_key())
             log.info("route selection %s -> %s: via TRS (path %08x)", mn.fqdn, cn.fqdn, path_id)
             return self.relays.ask(pending, now)
         mn_initiates = route.process == "TunnelRequestToCN"
-        to_mn = self._direction_body(route.process, mn_initiates, path_id, cn, route.mn_sees, key)
-        to_cn = self._direction_body(route.process, not mn_initiates, path_id, mn, route.cn_sees, key)
+        to_mn = self._direction_body(now, route.process, mn_initiates, path_id, cn, route.mn_sees, key)
+        to_cn = self._direction_body(now, route.process, not mn_initiates, path_id, mn, route.cn_sees, key)
         return self._announce(path_id, mn, cn, txid, source, bytes(ticket.session_key), to_mn, to_cn,
                               cn.endpoints.by_family[route.family].observed, now, f"{route.process} over {route.family}")
 
@@ -193,13 +237,17 @@ class NodeManagementService:
         mn_trs, cn_trs = (_trs_for(node, locators) for node in (mn, cn)) if mn and cn else (None, None)
         if mn_trs is None or cn_trs is None:
             return [(self._sealed_error(pending.txid, pending.mn_key, "unreachable", "no TRS address for a node's family"), pending.reply_to)]
-        to_mn = self._direction_body("TunnelRequestToTRS", True, pending.path_id, cn, mn_trs[1], pending.tunnel_key, pending.temp_key)
-        to_cn = self._direction_body("TunnelRequestToTRS", False, pending.path_id, mn, cn_trs[1], pending.tunnel_key, pending.temp_key)
+        to_mn = self._direction_body(now, "TunnelRequestToTRS", True, pending.path_id, cn, mn_trs[1], pending.tunnel_key, pending.temp_key)
+        to_cn = self._direction_body(now, "TunnelRequestToTRS", False, pending.path_id, mn, cn_trs[1], pending.tunnel_key, pending.temp_key)
         return self._announce(pending.path_id, mn, cn, pending.txid, pending.reply_to, pending.mn_key, to_mn, to_cn,
                               cn.endpoints.by_family[cn_trs[0]].observed, now, f"via TRS {source[0]}:{source[1]}")
 
-    def _ack(self, ticket, body: bytes, now: float) -> Outgoing:
-        path_id = parse(wire.AckBody, body).path_id
+    def _ack(self, ticket, body: bytes, source: Address, now: float) -> Outgoing:
+        ack = parse(wire.AckBody, body)
+        if abs(now - ack.timestamp) > MAX_SKEW:
+            self.drops("stale acknowledgement", source, ticket.fqdn)
+            return []
+        path_id = ack.path_id
         pending = self.pending.get(path_id)
         if pending is None:
             return []  # a duplicate ack
@@ -248,20 +296,34 @@ class NodeManagementService:
     # -- helpers --------------------------------------------------------------
 
     def _live(self, fqdn: str, now: float) -> Registration | None:
-        """A registration refreshed within three refresh intervals."""
+        """A registration refreshed within three refresh intervals, of a
+        certificate not revoked since."""
         reg = self.registry.get(fqdn)
         if reg is None:
             return None
+        try:
+            if reg.serial in self.revoked():
+                self._forget(fqdn, reg.serial)
+                return None
+        except CyphonicError:
+            return None  # fail closed: nobody is routable until the list is fixed
         for family, seen in list(reg.seen.items()):
             if now - seen > 3 * self.refresh:
                 reg.endpoints.by_family.pop(family, None)
                 del reg.seen[family]
         return reg if reg.endpoints.by_family else None
 
-    def _direction_body(self, process, initiator, path_id, peer: Registration, peer_address, key, temp=bytes(32)) -> bytes:
+    def _forget(self, fqdn: str, serial: int) -> None:
+        reg = self.registry.get(fqdn)
+        if reg is not None and reg.serial == serial:
+            del self.registry[fqdn]
+            log.warning("%s: certificate serial %d revoked, registration removed", fqdn, serial)
+
+    def _direction_body(self, now, process, initiator, path_id, peer: Registration, peer_address, key, temp=bytes(32)) -> bytes:
         return build(
             wire.RouteDirectionBody,
             dict(
+                timestamp=int(now),
                 process=process,
                 role="initiator" if initiator else "responder",
                 path_id=path_id,
@@ -287,7 +349,9 @@ class NodeManagementService:
         return header + crypto.seal(session_key, body, header)
 
     def _error(self, txid, ticket, code: str, detail: str, dest: Address, now: float) -> tuple[bytes, Address]:
-        return self._sealed_error(txid, bytes(ticket.session_key), code, detail), dest
+        msg = self._sealed_error(txid, bytes(ticket.session_key), code, detail)
+        self._remember((ticket.fqdn, txid), msg, now, dest)  # a retransmission gets it again
+        return msg, dest
 
     def _remember(self, key: tuple[str, int], msg: bytes, now: float, dest: Address) -> None:
         self._replies[key] = (msg, now, dest)

@@ -23,7 +23,7 @@ from cyphonic.node.packet import PacketHandlingModule
 from cyphonic.node.resolver import ResolverModule
 from cyphonic.node.signaling import SignalingModule
 from cyphonic.udp import size_buffers
-from cyphonic.errors import AuthenticationError
+from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.wire.certificate import Certificate
 from cyphonic.wire.common import MAX_DATAGRAM, parse
 from cyphonic.wire.tunnel import DATA_TYPES
@@ -100,7 +100,7 @@ class NodeDaemon:
         async with trio.open_nursery() as nursery:
             self.signaling.nursery = nursery
             if self.control_name:
-                await nursery.start(control.serve, self.control_name, self.status)
+                await nursery.start(control.serve, self.control_name, self.status, self.cfg["control_group"])
             for sock in self.sockets.values():
                 nursery.start_soon(self.socket_reader, sock)
             grant = await self.signaling.login()
@@ -136,10 +136,14 @@ class NodeDaemon:
                 source = source[:2]
                 for start in range(0, n, size):
                     end = min(start + size, n)
-                    if data[start] in DATA_TYPES:
-                        packet.receive_at(buf, start, end, source, now)
-                    else:
-                        signaling.receive(bytes(view[start:end]), source, now)
+                    try:
+                        if data[start] in DATA_TYPES:
+                            packet.receive_at(buf, start, end, source, now)
+                        else:
+                            signaling.receive(bytes(view[start:end]), source, now)
+                    except (ParseError, AuthenticationError) as exc:
+                        # the modules count their own; this boundary keeps the reader alive
+                        signaling.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
                 # the next read reuses the buffer: write what it still holds
                 packet.flush()
 
@@ -167,6 +171,7 @@ class NodeDaemon:
                 "tx_packets": t.tx_packets,
                 "rx_packets": t.rx_packets,
                 "last_handshake": round(now - t.established, 1),
+                "rekeys": t.rekeys,
             }
             for t in self.packet.by_index.values()
         ]

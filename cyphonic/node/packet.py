@@ -9,6 +9,11 @@ Two data paths share this module (DESIGN section 10):
 - plain: one packet per read, per send and per write (any kernel).
 The reader drains the TUN until EAGAIN on each wake-up and seals and sends
 in place: no channel hop per packet.
+
+The per-packet path reads only a tunnel's current keys. Rekeying
+(core.rekey), the keys it retires or has not yet used (looked up only when
+an index is not a current one) and probes of a direct path (sent at the end
+of a receive batch) stay off it.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ import time
 
 import trio
 
-from cyphonic.core import offload
+from cyphonic.core import offload, rekey
 from cyphonic.core import tunnel as core
+from cyphonic.core.replay import COUNTER_LIMIT
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.crypto import PacketBuffer
 from cyphonic.kernel.batch import MAX_GSO_BYTES, MAX_GSO_SEGMENTS, send_run, send_segments
+from cyphonic.wire import tunnel as wire
+from cyphonic.wire.common import parse
 from cyphonic.wire.tunnel import CAPSULE_HEADER, CAPSULE_HEADER_STRUCT, OVERHEAD
 
 log = logging.getLogger("cyphonic.packet")
@@ -37,6 +45,10 @@ TUN_READ = 65535 + offload.VNET_HDR_LEN
 # Test-only: drop this fraction of received outer datagrams (the kernel has
 # no netem); read once, so the hot path pays one float comparison.
 TEST_LOSS = float(os.environ.get("CYPHONIC_TEST_LOSS", "0") or 0)
+REKEY_TYPES = (core.REKEY_REQUEST, core.REKEY_RESPONSE)
+# Through the TRS these are sealed for it, not only MAC'd: they may move
+# the sender's endpoint there (protocols/relay.md)
+RELAY_SEALED = (core.TUNNEL_UPDATE, *REKEY_TYPES)
 
 
 class PacketHandlingModule:
@@ -45,7 +57,9 @@ class PacketHandlingModule:
         self.sockets = sockets
         self.vnet = vnet
         self.gso = gso
-        self.by_index: dict[int, core.Tunnel] = {}
+        self.by_index: dict[int, core.Tunnel] = {}  # current keys' index -> tunnel
+        self._others: dict[int, core.Tunnel] = {}  # previous / next keys' index -> tunnel
+        self._probes: list[tuple[core.Tunnel, Address]] = []  # shared by every tunnel
         self.by_vip: dict[bytes, core.Tunnel] = {}
         self.drops = Drops(log)
         self.coalescer = offload.Coalescer(self._write_frame)
@@ -68,16 +82,43 @@ class PacketHandlingModule:
         old = self.by_vip.get(tunnel.peer.vip4.packed)
         if old is not None:
             self.remove(old)
+        tunnel.probes = self._probes
         self.by_index[tunnel.local_index] = tunnel
+        for index in tunnel.indices()[1:]:
+            self._others[index] = tunnel
         self.by_vip[tunnel.peer.vip4.packed] = tunnel
         self.by_vip[tunnel.peer.vip6.packed] = tunnel
         return old
 
     def remove(self, tunnel: core.Tunnel) -> None:
-        self.by_index.pop(tunnel.local_index, None)
+        for index in tunnel.indices():
+            if self.by_index.get(index) is tunnel:
+                del self.by_index[index]
+            if self._others.get(index) is tunnel:
+                del self._others[index]
         for vip in (tunnel.peer.vip4.packed, tunnel.peer.vip6.packed):
             if self.by_vip.get(vip) is tunnel:
                 del self.by_vip[vip]
+
+    def _reindex(self, tunnel: core.Tunnel, before: list[int]) -> None:
+        """The tunnel's keys rotated (or it gained or lost a key set): file
+        it under its indices now, if it is still installed."""
+        if self.by_index.get(before[0]) is not tunnel:
+            return
+        for index in before:
+            if self.by_index.get(index) is tunnel:
+                del self.by_index[index]
+            if self._others.get(index) is tunnel:
+                del self._others[index]
+        self.by_index[tunnel.local_index] = tunnel
+        for index in tunnel.indices()[1:]:
+            self._others[index] = tunnel
+
+    def _fresh_index(self) -> int:
+        while True:
+            index = core.new_index()
+            if index not in self.by_index and index not in self._others:
+                return index
 
     def tunnel_to(self, fqdn: str) -> core.Tunnel | None:
         for t in self.by_index.values():
@@ -91,9 +132,35 @@ class PacketHandlingModule:
         return self.sockets[socket.AF_INET6 if ":" in tunnel.endpoint[0] else socket.AF_INET]
 
     def send(self, tunnel: core.Tunnel, type_: int, plaintext: bytes) -> None:
-        self.send_many(tunnel, [tunnel.seal(type_, plaintext)], len(plaintext))
-        if type_ == core.CAPSULE:
-            tunnel.last_data_sent = tunnel.last_sent
+        if type_ != core.CAPSULE:
+            self._send_control(tunnel, type_, plaintext)
+            return
+        try:
+            datagram = tunnel.seal(type_, plaintext)
+        except core.CounterExhausted:
+            self._exhausted(tunnel)
+            return
+        self.send_many(tunnel, [datagram], len(plaintext))
+        tunnel.last_data_sent = tunnel.last_sent
+
+    def _send_control(self, tunnel: core.Tunnel, type_: int, plaintext: bytes) -> None:
+        """A Keep Alive (Ack), Tunnel Update or rekey message: no user
+        bytes. Rekey messages may use the counters past SEND_LIMIT: they
+        are what retires the keys."""
+        rekeying = type_ in REKEY_TYPES
+        try:
+            datagram = tunnel.seal(type_, plaintext, COUNTER_LIMIT) if rekeying else tunnel.seal(type_, plaintext)
+        except core.CounterExhausted:
+            self._exhausted(tunnel)
+            return
+        self.send_many(tunnel, [datagram], 0, sealed=type_ in RELAY_SEALED)
+
+    def _exhausted(self, tunnel: core.Tunnel) -> None:
+        # never a counter twice under one key: drop; the initiator's next
+        # supervisor tick starts a rekey (core.rekey.due), and the
+        # responder's counter is the initiator's receive counter, so it
+        # does the same for the responder's keys
+        self.drops("send counter at its limit", tunnel.endpoint)
 
     def send_direct(
         self, tunnel: core.Tunnel, type_: int, plaintext: bytes, address: Address, ttl: int | None = None
@@ -108,12 +175,16 @@ class PacketHandlingModule:
         cmsg = [(level, option, struct.pack("i", ttl))] if ttl else []
         try:
             sock.sendmsg([tunnel.seal(type_, plaintext)], cmsg, 0, address)
+        except core.CounterExhausted:
+            self._exhausted(tunnel)
         except OSError as exc:
             self.drops("send failed", address, str(exc))
 
-    def send_many(self, tunnel: core.Tunnel, datagrams: list[bytes], inner_bytes: int) -> None:
+    def send_many(self, tunnel: core.Tunnel, datagrams: list[bytes], inner_bytes: int, sealed: bool = False) -> None:
+        """`sealed`: through the TRS, sealed under the Tunnel Key (a frame
+        that may move this end's endpoint there), not only MAC'd."""
         if tunnel.relayed:
-            datagrams = [tunnel.path.relay.wrap(d) for d in datagrams]
+            datagrams = [tunnel.path.relay.wrap(d, sealed) for d in datagrams]
         try:
             sent = send_segments(self._socket_for(tunnel), datagrams, tunnel.endpoint, self.gso)
         except OSError as exc:
@@ -186,33 +257,36 @@ class PacketHandlingModule:
             self._run_tunnel = tunnel
         out = self._out
         data, cipher, pack = out.data, tunnel.cipher, CAPSULE_HEADER_STRUCT.pack_into
-        for header, start, end in parts:
-            hl = len(header)
-            plain = hl + end - start
-            length = OVERHEAD + plain
-            pos = self._run_length
-            # GSO: every datagram of a run has the first one's size but the last
-            if pos and (
-                length > self._run_size
-                or self._run_short
-                or pos + length > MAX_GSO_BYTES
-                or self._run_count == MAX_GSO_SEGMENTS
-            ):
-                self._flush_run()
-                self._run_tunnel = tunnel
-                pos = 0
-            pack(data, pos, core.CAPSULE, tunnel.remote_index, tunnel.next_counter())
-            body = pos + CAPSULE_HEADER
-            data[body : body + hl] = header
-            data[body + hl : body + plain] = packet[start:end]
-            cipher.seal_at(out, pos, CAPSULE_HEADER, plain)
-            if not pos:
-                self._run_size = length
-            elif length < self._run_size:
-                self._run_short = True
-            self._run_length = pos + length
-            self._run_count += 1
-            self._run_inner += plain
+        try:
+            for header, start, end in parts:
+                hl = len(header)
+                plain = hl + end - start
+                length = OVERHEAD + plain
+                pos = self._run_length
+                # GSO: every datagram of a run has the first one's size but the last
+                if pos and (
+                    length > self._run_size
+                    or self._run_short
+                    or pos + length > MAX_GSO_BYTES
+                    or self._run_count == MAX_GSO_SEGMENTS
+                ):
+                    self._flush_run()
+                    self._run_tunnel = tunnel
+                    pos = 0
+                pack(data, pos, core.CAPSULE, tunnel.remote_index, tunnel.next_counter())
+                body = pos + CAPSULE_HEADER
+                data[body : body + hl] = header
+                data[body + hl : body + plain] = packet[start:end]
+                cipher.seal_at(out, pos, CAPSULE_HEADER, plain)
+                if not pos:
+                    self._run_size = length
+                elif length < self._run_size:
+                    self._run_short = True
+                self._run_length = pos + length
+                self._run_count += 1
+                self._run_inner += plain
+        except core.CounterExhausted:
+            self._exhausted(tunnel)
 
     def _flush_run(self) -> None:
         tunnel, length = self._run_tunnel, self._run_length
@@ -252,30 +326,96 @@ class PacketHandlingModule:
         if length < OVERHEAD:
             self.drops("truncated capsule", source)
             return
-        type_, index, _counter = CAPSULE_HEADER_STRUCT.unpack_from(buf.data, start)
+        type_, index, counter = CAPSULE_HEADER_STRUCT.unpack_from(buf.data, start)
         tunnel = self.by_index.get(index)
-        if tunnel is None:
-            self.drops("capsule for unknown tunnel", source)
-            return
         try:
-            plain = tunnel.open_at(buf, start, length, source, now, via_relay)
+            if tunnel is not None:
+                plain = tunnel.open_at(buf, start, length, source, now, via_relay)
+            else:
+                tunnel = self._others.get(index)
+                if tunnel is None:
+                    self.drops("capsule for unknown tunnel", source)
+                    return
+                plain = self._open_other(tunnel, index, buf, start, length, source, now, via_relay)
         except AuthenticationError as exc:
             self.drops("unauthenticated capsule", source, exc.reason)
             return
         if plain is None:
-            self.drops("replayed capsule", source)
+            self.drops("counter at its limit" if counter >= COUNTER_LIMIT else "replayed capsule", source)
             return
         tunnel.rx_packets += 1
+        body = start + CAPSULE_HEADER
         if type_ == core.CAPSULE:
-            body = start + CAPSULE_HEADER
             self._deliver(tunnel, buf.view[body : body + plain], source)
-        elif type_ == core.KEEPALIVE:
-            self.send(tunnel, core.KEEPALIVE_ACK, b"")
-        elif type_ == core.TUNNEL_UPDATE and self.on_update is not None:
-            body = start + CAPSULE_HEADER
-            self.on_update(tunnel, bytes(buf.view[body : body + plain]))
-        # Keep Alive Ack and Tunnel Update: opening them (above) already
-        # refreshed liveness and, if newest, moved the endpoint.
+        else:
+            self._control(tunnel, type_, bytes(buf.view[body : body + plain]), source, now, via_relay)
+
+    def _open_other(
+        self, tunnel: core.Tunnel, index: int, buf: PacketBuffer, start: int, length: int, source: Address,
+        now: float, via_relay: bool,
+    ) -> int | None:
+        """A capsule under keys the tunnel retired or has not used yet; the
+        first one under the responder's next keys makes them current."""
+        plain = tunnel.open_other(index, buf, start, length, source, now, via_relay)
+        if plain is not None and tunnel.next is not None and tunnel.next.local_index == index:
+            before = tunnel.indices()
+            rekey.promote(tunnel, now)
+            self._reindex(tunnel, before)
+            log.debug("tunnel with %s: new End Keys in use (rekey %d)", tunnel.peer.fqdn, tunnel.rekeys)
+        return plain
+
+    def _control(
+        self, tunnel: core.Tunnel, type_: int, body: bytes, source: Address, now: float, via_relay: bool
+    ) -> None:
+        """Every authenticated capsule but data. Opening it already
+        refreshed liveness and, if newest, moved the endpoint or made its
+        source a direct candidate (core.Tunnel.open_at)."""
+        try:
+            if type_ == core.KEEPALIVE:
+                if body:
+                    parse(wire.Probe, body)
+                if via_relay or source == tunnel.endpoint:
+                    self.send(tunnel, core.KEEPALIVE_ACK, body)
+                else:
+                    # a probe of a direct path: answered the way it came
+                    self.send_direct(tunnel, core.KEEPALIVE_ACK, body, source)
+            elif type_ == core.KEEPALIVE_ACK:
+                if body and tunnel.confirm(source, body):
+                    log.info("tunnel with %s: direct path to %s:%s confirmed", tunnel.peer.fqdn, *source)
+            elif type_ == core.TUNNEL_UPDATE:
+                if self.on_update is not None:
+                    self.on_update(tunnel, body)
+            elif type_ == core.REKEY_REQUEST:
+                before = tunnel.indices()
+                response = rekey.accept_request(tunnel, body, now, self._fresh_index())
+                self._reindex(tunnel, before)
+                self._send_control(tunnel, core.REKEY_RESPONSE, response)
+            elif type_ == core.REKEY_RESPONSE:
+                before = tunnel.indices()
+                if rekey.accept_response(tunnel, body, now):
+                    self._reindex(tunnel, before)
+                    log.debug("tunnel with %s: new End Keys (rekey %d)", tunnel.peer.fqdn, tunnel.rekeys)
+                    # the responder seals under them from the first datagram under them on
+                    self.send(tunnel, core.KEEPALIVE, b"")
+        except ParseError as exc:
+            self.drops("malformed tunnel message", source, str(exc).splitlines()[0])
+        except AuthenticationError as exc:
+            self.drops("refused tunnel message", source, exc.reason)
+
+    def rekey_tick(self, tunnel: core.Tunnel, now: float, rekey_after: float) -> float:
+        """The supervisor's rekey step: retire old keys, start a rekey or
+        send the pending request again. Returns when it is next needed."""
+        before = tunnel.indices()
+        rekey.expire(tunnel, now)
+        if rekey.due(tunnel, now, rekey_after):
+            self._send_control(tunnel, core.REKEY_REQUEST, rekey.start(tunnel, now, self._fresh_index()))
+        else:
+            body = rekey.retransmission(tunnel, now)
+            if body is not None:
+                self._send_control(tunnel, core.REKEY_REQUEST, body)
+        if tunnel.indices() != before:
+            self._reindex(tunnel, before)
+        return rekey.next_timer(tunnel, rekey_after)
 
     def _deliver(self, tunnel: core.Tunnel, packet: memoryview, source: Address) -> None:
         version = packet[0] >> 4 if packet else 0
@@ -297,9 +437,22 @@ class PacketHandlingModule:
             self.drops("TUN write failed", source, str(exc))
 
     def flush(self) -> None:
-        """End of a receive batch: write what the coalescer holds."""
+        """End of a receive batch: write what the coalescer holds; probe
+        the direct addresses the batch brought."""
         if self.vnet:
             self.coalescer.flush()
+        if self._probes:
+            self._send_probes()
+
+    def _send_probes(self) -> None:
+        """A Keep Alive with a challenge to each new direct candidate of a
+        relayed tunnel: its Ack, echoing it from there, confirms the path."""
+        probes = self._probes[:]
+        self._probes.clear()
+        for tunnel, address in probes:
+            candidate = tunnel.candidates.get(address)
+            if candidate is not None and tunnel.relayed and self.by_index.get(tunnel.local_index) is tunnel:
+                self.send_direct(tunnel, core.KEEPALIVE, candidate.challenge, address)
 
     def _write_frame(self, frame: bytes) -> None:
         try:

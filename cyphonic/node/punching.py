@@ -2,15 +2,19 @@
 
 Each end tells the other, through the relayed tunnel (End Key), the address
 the NMS sees it at; both then send authenticated Keep Alives straight to the
-other's address. Outgoing ones open each NAPT for the other's; the first
-that gets through is newer than anything seen, so it moves the tunnel's
-endpoint off the TRS (the usual roaming rule), and from then on both send
-direct. A NAPT that never lets one through leaves the tunnel on the relay.
+other's address, each carrying a random challenge. Outgoing ones open each
+NAPT for the other's. A punch that gets through is answered straight back
+with a Keep Alive Ack echoing its challenge, and makes its source a direct
+candidate that the receiver probes in turn. Only an echo that comes back
+authenticated from the address it was sent to moves the tunnel off the TRS
+(core.Tunnel.confirm): one datagram from a new address never does. A NAPT
+that never lets one through leaves the tunnel on the relay.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 
@@ -70,7 +74,8 @@ class HolePuncher:
                 if not tunnel.relayed or self.signaling.packet.by_index.get(tunnel.local_index) is not tunnel:
                     break
                 ttl = PUNCH_TTL if i < PUNCH_OPENERS else None
-                self.signaling.packet.send_direct(tunnel, core.KEEPALIVE, b"", address, ttl)
+                challenge = tunnel.challenge_for(address, time.time())
+                self.signaling.packet.send_direct(tunnel, core.KEEPALIVE, challenge, address, ttl)
                 await trio.sleep(PUNCH_INTERVAL)
         finally:
             tunnel.punching = False

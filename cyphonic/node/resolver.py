@@ -16,6 +16,7 @@ import dns.rrset
 import trio
 
 from cyphonic.drops import Drops
+from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.node.errors import RouteError, UnknownPeer
 
 log = logging.getLogger("cyphonic.resolver")
@@ -60,6 +61,8 @@ class ResolverModule:
                 self.answered += 1
         except OSError as exc:
             self.drops("cannot answer", source, str(exc))
+        except (ParseError, AuthenticationError) as exc:
+            self.drops("query failed", source, str(exc).splitlines()[0])
         finally:
             self._limit.release_on_behalf_of(token)
 

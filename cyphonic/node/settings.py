@@ -1,6 +1,7 @@
 """node.toml: what `cyphonic enroll node` writes, checked strictly."""
 
 from cyphonic import config as c
+from cyphonic import control
 
 SCHEMA: c.Schema = {
     "certificate": c.Key(c.path),
@@ -12,6 +13,9 @@ SCHEMA: c.Schema = {
     "tun": c.Key(c.text, "cyph0"),
     "mtu": c.Key(c.integer(576, 65000), 1400),
     "keepalive": c.Key(c.integer(1, 600), 10),
+    # seconds after which a tunnel's initiator replaces the End Keys
+    # (protocols/tunnel.md#rekeying)
+    "rekey_after": c.Key(c.integer(1, 86400), 120),
     # TUN offloads + UDP GSO/GRO when the kernel has them; false forces the
     # plain one-packet-per-system-call path
     "offload": c.Key(c.boolean, True),
@@ -21,6 +25,9 @@ SCHEMA: c.Schema = {
     # name of the control socket (abstract, per network namespace); a second
     # daemon in the same namespace needs its own
     "control": c.Key(c.text, "node"),
+    # besides root and the daemon's uid, members of this group (name or
+    # gid) may read the status through the control socket
+    "control_group": c.Key(control.existing_group, ""),
     "resolver": {
         "listen": c.Key(c.address, ("127.0.0.1", 53)),
         "upstream": c.Key(c.addresses, []),

@@ -21,6 +21,7 @@ import trio
 
 from cyphonic import crypto
 from cyphonic.core import tunnel as core
+from cyphonic.core.freshness import MAX_SKEW, Freshness
 from cyphonic.core.login import Grant, LoginClient, LoginRefused
 from cyphonic.core.relay import RelayLink
 from cyphonic.drops import Drops
@@ -28,7 +29,7 @@ from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.kernel.netlink import global_addresses
 from cyphonic.node.punching import HolePuncher
 from cyphonic.node.errors import RouteError, UnknownPeer
-from cyphonic.node.tunnels import EARLY_LIFETIME, TunnelEstablishment
+from cyphonic.node.tunnels import TunnelEstablishment
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import TYPE, build, locator, locator_text, parse
 
@@ -36,6 +37,11 @@ log = logging.getLogger("cyphonic.signaling")
 
 Address = tuple[str, int]
 NMS_REPLIES = {TYPE[n] for n in ("RegistrationResponse", "RouteDirection", "SignalingError")}
+# Relay links held for announced paths and live tunnels; beyond this, new
+# relayed paths are refused rather than evicting a link a tunnel still uses.
+MAX_LINKS = 256
+LOGIN_BACKOFF_MAX = 30.0
+REACKS = 3
 
 
 class Fatal(Exception):
@@ -69,8 +75,10 @@ class SignalingModule(TunnelEstablishment):
         self._waiters: dict[tuple[str, int], _Waiter] = {}
         self._expected: dict[int, tuple[core.Path, float]] = {}
         self._answered: dict[int, tuple[bytes, bytes, core.Path]] = {}
-        self._early: dict[int, tuple[bytes, Address, float]] = {}
-        self._links: dict[int, RelayLink] = {}
+        self._early: list[tuple[int, bytes, Address, float]] = []  # (path id, request, source, at)
+        self._links: dict[int, tuple[RelayLink, float]] = {}  # path id -> (link, announced at)
+        self._directions = Freshness(MAX_SKEW, capacity=4096)  # Route Directions to CN seen
+        self._reacks: dict[int, int] = {}
         self._established: dict[int, trio.Event] = {}
         self._routing: dict[str, trio.Event] = {}
         self._sequence = time.time_ns()
@@ -144,39 +152,44 @@ class SignalingModule(TunnelEstablishment):
     # -- authentication -------------------------------------------------------
 
     async def login(self) -> Grant:
+        """Log in, retrying with backoff until an AS grants it. Only a
+        refusal signed by an AS of our CA ends the daemon; answers that do
+        not verify are dropped (a forger cannot stop us), and an AS that
+        cannot decide now ("unavailable") is asked again later."""
         backoff = 1.0
-        foreign = 0
         while True:
+            reasons = []
             for address in self.cfg["auth"]:
                 if family_of(address[0]) not in self.sockets:
                     continue
                 client = LoginClient(self.identity, self.certificate, self.ca_public, time.time())
+                rejected: list[str] = []
 
-                def accept(data: bytes, source: Address, now: float, client=client) -> Grant:
-                    nonlocal foreign
+                def accept(data: bytes, source: Address, now: float, client=client, rejected=rejected) -> Grant:
                     try:
                         return client.accept(data, now)
                     except AuthenticationError as exc:
-                        foreign += exc.reason == "AS certificate: unknown CA"
+                        rejected.append(exc.reason)
                         raise
 
                 try:
                     result = await self.transact(("txid", client.txid), client.request, address, accept)
                 except TimeoutError:
-                    if foreign >= 3:
-                        # Every answer came from an AS our CA did not certify:
-                        # either ca.crt is the wrong one or this node's
-                        # certificate comes from another CA. Retrying cannot help.
-                        raise Fatal("the AS's certificate is not from this node's CA (check ca.crt and the enrollment)")
-                    log.warning("AS %s:%s does not answer", *address)
+                    reasons.append(f"{address[0]}:{address[1]}: " + (
+                        f"answers did not verify ({rejected[-1]}; check ca.crt and the enrollment)"
+                        if rejected else "no answer"))
                     continue
                 if isinstance(result, LoginRefused):
+                    if result.reason == "unavailable":
+                        reasons.append(f"{address[0]}:{address[1]}: the AS cannot decide now (its log says why)")
+                        continue
                     raise Fatal(f"the AS refused this node's certificate: {result.reason}")
                 self.grant = result
                 log.info("logged in as %s, vip4 %s, vip6 %s", result.fqdn, result.vip4, result.vip6)
                 return result
+            log.warning("login failed, retrying in %.0f s: %s", backoff, "; ".join(reasons) or "no AS address")
             await trio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+            backoff = min(backoff * 2, LOGIN_BACKOFF_MAX)
 
     # -- NMS requests ---------------------------------------------------------
 
@@ -261,7 +274,7 @@ class SignalingModule(TunnelEstablishment):
 
     async def _select_and_open(self, fqdn: str) -> core.PeerInfo:
         started = time.perf_counter()
-        body = build(wire.DirectionRequestBody, dict(target=fqdn))
+        body = build(wire.DirectionRequestBody, dict(timestamp=int(time.time()), target=fqdn))
         kind, reply = await self.nms_request("DirectionRequest", body)
         if kind == "SignalingError" and str(parse(wire.SignalingErrorBody, reply).code) == "not_registered":
             await self.register_all()  # the NMS restarted: register, then ask again
@@ -271,7 +284,7 @@ class SignalingModule(TunnelEstablishment):
             if str(err.code) == "unknown_peer":
                 raise UnknownPeer(fqdn)
             raise RouteError(f"{fqdn}: {err.code} ({err.detail})")
-        path = self._path(parse(wire.RouteDirectionBody, reply))
+        path = self._path(self._fresh_direction(reply, time.time()))
         self.route_ms.append((time.perf_counter() - started) * 1000)
         log.info("route selection %s: %s, path %08x", fqdn, path.process, path.path_id)
         opened = time.perf_counter()
@@ -280,9 +293,7 @@ class SignalingModule(TunnelEstablishment):
         else:
             event = self._established.setdefault(path.path_id, trio.Event())
             self._expected[path.path_id] = (path, time.time())
-            early = self._early.pop(path.path_id, None)
-            if early is not None and time.time() - early[2] < EARLY_LIFETIME:
-                self.receive(early[0], early[1], time.time())
+            self._release_early(path.path_id, time.time())
             with trio.move_on_after(5):
                 await event.wait()
             self._established.pop(path.path_id, None)
@@ -291,16 +302,24 @@ class SignalingModule(TunnelEstablishment):
         self.tunnel_ms.append((time.perf_counter() - opened) * 1000)
         return path.peer
 
+    def _fresh_direction(self, plain: bytes, now: float):
+        body = parse(wire.RouteDirectionBody, plain)
+        if abs(now - body.timestamp) > MAX_SKEW:
+            raise AuthenticationError("stale route direction")
+        return body
+
     def _path(self, body) -> core.Path:
         process, initiator = str(body.process), str(body.role) == "initiator"
         relay = None
         if process == "TunnelRequestToTRS":
+            if len(self._links) >= MAX_LINKS:
+                self._forget_links(time.time())
+            if len(self._links) >= MAX_LINKS:
+                raise RouteError("too many relayed paths held; refusing a new one")
             # the Tunnel Key (shared with the TRS) authenticates the relayed
             # frames; the hellos, and so the End Keys, use the Temp Key only
             relay = RelayLink(body.path_id, bytes(body.tunnel_key), responder=not initiator, sequence=time.time_ns())
-            self._links[body.path_id] = relay
-            while len(self._links) > 256:
-                del self._links[next(iter(self._links))]
+            self._links[body.path_id] = (relay, time.time())
         return core.Path(
             path_id=body.path_id,
             process=str(body.process),
@@ -316,26 +335,47 @@ class SignalingModule(TunnelEstablishment):
         )
 
     def _route_direction_to_cn(self, data: bytes, source: Address, now: float) -> None:
-        """The NMS announces a route: expect (or open) a tunnel, then ack."""
+        """The NMS announces a route: expect (or open) a tunnel, then ack.
+        Each direction is acted on once; a replay (from anywhere, at any
+        time) creates nothing and draws no answer."""
         if self.grant is None:
             raise AuthenticationError("not logged in")
         msg = parse(wire.NmsReply, data)
         plain = crypto.open_sealed(self.grant.session_key, bytes(msg.sealed), data[: len(data) - len(msg.sealed)])
-        path = self._path(parse(wire.RouteDirectionBody, plain))
-        if path.path_id not in self._expected and path.path_id not in self._answered:
-            log.info("route direction from NMS: %s with %s, path %08x", path.process, path.peer.fqdn, path.path_id)
-            self._expected[path.path_id] = (path, now)
-            if path.initiator:
-                self.nursery.start_soon(self._open_tunnel_logged, path)
-            elif path.relay:
-                self.nursery.start_soon(self._bind, path)
-        self.nursery.start_soon(self._ack, path.path_id, source)
+        body = parse(wire.RouteDirectionBody, plain)
+        why = self._directions.refuse(body.path_id, body.timestamp, now)
+        nms = self.nms.get(family_of(source[0]))
+        if why == "replayed" and source == nms and self._reacks.get(body.path_id, REACKS) < REACKS:
+            # the NMS retransmits when our ack was lost: ack again, a few times at most
+            self._reacks[body.path_id] += 1
+            self._ack(body.path_id, nms)
+            return
+        if why is not None:
+            self.drops(f"{why} route direction", source)
+            return
+        try:
+            path = self._path(body)
+        except RouteError as exc:
+            self.drops("route direction refused", source, str(exc))
+            return
+        log.info("route direction from NMS: %s with %s, path %08x", path.process, path.peer.fqdn, path.path_id)
+        self._expected[path.path_id] = (path, now)
+        self._reacks[path.path_id] = 0
+        while len(self._reacks) > MAX_LINKS:
+            del self._reacks[next(iter(self._reacks))]
+        if path.initiator:
+            self.nursery.start_soon(self._open_tunnel_logged, path)
+        elif path.relay:
+            self.nursery.start_soon(self._bind, path)
+        # the ack goes to our NMS, never to whoever sent the datagram
+        if nms is not None:
+            self._ack(path.path_id, nms)
 
-    async def _ack(self, path_id: int, nms: Address) -> None:
+    def _ack(self, path_id: int, nms: Address) -> None:
         g = self.grant
         header = build(
             wire.NmsRequest,
             dict(header=dict(type="RouteDirectionAck", txid=secrets.randbits(32)), ticket=g.ticket, sealed=b""),
         )
-        body = build(wire.AckBody, dict(path_id=path_id))
+        body = build(wire.AckBody, dict(timestamp=int(time.time()), path_id=path_id))
         self.sendto(header + crypto.seal(g.session_key, body, header), nms)

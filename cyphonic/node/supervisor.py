@@ -1,6 +1,7 @@
 """One supervisor task per peer tunnel (DESIGN §6): keepalives while the
-tunnel is idle, teardown when the peer falls silent. Ending the task closes
-exactly that tunnel."""
+tunnel is idle, rekeying (core.rekey: start, retransmit, retire the old
+keys), teardown when the peer falls silent. Ending the task closes exactly
+that tunnel."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from typing import Callable
 
 import trio
 
+from cyphonic.core import rekey
 from cyphonic.core import tunnel as core
 
 log = logging.getLogger("cyphonic.signaling")
+
+MIN_TICK = 0.01  # never spin, whatever a timer says
 
 
 async def supervise(
@@ -20,6 +24,7 @@ async def supervise(
     packet,
     keepalive: float,
     on_dead: Callable[[core.Tunnel, bool], None],
+    rekey_after: float = rekey.REKEY_AFTER,
 ) -> None:
     while packet.by_index.get(tunnel.local_index) is tunnel:
         now = time.time()
@@ -31,4 +36,5 @@ async def supervise(
             return
         if action == "keepalive":
             packet.send(tunnel, core.KEEPALIVE, b"")
-        await trio.sleep(keepalive / 2)
+        timer = packet.rekey_tick(tunnel, now, rekey_after)
+        await trio.sleep(max(MIN_TICK, min(keepalive / 2, timer - now)))

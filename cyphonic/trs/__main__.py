@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from cyphonic import config as c
-from cyphonic import logs
+from cyphonic import control, logs
 from cyphonic.cloud.settings import read_secret
 from cyphonic.core.relay import RelayService
 from cyphonic.trs.serve import serve
@@ -22,6 +22,7 @@ SCHEMA: c.Schema = {
     "public": c.Key(c.addresses),  # where nodes reach this TRS, told to the NMS
     "nms_key": c.Key(c.path),
     "log_level": c.Key(c.text, "INFO"),
+    "control_group": c.Key(control.existing_group, ""),  # may read the status, besides root and our uid
 }
 
 
@@ -40,7 +41,7 @@ def main() -> None:
         print(f"cyphonic.trs: cannot start: {exc}", file=sys.stderr)
         sys.exit(2)
     try:
-        trio.run(serve, cfg, service)
+        trio.run(serve, cfg, service, cfg["control_group"])
     except KeyboardInterrupt:
         pass
 

@@ -31,7 +31,9 @@ class _Timed:
         return []
 
 
-async def serve(cfg: dict, service: RelayService, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    cfg: dict, service: RelayService, control_group: str = "", *, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
     started = time.time()
 
     def status(_request: dict) -> dict:
@@ -44,6 +46,6 @@ async def serve(cfg: dict, service: RelayService, *, task_status=trio.TASK_STATU
 
     async with trio.open_nursery() as nursery:
         await nursery.start(UdpServer(_Timed(service), cfg["listen"], "TRS").run)
-        await nursery.start(control.serve, "trs", status)
+        await nursery.start(control.serve, "trs", status, control_group)
         log.info("TRS ready, announced as %s", ", ".join(f"{h}:{p}" for h, p in cfg["public"]))
         task_status.started()

@@ -22,6 +22,7 @@ RelayRequest = Struct(
 )
 
 RelayRequestBody = Struct(
+    "timestamp" / Int64ub,  # NMS clock: a replayed request never recreates a session
     "session_id" / Int32ub,
     "tunnel_key" / Bytes(32),
     "lifetime" / Int16ub,  # seconds a silent session is kept

@@ -76,6 +76,7 @@ RejectReason = Enum(
     wrong_role=7,
     stale=8,
     pool_exhausted=9,
+    unavailable=10,  # the AS cannot decide now (revocation list, database): retry later
 )
 
 LoginReject = Struct(
@@ -91,7 +92,9 @@ Ticket = Struct(
     "vip4" / Bytes(4),
     "vip6" / Bytes(16),
     "session_key" / Bytes(32),
-    "expires" / Int64ub,
+    "expires" / Int64ub,  # never after the certificate's not_after
+    "serial" / Int64ub,  # the certificate's: the NMS refuses a revoked one
+    "issued" / Int64ub,  # AS clock, microseconds: a newer ticket always wins at the NMS
     Terminated,
 )
 
@@ -123,7 +126,11 @@ RegistrationAck = Struct(
     Terminated,
 )
 
+# Freshness: every request or direction that makes its receiver create
+# state carries the sender's clock; a receiver refuses it outside
+# core.freshness.MAX_SKEW and remembers its id until then (a replay is refused).
 DirectionRequestBody = Struct(
+    "timestamp" / Int64ub,
     "target" / Fqdn,
     Terminated,
 )
@@ -138,6 +145,7 @@ Process = Enum(
 Role = Enum(Int8ub, initiator=1, responder=2)
 
 RouteDirectionBody = Struct(
+    "timestamp" / Int64ub,  # NMS clock
     "process" / Process,
     "role" / Role,
     "path_id" / Int32ub,
@@ -156,6 +164,7 @@ ErrorCode = Enum(
     unknown_peer=2,
     unreachable=3,
     bad_request=4,
+    rate_limited=5,  # too many route selections from this node: retry later
 )
 
 SignalingErrorBody = Struct(
@@ -164,4 +173,4 @@ SignalingErrorBody = Struct(
     Terminated,
 )
 
-AckBody = Struct("path_id" / Int32ub, Terminated)
+AckBody = Struct("timestamp" / Int64ub, "path_id" / Int32ub, Terminated)

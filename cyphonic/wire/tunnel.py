@@ -3,9 +3,10 @@
 Tunnel Request/Response carry a hello sealed (XChaCha20-Poly1305, random
 nonce) under the MN–CN key; the End Key comes from the X25519 agreement of
 the two ephemeral keys in the hellos. Capsule Message (data), Keep Alive,
-Keep Alive Ack and Tunnel Update share one layout: receiver index, 64-bit
-counter (the nonce), ChaCha20-Poly1305-IETF ciphertext + 16-byte tag, with
-the 13 header bytes as associated data. 29 bytes of overhead per packet.
+Keep Alive Ack, Tunnel Update, Rekey Request and Rekey Response share one
+layout: receiver index, 64-bit counter (the nonce), ChaCha20-Poly1305-IETF
+ciphertext + 16-byte tag, with the 13 header bytes as associated data. 29
+bytes of overhead per packet.
 """
 
 import struct
@@ -57,8 +58,30 @@ CAPSULE_HEADER_STRUCT = struct.Struct("<BIQ")
 
 # The types with the Capsule layout: the data plane's, not signaling's.
 DATA_TYPES = frozenset(
-    int(MessageType.encmapping[name]) for name in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate")
+    int(MessageType.encmapping[name])
+    for name in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate", "RekeyRequest", "RekeyResponse")
 )
 
 # Plaintext of a Tunnel Update: the sender's new locator (mobility).
 TunnelUpdateBody = Struct("locator" / Locator, Terminated)
+
+# Plaintext of a Keep Alive that probes a direct path (empty otherwise); the
+# Keep Alive Ack that answers it carries the same bytes back.
+PROBE_CHALLENGE = 8
+Probe = Struct("challenge" / Bytes(PROBE_CHALLENGE), Terminated)
+
+# Rekeying (protocols/tunnel.md#rekeying): both sealed under the current End
+# Key. The initiator offers its next receiver index and a fresh X25519 key...
+RekeyRequestBody = Struct(
+    "sender_index" / Int32ub,  # the index the responder puts in capsules under the new keys
+    "ephemeral" / Bytes(32),
+    Terminated,
+)
+
+# ... and the responder answers with its own.
+RekeyResponseBody = Struct(
+    "sender_index" / Int32ub,  # the index the initiator puts in capsules under the new keys
+    "receiver_index" / Int32ub,  # the request's sender_index: which request this answers
+    "ephemeral" / Bytes(32),
+    Terminated,
+)

@@ -156,7 +156,7 @@ async def test_refused_certificate_stops_the_node(overlay):
     assert overlay.auth.refusals == 1
 
 
-async def test_revoked_and_foreign_certificates_are_refused(overlay, tmp_path):
+async def test_revoked_and_foreign_certificates_are_refused(overlay, tmp_path, caplog):
     from cyphonic import cli
 
     revoked = overlay.enroll("gone")
@@ -169,9 +169,12 @@ async def test_revoked_and_foreign_certificates_are_refused(overlay, tmp_path):
     assert cli.main(["ca", "init", "--dir", str(other), "--domain", DOMAIN]) == 0
     foreign = tmp_path / "foreign"
     assert cli.main(["enroll", "node", "foreign", "--ca", str(other), "--out", str(foreign), "--cloud", "127.0.0.1"]) == 0
-    with pytest.raises(BaseException) as info, trio.fail_after(30):
+    # answers that do not verify never stop a node (a forger could send
+    # them): it keeps asking, with backoff, and says why
+    with trio.move_on_after(8) as waiting:
         await overlay.start_node("foreign", bundle=foreign)
-    assert "not from this node's CA" in repr(info.value)
+    assert waiting.cancelled_caught
+    assert "answers did not verify (AS certificate: unknown CA" in caplog.text
     assert overlay.auth.refusals >= 2  # the foreign node tried more than once
     assert overlay.auth.store.lookup(f"foreign.{DOMAIN}") is None
 

@@ -21,9 +21,9 @@ CN = ("192.0.2.10", 31000)
 EVIL = ("203.0.113.66", 666)
 
 
-def relay_request(nms_key: bytes, session_id: int, tunnel_key: bytes, lifetime: int = 60) -> bytes:
-    header = build(wire.RelayRequest, dict(header=dict(type="RelayRequest", txid=7), sealed=b""))
-    body = build(wire.RelayRequestBody, dict(session_id=session_id, tunnel_key=tunnel_key, lifetime=lifetime))
+def relay_request(nms_key: bytes, session_id: int, tunnel_key: bytes, lifetime: int = 60, txid: int = 7, at: float = NOW) -> bytes:
+    header = build(wire.RelayRequest, dict(header=dict(type="RelayRequest", txid=txid), sealed=b""))
+    body = build(wire.RelayRequestBody, dict(timestamp=int(at), session_id=session_id, tunnel_key=tunnel_key, lifetime=lifetime))
     return header + crypto.seal(nms_key, body, header)
 
 
@@ -124,3 +124,38 @@ def test_the_trs_cannot_open_relayed_data(setup):
         with pytest.raises(AuthenticationError):
             crypto.DataCipher(key, key).open(frame[wire.RELAYED_HEADER : -wire.RELAY_TAG], 13)
     assert b"secret payload" not in frame
+
+
+# --- Relay Requests under replay (hardening issue, finding 7) ------------------------
+
+
+def test_a_replayed_relay_request_never_recreates_an_expired_session(setup):
+    trs, mn, cn, nms_key = setup
+    request = relay_request(nms_key, 0xBEEF, crypto.random_key(), lifetime=30, txid=99)
+    [(first, _)] = trs.receive(request, NMS, NOW)
+    # the NMS retransmits (our answer was lost): the same session, answered again
+    [(again, _)] = trs.receive(request, NMS, NOW + 0.3)
+    assert len(trs.sessions) == 2
+    trs.expire(NOW + 100)
+    assert 0xBEEF not in trs.sessions
+    assert trs.receive(request, EVIL, NOW + 100) == []
+    assert 0xBEEF not in trs.sessions and trs.drops.counts["replayed relay request"] == 1
+    # and past the freshness window it is stale
+    assert trs.receive(request, EVIL, NOW + 1000) == []
+    assert trs.drops.counts["stale relay request"] == 1
+
+
+def test_a_relay_request_for_an_existing_session_with_a_new_key_replaces_its_keys(setup):
+    trs, mn, cn, nms_key = setup
+    bind(trs, mn, cn)
+    new_key = crypto.random_key()
+    [(reply, _)] = trs.receive(relay_request(nms_key, 0xC0FFEE, new_key, txid=8), NMS, NOW + 1)
+    msg = parse(wire.RelayResponse, reply)
+    assert parse(wire.RelayResponseBody, crypto.open_sealed(nms_key, bytes(msg.sealed), reply[:6])).accepted
+    mn2 = RelayLink(0xC0FFEE, new_key, responder=False, sequence=1)
+    cn2 = RelayLink(0xC0FFEE, new_key, responder=True, sequence=1)
+    assert trs.receive(cn2.wrap(b"bind", sealed=True), CN, NOW + 1) == []
+    [(frame, dest)] = trs.receive(mn2.wrap(b"under the new key", sealed=True), MN, NOW + 1)
+    assert dest == CN and cn2.unwrap(frame) == b"under the new key"
+    # frames under the old key no longer pass
+    assert trs.receive(mn.wrap(b"old"), MN, NOW + 1) == []

@@ -132,13 +132,18 @@ def test_a_forged_login_answer_does_not_verify(auth, pki):
 class NodeStub:
     """What a node sends to the NMS, built from a grant-like ticket."""
 
-    def __init__(self, nms_key: bytes, name: str, vip: int) -> None:
+    def __init__(self, nms_key: bytes, name: str, vip: int, serial: int = 1000, issued: float = NOW - 10) -> None:
         self.fqdn = f"{name}.{DOMAIN}"
-        self.session_key = crypto.random_key()
+        self.nms_key, self.vip, self.serial = nms_key, vip, serial
         self.vip4 = ipaddress.IPv4Address("10.96.0.0") + vip
-        self.ticket = crypto.seal(nms_key, build(wire.Ticket, dict(
-            fqdn=self.fqdn, vip4=self.vip4.packed, vip6=(ipaddress.IPv6Address("fd7c:1f00::") + vip).packed,
-            session_key=self.session_key, expires=int(NOW + 86400))))
+        self.login(issued)
+
+    def login(self, issued: float) -> None:
+        """A new ticket and session key, as a fresh login at the AS gives."""
+        self.session_key = crypto.random_key()
+        self.ticket = crypto.seal(self.nms_key, build(wire.Ticket, dict(
+            fqdn=self.fqdn, vip4=self.vip4.packed, vip6=(ipaddress.IPv6Address("fd7c:1f00::") + self.vip).packed,
+            session_key=self.session_key, expires=int(NOW + 86400), serial=self.serial, issued=int(issued * 1e6))))
 
     def request(self, type_: str, body: bytes, txid: int | None = None) -> bytes:
         header = build(wire.NmsRequest, dict(header=dict(type=type_, txid=txid or secrets.randbits(32)), ticket=self.ticket, sealed=b""))
@@ -193,8 +198,12 @@ def test_garbage_and_foreign_tickets_are_dropped(nms_key):
     assert nms.registry == {} and nms.drops.total() == 2
 
 
-def direction(node: NodeStub, target: str, txid: int = 7) -> bytes:
-    return node.request("DirectionRequest", build(wire.DirectionRequestBody, dict(target=target)), txid)
+def direction(node: NodeStub, target: str, txid: int = 7, at: float = NOW) -> bytes:
+    return node.request("DirectionRequest", build(wire.DirectionRequestBody, dict(timestamp=int(at), target=target)), txid)
+
+
+def route_ack(path_id: int, at: float = NOW) -> bytes:
+    return build(wire.AckBody, dict(timestamp=int(at), path_id=path_id))
 
 
 def test_route_selection_tells_cn_first_and_answers_mn_after_its_ack(nms_key):
@@ -210,7 +219,7 @@ def test_route_selection_tells_cn_first_and_answers_mn_after_its_ack(nms_key):
     # retransmitted direction request while waiting: nothing new
     assert nms.receive(direction(mn, cn.fqdn), MN, NOW + 0.1) == []
     # an ack from someone else than CN is ignored
-    ack = build(wire.AckBody, dict(path_id=route.path_id))
+    ack = route_ack(route.path_id)
     assert nms.receive(mn.request("RouteDirectionAck", ack), MN, NOW + 0.1) == []
     [(to_mn, dest)] = nms.receive(cn.request("RouteDirectionAck", ack), CN_PUBLIC, NOW + 0.2)
     kind, body = mn.open(to_mn)
@@ -286,7 +295,7 @@ def test_both_behind_napt_gets_a_relay_session_then_the_route(nms_key):
     assert bytes(route.temporary_key) != bytes(32) and bytes(route.peer_locator.address) == bytes([203, 0, 113, 20])
     session = trs.sessions[route.path_id]
     assert session.seal_key == crypto.relay_keys(bytes(route.tunnel_key))[0]
-    ack = build(wire.AckBody, dict(path_id=route.path_id))
+    ack = route_ack(route.path_id)
     [(to_mn, dest)] = nms.receive(b.request("RouteDirectionAck", ack), B1, NOW)
     mine = parse(wire.RouteDirectionBody, a.open(to_mn)[1])
     assert dest == A1 and str(mine.role) == "initiator" and bytes(mine.temporary_key) == bytes(route.temporary_key)
@@ -308,8 +317,10 @@ def test_a_silent_trs_is_skipped_and_never_assigned_while_dead(nms_key):
     second = ({TRS1, TRS2} - {first}).pop()
     assert [dest for _, dest in sent] == [first, first, second]
     assert nms.relays.healthy(now) == [second]
-    # a new route selection goes straight to the healthy one
-    [(_, dest)] = nms.receive(direction(a, b.fqdn, 2), A1, now)
+    # a new route selection (another pair) goes straight to the healthy one
+    c = NodeStub(nms_key, "c1", 6)
+    nms.receive(c.registration(1, ("192.168.12.10", 4500)), ("192.0.2.40", 4500), now)
+    [(_, dest)] = nms.receive(direction(a, c.fqdn, 2, at=now), A1, now)
     assert dest == second
 
 

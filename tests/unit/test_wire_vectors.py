@@ -10,6 +10,7 @@ cyphonic.crypto to the written rules, not to itself.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import re
@@ -21,14 +22,16 @@ import pytest
 from construct import Container, ListContainer
 
 from cyphonic import crypto
+from cyphonic.core.relay import RelayLink, RelayService
 from cyphonic.errors import AuthenticationError
-from cyphonic.wire import certificate, common, signaling, tunnel
-from cyphonic.wire.common import build, parse
+from cyphonic.wire import common, relay, signaling, tunnel
+from cyphonic.wire.common import build, locator_text, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = ROOT / "protocols"
 VECTORS = PROTOCOLS / "vectors"
-MODULES = {"certificate": certificate, "common": common, "signaling": signaling, "tunnel": tunnel}
+# every protocol document but the overview: each must have vectors
+DOCUMENTS = sorted(p.stem for p in PROTOCOLS.glob("*.md") if p.name != "README.md")
 
 # Field names whose JSON string is text (an enum label or a name); every
 # other string in a vector's fields is hex.
@@ -41,8 +44,9 @@ IDS = [f"{proto}: {m['name']}" for proto, m in MESSAGES]
 
 
 def schema_of(name: str):
+    """A vector's schema, "module.Schema" of cyphonic.wire."""
     module, attr = name.split(".")
-    return getattr(MODULES[module], attr)
+    return getattr(importlib.import_module(f"cyphonic.wire.{module}"), attr)
 
 
 def plain(value):
@@ -79,9 +83,16 @@ def raw(protocol: str, name: str) -> bytes:
     return bytes.fromhex(message(protocol, name)["hex"])
 
 
-def test_every_protocol_has_vectors():
-    assert set(DOCS) == {"certificate", "authentication", "registration", "route-selection", "tunnel"}
-    assert all(doc["messages"] for doc in DOCS.values())
+def test_every_protocol_document_has_vectors():
+    assert DOCUMENTS, "no protocol documents found"
+    assert set(DOCS) == set(DOCUMENTS), "protocols/*.md and protocols/vectors/*.json differ"
+    assert all(doc["protocol"] == name and doc["messages"] for name, doc in DOCS.items())
+
+
+@pytest.mark.parametrize("protocol, vector", MESSAGES, ids=IDS)
+def test_vector_schema_is_a_wire_schema(protocol, vector):
+    module, attr = vector["schema"].split(".")
+    assert hasattr(importlib.import_module(f"cyphonic.wire.{module}"), attr), vector["schema"]
 
 
 # --- schema <-> vector ---------------------------------------------------------
@@ -234,14 +245,28 @@ def test_login_request_carries_the_node_certificate_vector():
     assert response["certificate"] == message("certificate", "Authority certificate (AS)")["hex"]
 
 
-def test_nms_requests_carry_tickets_the_nms_can_open():
+NMS_REQUESTS = [(p, m) for p, m in MESSAGES if m["schema"] == "signaling.NmsRequest"]
+
+
+def test_there_are_nms_request_vectors():
+    assert {p for p, _ in NMS_REQUESTS} >= {"registration", "route-selection"}
+
+
+@pytest.mark.parametrize("protocol, vector", NMS_REQUESTS, ids=_ids(NMS_REQUESTS))
+def test_nms_requests_carry_tickets_the_nms_can_open(protocol, vector):
     as_nms = bytes.fromhex(DOCS["authentication"]["inputs"]["as_nms_key"])
-    for protocol in ("registration", "route-selection"):
-        for vector in DOCS[protocol]["messages"]:
-            if vector["schema"] != "signaling.NmsRequest":
-                continue
-            ticket = parse(signaling.Ticket, crypto.open_sealed(as_nms, bytes.fromhex(vector["fields"]["ticket"])))
-            assert bytes(ticket.session_key).hex() == vector["sealed_with"]["key"], vector["name"]
+    ticket = parse(signaling.Ticket, crypto.open_sealed(as_nms, bytes.fromhex(vector["fields"]["ticket"])))
+    assert bytes(ticket.session_key).hex() == vector["sealed_with"]["key"]
+
+
+def test_ticket_expires_with_its_lifetime_or_certificate_and_names_its_serial():
+    ticket = message("authentication", "Ticket (plaintext)")["fields"]
+    cert = message("certificate", "Node certificate (mn)")["fields"]["body"]["value"]
+    now = DOCS["authentication"]["now"]
+    assert ticket["expires"] <= cert["not_after"] and ticket["expires"] > now
+    assert ticket["serial"] == cert["serial"]
+    assert ticket["issued"] == now * 1_000_000  # microseconds
+    assert message("authentication", "Login Grant (plaintext)")["fields"]["expires"] == ticket["expires"]
 
 
 def test_end_keys_match_the_vector(monkeypatch):
@@ -291,6 +316,111 @@ def test_capsule_overhead_and_mtu_are_as_documented():
     assert "1423" in readme and "1401" in readme and "inner MTU 1400" in readme
 
 
+# --- relay: the TRS's keys, its answer and both kinds of frame ---------------------------
+
+
+def relay_input(name: str) -> bytes:
+    return bytes.fromhex(DOCS["relay"]["inputs"][name])
+
+
+def relay_link(responder: bool, sequence: int = 0) -> RelayLink:
+    """A node's end of the vectors' relay session."""
+    return RelayLink(DOCS["relay"]["inputs"]["session_id"], relay_input("tunnel_key"), responder, sequence)
+
+
+def test_relay_subkeys_derive_from_the_tunnel_key_the_relay_request_carries():
+    derived = DOCS["relay"]["derived"]
+    body = parse(relay.RelayRequestBody, raw("relay", "Relay Request Body"))
+    assert bytes(body.tunnel_key) == relay_input("tunnel_key")
+    assert body.session_id == DOCS["relay"]["inputs"]["session_id"]
+    seal_key, mac_key = bytes.fromhex(derived["relay_seal_key"]), bytes.fromhex(derived["relay_mac_key"])
+    assert crypto.relay_keys(bytes(body.tunnel_key)) == (seal_key, mac_key)
+    link = relay_link(responder=False)
+    assert (link.seal_key, link.mac_key) == (seal_key, mac_key)
+
+
+def test_the_trs_answers_the_relay_request_with_the_relay_response():
+    doc, nms = DOCS["relay"], ("192.0.2.1", 7001)
+    nms_trs = relay_input("nms_trs_key")
+    expected = parse(relay.RelayResponseBody, raw("relay", "Relay Response Body"))
+    trs = RelayService(nms_trs, [locator_text(loc) for loc in expected.locators])
+    [(reply, dest)] = trs.receive(raw("relay", "Relay Request"), nms, doc["now"])
+    assert dest == nms
+    response = raw("relay", "Relay Response")
+    header = relay.RelayResponse.build(dict(header=parse(relay.RelayResponse, response).header, sealed=b""))
+    assert reply.startswith(header) and response.startswith(header)  # type 0x41 and the request's txid
+    assert crypto.open_sealed(nms_trs, reply[len(header):], header) == raw("relay", "Relay Response Body")
+    request = parse(relay.RelayRequestBody, raw("relay", "Relay Request Body"))
+    session = trs.sessions[request.session_id]
+    assert crypto.relay_keys(bytes(request.tunnel_key)) == (session.seal_key, session.mac_key)
+    assert session.lifetime == request.lifetime
+    # the sealed frame opens at the TRS and makes its source the initiator's endpoint
+    initiator = ("198.51.100.20", 40000)
+    assert trs.receive(raw("relay", "Relayed, sealed (Tunnel Request, from the initiator)"), initiator, doc["now"]) == []
+    inner = parse(relay.SealedInner, raw("relay", "Sealed Inner (Tunnel Request)"))
+    assert (session.sides[0].endpoint, session.sides[0].sequence) == (initiator, inner.sequence)
+
+
+def test_sealed_relayed_frame_opens_to_the_sequence_and_the_datagram():
+    frame = raw("relay", "Relayed, sealed (Tunnel Request, from the initiator)")
+    inner = parse(relay.SealedInner, raw("relay", "Sealed Inner (Tunnel Request)"))
+    assert frame[5] == relay.SEALED  # from the initiator
+    assert relay_link(responder=True).unwrap(frame) == bytes(inner.datagram)
+    assert bytes(inner.datagram) == raw("relay", "Tunnel Request (relayed, hello under the Temp Key)")
+    # a link wraps the same datagram the same way (only the seal nonce is random)
+    initiator = relay_link(responder=False, sequence=inner.sequence - 1)
+    ours = initiator.wrap(bytes(inner.datagram), sealed=True)
+    header = ours[: relay.RELAYED_HEADER]
+    assert header == frame[: relay.RELAYED_HEADER]
+    seal_key = bytes.fromhex(DOCS["relay"]["derived"]["relay_seal_key"])
+    assert crypto.open_sealed(seal_key, ours[len(header):], header) == raw("relay", "Sealed Inner (Tunnel Request)")
+    with pytest.raises(AuthenticationError):  # a frame from its own side
+        initiator.unwrap(frame)
+
+
+def test_the_hello_in_a_relayed_tunnel_request_opens_only_under_the_temp_key():
+    data = raw("relay", "Tunnel Request (relayed, hello under the Temp Key)")
+    sealed = bytes(parse(tunnel.TunnelRequest, data).sealed)
+    aad = data[: len(data) - len(sealed)]
+    derived = DOCS["relay"]["derived"]
+    trs_keys = [relay_input("tunnel_key"), relay_input("nms_trs_key")]
+    trs_keys += [bytes.fromhex(derived[k]) for k in ("relay_seal_key", "relay_mac_key")]
+    for key in trs_keys:
+        with pytest.raises(AuthenticationError):
+            crypto.open_sealed(key, sealed, aad)
+    hello = raw("relay", "Tunnel Hello (initiator, MN, relayed)")
+    assert crypto.open_sealed(relay_input("temp_key"), sealed, aad) == hello
+
+
+RELAY_MACS = [(p, m) for p, m in MESSAGES if "relay_mac" in m]
+
+
+def test_there_are_relay_data_frame_vectors():
+    assert RELAY_MACS
+
+
+@pytest.mark.parametrize("protocol, vector", RELAY_MACS, ids=_ids(RELAY_MACS))
+def test_data_frame_is_the_datagram_and_a_16_byte_keyed_blake2b_mac(protocol, vector):
+    check = vector["relay_mac"]
+    frame = bytes.fromhex(vector["hex"])
+    key, datagram = bytes.fromhex(check["key"]), bytes.fromhex(check["datagram"])
+    assert key.hex() == DOCS["relay"]["derived"]["relay_mac_key"]
+    assert frame == bytes.fromhex(check["data"]) + bytes.fromhex(check["tag"])
+    assert len(frame) == relay.RELAYED_HEADER + len(datagram) + relay.RELAY_TAG == len(datagram) + 22
+    assert crypto.relay_mac(key, frame[: -relay.RELAY_TAG]) == frame[-relay.RELAY_TAG :]
+    if "datagram_vector" in check:
+        assert datagram == raw(check["datagram_vector"]["protocol"], check["datagram_vector"]["name"])
+    from_responder = bool(frame[5] & relay.FROM_RESPONDER)
+    assert relay_link(responder=from_responder).wrap(datagram) == frame  # the MAC is deterministic
+    receiver = relay_link(responder=not from_responder)
+    assert receiver.unwrap(frame) == datagram
+    for position in range(len(frame)):
+        mutated = bytearray(frame)
+        mutated[position] ^= 1
+        with pytest.raises(AuthenticationError):
+            receiver.unwrap(bytes(mutated))
+
+
 # --- the documents and the generator --------------------------------------------------
 
 
@@ -298,8 +428,9 @@ def hex_blocks(markdown: str) -> set[str]:
     return {re.sub(r"\s", "", b) for b in re.findall(r"```hex\n(.*?)```", markdown, re.S)}
 
 
-@pytest.mark.parametrize("protocol", sorted(DOCS))
+@pytest.mark.parametrize("protocol", DOCUMENTS)
 def test_document_quotes_every_vector(protocol):
+    assert protocol in DOCS, f"protocols/vectors/{protocol}.json is missing"
     blocks = hex_blocks((PROTOCOLS / f"{protocol}.md").read_text())
     missing = [m["name"] for m in DOCS[protocol]["messages"] if m["hex"] not in blocks]
     assert not missing
