@@ -14,7 +14,7 @@ from cyphonic.cloud.settings import RevocationList
 from cyphonic.core.login import LoginClient, LoginRefused
 from cyphonic.store import Store
 from cyphonic.wire import signaling as wire
-from cyphonic.wire.common import build, parse
+from cyphonic.wire.common import parse
 from tests.unit.test_services import DOMAIN, NOW, Pki, login
 
 NODE = ("198.51.100.10", 4500)

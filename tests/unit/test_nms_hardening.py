@@ -4,19 +4,25 @@ repeated costs a TRS session, no node asks for more than its share
 
 from __future__ import annotations
 
+import pytest
+
 from cyphonic import crypto
 from cyphonic.core.relay import RelayService
 from cyphonic.nms.service import ROUTE_SELECTIONS, NodeManagementService
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import parse
 from tests.unit.test_services import DOMAIN
-from tests.unit.test_services import nms_key  # noqa: F401  (fixture)
 from tests.unit.test_services import (
     A1, B1, CN_PUBLIC, MN, NOW, TRS1, NodeStub, direction, natted_pair, route_ack,
 )
 
 MN6 = ("2001:db8::10", 4500)
 EVIL6 = ("2001:db8::66", 4500)
+
+
+@pytest.fixture
+def nms_key():
+    return crypto.random_key()
 
 
 def test_an_old_ipv4_registration_replayed_from_ipv6_creates_no_attachment(nms_key):
