@@ -7,6 +7,9 @@ This kernel has no netem (DESIGN.md section 10), so:
 - CYPHONIC: the receiver's test hook, CYPHONIC_TEST_LOSS=<fraction> in the
   environment of cn's node daemon (cyphonic/node/packet.py). The daemon reads
   it at start, so cn's daemon is restarted with it and again without it.
+
+`stage` is the bench's "TCP at 1% loss" step: one TCP run per path with its
+loss on, and the loss actually applied recorded beside it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from pathlib import Path
 
 from cyphonic.lab import Lab, LabError
 
-from . import probes
+from . import nebula, probes
+from .datapaths import CN, MN, DataPath
+from .tcp import TcpRun
 
+FRACTION = 0.01
 TABLE = "bench_loss"  # inet family, in the receiving host's namespace only
 ENV = "CYPHONIC_TEST_LOSS"
 REPO = Path(__file__).resolve().parent.parent
@@ -52,30 +58,40 @@ class NftLoss:
 
     def __enter__(self) -> NftLoss:
         self._nft("delete", "table", "inet", TABLE, check=False)  # a leftover of a crash
-        self._nft("-f", "-", input=(
-            f"table inet {TABLE} {{\n"
-            f"  chain input {{\n"
-            f"    type filter hook input priority -10; policy accept;\n"
-            f"    {self.match} counter numgen random mod 100 < {self.percent} counter drop\n"
-            f"  }}\n"
-            f"}}\n"))
+        self._nft(
+            "-f",
+            "-",
+            input=(
+                f"table inet {TABLE} {{\n"
+                f"  chain input {{\n"
+                f"    type filter hook input priority -10; policy accept;\n"
+                f"    {self.match} counter numgen random mod 100 < {self.percent} counter drop\n"
+                f"  }}\n"
+                f"}}\n"
+            ),
+        )
         return self
 
     def __exit__(self, *exc) -> None:
         try:
             listing = json.loads(self._nft("-j", "list", "table", "inet", TABLE).stdout)
-            counters = [e["counter"] for item in listing["nftables"] if "rule" in item
-                        for e in item["rule"]["expr"] if "counter" in e]
+            counters = [
+                e["counter"]
+                for item in listing["nftables"]
+                if "rule" in item
+                for e in item["rule"]["expr"]
+                if "counter" in e
+            ]
             if len(counters) == 2:
                 matched, dropped = counters
                 self.result.update(
-                    matched_packets=matched["packets"], matched_bytes=matched["bytes"],
+                    matched_packets=matched["packets"],
+                    matched_bytes=matched["bytes"],
                     dropped_packets=dropped["packets"],
-                    drop_pct=100 * dropped["packets"] / matched["packets"]
-                    if matched["packets"] else None,
+                    drop_pct=100 * dropped["packets"] / matched["packets"] if matched["packets"] else None,
                     # > MTU means the rule saw GRO/GSO aggregates, not wire packets.
-                    avg_packet_bytes=matched["bytes"] / matched["packets"]
-                    if matched["packets"] else None)
+                    avg_packet_bytes=matched["bytes"] / matched["packets"] if matched["packets"] else None,
+                )
         except (LabError, ValueError, KeyError) as e:
             self.result["counter_error"] = str(e)
         finally:
@@ -87,12 +103,12 @@ def _daemon_env(pid: int) -> dict[str, str]:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return {}
-    return dict(item.decode(errors="replace").split("=", 1)
-                for item in raw.split(b"\0") if b"=" in item)
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item)
 
 
-def restart_cyphonic(lab: Lab, target: str, loss: float | None, ping_extra: tuple[str, ...],
-                     timeout: float = 40) -> dict:
+def restart_cyphonic(
+    lab: Lab, target: str, loss: float | None, ping_extra: tuple[str, ...], timeout: float = 40
+) -> dict:
     """Restart cn's node daemon with (or without) the loss hook, then mn's, then re-tunnel.
 
     cn's daemon reads CYPHONIC_TEST_LOSS at start; `Lab.start` passes this
@@ -134,3 +150,68 @@ def restart_cyphonic(lab: Lab, target: str, loss: float | None, ping_extra: tupl
         "mn_peers": [{k: p.get(k) for k in ("fqdn", "path", "process", "endpoint")} for p in peers],
         "cn_drops": st.get("drops", {}),
     }
+
+
+def stage(lab: Lab, paths: dict[str, DataPath], seconds: float, tcp: TcpRun, rep: dict) -> None:
+    """One TCP run per path with 1% of what cn receives dropped at random.
+
+    Fills rep["tcp_loss"][path] and rep["cyphonic_loss_switch"] (cn's restarts).
+    """
+    out = rep["tcp_loss"]
+    switch = rep["cyphonic_loss_switch"] = {}
+    p = paths["plain"]
+    with NftLoss(lab, "cn", "meta l4proto tcp") as rule:
+        r = tcp(p, seconds)
+    r["loss"] = rule.result
+    out["plain"] = r
+    p = paths["nebula"]
+    with NftLoss(lab, "cn", f"udp dport {nebula.PORT}") as rule:
+        r = tcp(p, seconds)
+    r["loss"] = rule.result
+    out["nebula"] = r
+
+    p = paths["cyphonic"]
+    try:
+        try:
+            switch["on"] = restart_cyphonic(lab, CN, FRACTION, p.ping_extra)
+        except LabError as e:
+            switch["on"] = {"error": str(e), "detail": getattr(e, "detail", None)}
+            out["cyphonic"] = {"error": f"restart with the loss hook failed: {e}"}
+        else:
+            out["cyphonic"] = _hooked_run(lab, p, seconds, tcp, switch["on"])
+    finally:
+        # cn's daemon must lose nothing in the next repetition: restore, or stop the run.
+        switch["off"] = restart_cyphonic(lab, CN, None, p.ping_extra)
+
+
+def _hooked_run(lab: Lab, p: DataPath, seconds: float, tcp: TcpRun, on: dict) -> dict:
+    """C's TCP run through cn's lossy daemon, with the hook's drops counted around it."""
+    before = _hook_counts(lab)
+    r = tcp(p, seconds)
+    after = _hook_counts(lab)
+    drops = after["hook_drops"] - before["hook_drops"]
+    rx = (
+        after["rx_packets"] - before["rx_packets"]
+        if after["rx_packets"] is not None and before["rx_packets"] is not None
+        else None
+    )
+    r["loss"] = {
+        "host": "cn",
+        "hook": f"{ENV}={FRACTION}",
+        "env_seen_by_daemon": on.get("env_seen_by_daemon"),
+        "dropped_packets": drops,
+        "delivered_packets": rx,
+        # cn's rx_packets for mn: what got past the hook (approximate
+        # when received datagrams are coalesced)
+        "drop_pct": 100 * drops / (drops + rx) if rx else None,
+    }
+    return r
+
+
+def _hook_counts(lab: Lab) -> dict:
+    st = lab.status("cn") or {}
+    rx = None
+    for peer in st.get("peers", []):
+        if peer.get("fqdn") == MN:
+            rx = peer.get("rx_packets")
+    return {"hook_drops": (st.get("drops") or {}).get("test loss hook", 0), "rx_packets": rx}

@@ -63,8 +63,7 @@ class Nebula:
     # -- files ----------------------------------------------------------------
 
     def _cert(self, *args: str) -> None:
-        done = subprocess.run(["nebula-cert", *args], capture_output=True, text=True,
-                              cwd=self.dir, timeout=30)
+        done = subprocess.run(["nebula-cert", *args], capture_output=True, text=True, cwd=self.dir, timeout=30)
         if done.returncode != 0:
             raise LabError(f"nebula-cert {args[0]} failed: {done.stderr.strip() or done.stdout.strip()}")
 
@@ -73,18 +72,20 @@ class Nebula:
         lighthouse = host == LIGHTHOUSE_HOST
         any_rule = [{"port": "any", "proto": "any", "host": "any"}]
         return {
-            "pki": {"ca": str(self.dir / "ca.crt"), "cert": str(self.dir / f"{name}.crt"),
-                    "key": str(self.dir / f"{name}.key")},
-            "static_host_map": {} if lighthouse else
-            {self.ip(LIGHTHOUSE_HOST): [f"{LIGHTHOUSE_UNDERLAY}:{PORT}"]},
+            "pki": {
+                "ca": str(self.dir / "ca.crt"),
+                "cert": str(self.dir / f"{name}.crt"),
+                "key": str(self.dir / f"{name}.key"),
+            },
+            "static_host_map": {} if lighthouse else {self.ip(LIGHTHOUSE_HOST): [f"{LIGHTHOUSE_UNDERLAY}:{PORT}"]},
             "lighthouse": {
-                "am_lighthouse": lighthouse, "interval": 60,
+                "am_lighthouse": lighthouse,
+                "interval": 60,
                 "hosts": [] if lighthouse else [self.ip(LIGHTHOUSE_HOST)],
                 "local_allow_list": {**DENY, "interfaces": {"cyph.*": False, "neb.*": False}},
                 "remote_allow_list": dict(DENY),
             },
-            "listen": {"host": "0.0.0.0", "port": PORT,
-                       "read_buffer": SOCKET_BUFFER, "write_buffer": SOCKET_BUFFER},
+            "listen": {"host": "0.0.0.0", "port": PORT, "read_buffer": SOCKET_BUFFER, "write_buffer": SOCKET_BUFFER},
             "punchy": {"punch": True, "respond": True},
             "tun": {"disabled": False, "dev": TUN, "mtu": MTU},
             "logging": {"level": "info", "format": "text"},
@@ -97,9 +98,21 @@ class Nebula:
         self.dir.mkdir(parents=True)
         self._cert("ca", "-name", f"cyphonic-bench-{self.lab.prefix}", "-duration", "24h")
         for host, (name, octet) in MEMBERS.items():
-            self._cert("sign", "-ca-crt", "ca.crt", "-ca-key", "ca.key", "-name", name,
-                       "-ip", f"{SUBNET}.{octet}/24", "-out-crt", f"{name}.crt",
-                       "-out-key", f"{name}.key")
+            self._cert(
+                "sign",
+                "-ca-crt",
+                "ca.crt",
+                "-ca-key",
+                "ca.key",
+                "-name",
+                name,
+                "-ip",
+                f"{SUBNET}.{octet}/24",
+                "-out-crt",
+                f"{name}.crt",
+                "-out-key",
+                f"{name}.key",
+            )
             (self.dir / f"{name}.yml").write_text(json.dumps(self.config(host), indent=1) + "\n")
 
     # -- processes ------------------------------------------------------------
@@ -111,9 +124,13 @@ class Nebula:
         for host, (name, _) in MEMBERS.items():
             with open(self.log(host), "ab") as out:
                 self.procs[host] = self.lab.popen(
-                    host, ["nebula", "-config", str(self.dir / f"{name}.yml")],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True)
+                    host,
+                    ["nebula", "-config", str(self.dir / f"{name}.yml")],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         for host in MEMBERS:
             self._wait_active(host, deadline)
         t_active = time.monotonic()
@@ -122,12 +139,15 @@ class Nebula:
             if done.returncode == 0:
                 break
             if time.monotonic() > deadline:
-                raise LabError(f"nebula: mn cannot ping cn's Nebula address {self.ip('cn')} "
-                               f"after {timeout:.0f} s", self._tails())
+                raise LabError(
+                    f"nebula: mn cannot ping cn's Nebula address {self.ip('cn')} after {timeout:.0f} s", self._tails()
+                )
             time.sleep(0.2)
-        return {"interfaces_up_s": round(t_active - t0, 3),
-                "mn_reaches_cn_s": round(time.monotonic() - t0, 3),
-                "pids": self.pids()}
+        return {
+            "interfaces_up_s": round(t_active - t0, 3),
+            "mn_reaches_cn_s": round(time.monotonic() - t0, 3),
+            "pids": self.pids(),
+        }
 
     def _wait_active(self, host: str, deadline: float) -> None:
         while True:
@@ -136,10 +156,8 @@ class Nebula:
                 return
             proc = self.procs[host]
             # A nebula that cannot open its tun logs an error and may keep running.
-            if proc.poll() is not None or "Failed to get a tun/tap device" in text \
-                    or time.monotonic() > deadline:
-                raise LabError(f"nebula on {host} did not come up (log {self.log(host)})",
-                               self._tails())
+            if proc.poll() is not None or "Failed to get a tun/tap device" in text or time.monotonic() > deadline:
+                raise LabError(f"nebula on {host} did not come up (log {self.log(host)})", self._tails())
             time.sleep(0.05)
 
     def _tails(self, lines: int = 8) -> str:
@@ -187,8 +205,16 @@ class Nebula:
     def settings(self) -> dict:
         """The non-default settings, for the result file (no keys, no paths)."""
         c = self.config("mn")
-        return {"version": version(), "subnet": f"{SUBNET}.0/24", "port": PORT, "tun": TUN,
-                "mtu": MTU, "read_buffer": SOCKET_BUFFER, "write_buffer": SOCKET_BUFFER,
-                "cipher": "aes (default)", "punchy": c["punchy"],
-                "lighthouse": f"{LIGHTHOUSE_UNDERLAY}:{PORT} in {LIGHTHOUSE_HOST}",
-                "allow_lists_deny": sorted(DENY)}
+        return {
+            "version": version(),
+            "subnet": f"{SUBNET}.0/24",
+            "port": PORT,
+            "tun": TUN,
+            "mtu": MTU,
+            "read_buffer": SOCKET_BUFFER,
+            "write_buffer": SOCKET_BUFFER,
+            "cipher": "aes (default)",
+            "punchy": c["punchy"],
+            "lighthouse": f"{LIGHTHOUSE_UNDERLAY}:{PORT} in {LIGHTHOUSE_HOST}",
+            "allow_lists_deny": sorted(DENY),
+        }

@@ -11,178 +11,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from cyphonic.lab import Lab, LabError, apps
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# -- processes and CPU -----------------------------------------------------------
-
-
-def daemon_pids(ns: str, module: str = "cyphonic.node") -> list[int]:
-    """Pids in namespace `ns` whose command line runs `module` (the node daemon)."""
-    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
-                         timeout=10).stdout
-    pids = []
-    for word in out.split():
-        try:
-            cmdline = Path(f"/proc/{word}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone since `ip netns pids` listed it
-        if module.encode() in cmdline:
-            pids.append(int(word))
-    return pids
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # The command name (field 2) may contain spaces and parentheses: split after it.
-    fields = stat[stat.rindex(")") + 2:].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / CLK_TCK
-
-
-def host_cpu() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, from the first line of /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already inside user
-    return total - idle, total
-
-
-def _netns_inode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return None
-
-
-def process_cpu() -> dict[int, tuple[float, int, str, int | None, bool]]:
-    """Every process: (cpu seconds, start time in jiffies since boot, comm, net ns inode,
-    kernel thread). Processes that vanish while being read are left out."""
-    out = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            comm = stat[stat.index("(") + 1:stat.rindex(")")]
-            cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-            kthread = bool(int(fields[6]) & 0x00200000)  # PF_KTHREAD
-            ns = None if kthread else _netns_inode(f"/proc/{name}/ns/net")
-            out[int(name)] = (cpu, int(fields[19]), comm, ns, kthread)
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
-def _uptime_jiffies() -> int:
-    return int(float(Path("/proc/uptime").read_text().split()[0]) * CLK_TCK)
-
-
-class OutsideMeter:
-    """CPU used during a run by processes outside the lab (other labs, test runs, builds).
-
-    On this 2-vCPU machine a tunnel TCP run is CPU-bound: whatever else runs
-    takes its share from the tunnel processes (a test suite of another session
-    took ~0.9 core and cut CYPHONIC's TCP from ~1.3 to ~0.8 Gbit/s). Counted:
-    user processes not in one of the lab's network namespaces and not this
-    bench process, alive at both ends of the run or started during it (whole
-    CPU then); processes that started and ended within the run are missed.
-    Kernel threads (ksoftirqd, kworkers: partly the lab's own packet work)
-    are summed separately.
-    """
-
-    def __init__(self, lab_namespaces: list[str]) -> None:
-        self.lab_ns = {i for i in (_netns_inode(f"/run/netns/{n}") for n in lab_namespaces)
-                       if i is not None}
-        self.before: dict = {}
-        self.t0_jiffies = 0
-
-    def start(self) -> None:
-        self.before = process_cpu()
-        self.t0_jiffies = _uptime_jiffies()
-
-    def stop(self) -> dict:
-        after = process_cpu()
-        me = os.getpid()
-        outside: list[tuple[float, str, int]] = []
-        kernel = 0.0
-        for pid, (cpu, started, comm, ns, kthread) in after.items():
-            prev = self.before.get(pid)
-            if prev is not None and prev[1] == started:
-                delta = cpu - prev[0]
-            elif started >= self.t0_jiffies - CLK_TCK:
-                delta = cpu  # started during the run
-            else:
-                continue
-            if delta <= 0:
-                continue
-            if kthread:
-                kernel += delta
-            elif pid != me and ns not in self.lab_ns:
-                outside.append((delta, comm, pid))
-        outside.sort(reverse=True)
-        return {"outside_cpu_s": round(sum(d for d, _, _ in outside), 3),
-                "outside_top": [{"comm": c, "pid": p, "cpu_s": round(d, 3)}
-                                for d, c, p in outside[:5]],
-                "kernel_threads_cpu_s": round(kernel, 3)}
-
-
-class CpuMeter:
-    """CPU seconds used by the tunnel processes of some hosts between start() and stop().
-
-    `pids_of(host)` names them; by default the host's CYPHONIC node daemon.
-    """
-
-    def __init__(self, lab: Lab, hosts: list[str],
-                 pids_of: Callable[[str], list[int]] | None = None) -> None:
-        self.lab = lab
-        self.hosts = hosts
-        self.pids_of = pids_of or (lambda host: daemon_pids(lab.ns(host)))
-        self.pids: dict[str, list[int]] = {}
-        self.before: dict[int, float] = {}
-        self.host_before = (0, 0)
-        self.t0 = 0.0
-        self.outside = OutsideMeter([lab.ns(h.name) for h in lab.topology.hosts])
-
-    def start(self) -> None:
-        self.pids = {h: self.pids_of(h) for h in self.hosts}
-        self.before = {p: cpu_seconds(p) for ps in self.pids.values() for p in ps}
-        self.outside.start()
-        self.host_before = host_cpu()
-        self.t0 = time.monotonic()
-
-    def stop(self) -> dict:
-        wall = time.monotonic() - self.t0
-        busy, total = host_cpu()
-        outside = self.outside.stop()
-        per_host: dict[str, float | None] = {}
-        for host, pids in self.pids.items():
-            try:
-                per_host[host] = sum(cpu_seconds(p) - self.before[p] for p in pids) if pids else None
-            except (OSError, ValueError):
-                per_host[host] = None  # the daemon exited during the run
-        d_busy, d_total = busy - self.host_before[0], total - self.host_before[1]
-        return {
-            "wall_s": wall,
-            "pids": self.pids,
-            "daemon_cpu_s": per_host,
-            "host_cpu_busy_pct": 100 * d_busy / d_total if d_total else None,
-            "host_cpus": os.cpu_count(),
-            **outside,
-            "outside_cpu_pct": round(100 * outside["outside_cpu_s"] / wall, 1) if wall else None,
-        }
-
+from .cpu import CpuMeter
 
 # -- iperf3 ----------------------------------------------------------------------
 
@@ -190,8 +26,7 @@ class CpuMeter:
 def _trim(report: dict) -> dict:
     """What we keep of an iperf3 --json report: addresses, totals, per-second rates."""
     end = report.get("end", {})
-    keep = {k: end[k] for k in ("sum_sent", "sum_received", "sum", "cpu_utilization_percent")
-            if k in end}
+    keep = {k: end[k] for k in ("sum_sent", "sum_received", "sum", "cpu_utilization_percent") if k in end}
     keep["connected"] = [
         {k: c.get(k) for k in ("local_host", "remote_host", "remote_port")}
         for c in report.get("start", {}).get("connected", [])
@@ -200,9 +35,17 @@ def _trim(report: dict) -> dict:
     return keep
 
 
-def iperf3(lab: Lab, client: str, target: str, port: int, seconds: float,
-           udp_rate: str | None = None, length: int | None = None, tries: int = 2,
-           extra: tuple[str, ...] = ()) -> dict:
+def iperf3(
+    lab: Lab,
+    client: str,
+    target: str,
+    port: int,
+    seconds: float,
+    udp_rate: str | None = None,
+    length: int | None = None,
+    tries: int = 2,
+    extra: tuple[str, ...] = (),
+) -> dict:
     """apps.iperf3, tried again once: a failed test can leave the server busy for a moment.
 
     `extra`: more iperf3 options, e.g. ("-R",) (the server sends) or ("-4",).
@@ -211,8 +54,7 @@ def iperf3(lab: Lab, client: str, target: str, port: int, seconds: float,
     last: Exception | None = None
     for attempt in range(tries):
         try:
-            return apps.iperf3(lab, client, target, seconds=seconds, udp_rate=udp_rate,
-                               port=port, extra=extra)
+            return apps.iperf3(lab, client, target, seconds=seconds, udp_rate=udp_rate, port=port, extra=extra)
         except (LabError, subprocess.TimeoutExpired) as e:
             last = e
             time.sleep(1 + attempt)
@@ -223,16 +65,22 @@ def peer_counters(lab: Lab, host: str, peer_fqdn: str) -> dict | None:
     st = lab.status(host) or {}
     for p in st.get("peers", []):
         if p.get("fqdn") == peer_fqdn:
-            return {k: p.get(k) for k in ("tx_bytes", "rx_bytes", "tx_packets", "rx_packets",
-                                          "path", "endpoint")}
+            return {k: p.get(k) for k in ("tx_bytes", "rx_bytes", "tx_packets", "rx_packets", "path", "endpoint")}
     return None
 
 
-def tcp_trial(lab: Lab, client: str, target: str, port: int, seconds: float,
-              daemons: list[str], counters: tuple[str, str] | None = None,
-              extra: tuple[str, ...] = (),
-              pids_of: Callable[[str], list[int]] | None = None,
-              links: list[tuple[str, str]] = ()) -> dict:
+def tcp_trial(
+    lab: Lab,
+    client: str,
+    target: str,
+    port: int,
+    seconds: float,
+    daemons: list[str],
+    counters: tuple[str, str] | None = None,
+    extra: tuple[str, ...] = (),
+    pids_of: Callable[[str], list[int]] | None = None,
+    links: list[tuple[str, str]] = (),
+) -> dict:
     """One iperf3 TCP run, with the tunnel processes' CPU (and tunnel counters) around it.
 
     `counters` = (host, peer fqdn): read that host's per-peer byte counters
@@ -254,8 +102,11 @@ def tcp_trial(lab: Lab, client: str, target: str, port: int, seconds: float,
     t = _trim(report)
     received = t["sum_received"]
     gbit = received["bytes"] * 8 / 1e9
-    cpu_total = (sum(v for v in cpu["daemon_cpu_s"].values() if v is not None)
-                 if any(v is not None for v in cpu["daemon_cpu_s"].values()) else None)
+    cpu_total = (
+        sum(v for v in cpu["daemon_cpu_s"].values() if v is not None)
+        if any(v is not None for v in cpu["daemon_cpu_s"].values())
+        else None
+    )
     out = {
         "gbps": received["bits_per_second"] / 1e9,
         "bytes_received": received["bytes"],
@@ -269,11 +120,14 @@ def tcp_trial(lab: Lab, client: str, target: str, port: int, seconds: float,
     if links:
         out["link_bytes"] = {
             k: {d: links_after[k][d] - links_before[k][d] for d in ("rx", "tx")}
-            if links_before.get(k) and links_after.get(k) else None
-            for k in links_before}
+            if links_before.get(k) and links_after.get(k)
+            else None
+            for k in links_before
+        }
     if before and after:
         out["tunnel_counters"] = {
-            "before": before, "after": after,
+            "before": before,
+            "after": after,
             "tx_bytes": after["tx_bytes"] - before["tx_bytes"],
             "tx_packets": after["tx_packets"] - before["tx_packets"],
             "rx_bytes": after["rx_bytes"] - before["rx_bytes"],
@@ -281,10 +135,17 @@ def tcp_trial(lab: Lab, client: str, target: str, port: int, seconds: float,
     return out
 
 
-def udp_step(lab: Lab, client: str, target: str, port: int, seconds: float,
-             rate_mbps: int, length: int, extra: tuple[str, ...] = ()) -> dict:
-    report = iperf3(lab, client, target, port, seconds, udp_rate=f"{rate_mbps}M", length=length,
-                    extra=extra)
+def udp_step(
+    lab: Lab,
+    client: str,
+    target: str,
+    port: int,
+    seconds: float,
+    rate_mbps: int,
+    length: int,
+    extra: tuple[str, ...] = (),
+) -> dict:
+    report = iperf3(lab, client, target, port, seconds, udp_rate=f"{rate_mbps}M", length=length, extra=extra)
     t = _trim(report)
     # sum_received is the server's view: what came out of the far end.
     got = t.get("sum_received") or t["sum"]
@@ -299,9 +160,21 @@ def udp_step(lab: Lab, client: str, target: str, port: int, seconds: float,
     }
 
 
-def udp_search(lab: Lab, client: str, target: str, port: int, seconds: float, length: int,
-               start_mbps: int, max_mbps: int, refine: int, loss_limit: float = 1.0,
-               min_mbps: int = 10, settle: float = 0.5, extra: tuple[str, ...] = ()) -> dict:
+def udp_search(
+    lab: Lab,
+    client: str,
+    target: str,
+    port: int,
+    seconds: float,
+    length: int,
+    start_mbps: int,
+    max_mbps: int,
+    refine: int,
+    loss_limit: float = 1.0,
+    min_mbps: int = 10,
+    settle: float = 0.5,
+    extra: tuple[str, ...] = (),
+) -> dict:
     """The highest offered rate (-b) with at most `loss_limit` % loss.
 
     Bracket by doubling (or halving) from `start_mbps`, then `refine` steps of
@@ -376,19 +249,17 @@ _RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 _TARGET = re.compile(r"^PING \S+ ?\(([^)]+)\)", re.M)
 
 
-def ping_trial(lab: Lab, client: str, target: str, count: int, interval: float,
-               extra: tuple[str, ...] = ()) -> dict:
+def ping_trial(lab: Lab, client: str, target: str, count: int, interval: float, extra: tuple[str, ...] = ()) -> dict:
     try:
-        done = lab.run(client, ["ping", *extra, "-q", "-c", str(count), "-i", str(interval),
-                                target],
-                       timeout=count * interval + 20)
+        done = lab.run(
+            client, ["ping", *extra, "-q", "-c", str(count), "-i", str(interval), target], timeout=count * interval + 20
+        )
     except subprocess.TimeoutExpired:
         return {"error": "ping timed out"}
     sent, received, _ = apps.ping_summary(done.stdout)
     m = _RTT.search(done.stdout)
     address = _TARGET.search(done.stdout)
-    out = {"sent": sent, "received": received,
-           "address": address[1] if address else None}
+    out = {"sent": sent, "received": received, "address": address[1] if address else None}
     if m:
         out.update(min_ms=float(m[1]), avg_ms=float(m[2]), max_ms=float(m[3]), mdev_ms=float(m[4]))
     else:
@@ -396,8 +267,7 @@ def ping_trial(lab: Lab, client: str, target: str, count: int, interval: float,
     return out
 
 
-def wait_ping(lab: Lab, client: str, target: str, deadline: float,
-              extra: tuple[str, ...] = ()) -> int:
+def wait_ping(lab: Lab, client: str, target: str, deadline: float, extra: tuple[str, ...] = ()) -> int:
     """Ping once a second until one answer; returns the attempts, LabError at `deadline`."""
     attempts = 0
     while True:
@@ -406,8 +276,7 @@ def wait_ping(lab: Lab, client: str, target: str, deadline: float,
         if done.returncode == 0:
             return attempts
         if time.monotonic() > deadline:
-            raise LabError(f"{client} cannot ping {target} ({attempts} attempts)",
-                           (done.stderr or done.stdout)[-500:])
+            raise LabError(f"{client} cannot ping {target} ({attempts} attempts)", (done.stderr or done.stdout)[-500:])
         time.sleep(0.1)
 
 
@@ -434,8 +303,7 @@ def dig(lab: Lab, host: str, name: str) -> dict:
     q = _QUERY_TIME.search(done.stdout)
     s = _STATUS.search(done.stdout)
     answers = re.findall(rf"^{re.escape(name)}\.\s+\d+\s+IN\s+\w+\s+(\S+)", done.stdout, re.M)
-    return {"query_ms": int(q[1]) if q else None, "rcode": s[1] if s else None,
-            "answers": answers}
+    return {"query_ms": int(q[1]) if q else None, "rcode": s[1] if s else None, "answers": answers}
 
 
 def restart_trial(lab: Lab, host: str, target: str, timeout: float = 30) -> dict:

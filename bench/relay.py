@@ -17,6 +17,8 @@ path ("direct" or "relay") before the run, and the per-peer counters give
 the path after it. The TRS's CPU (every process in its namespace) is metered
 over each TCP run; the IP fragmentation counters of the hosts on the path
 tell whether the relayed datagrams got fragmented (a too-big inner MTU).
+
+`stage` is the bench's last step of every repetition (unless --no-relay).
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ from pathlib import Path
 from cyphonic.lab import Lab, LabError
 from cyphonic.lab.enrollment import derive_node_config
 
-from . import probes
+from . import cpu, probes, rtt
+from .datapaths import DataPath
+from .progress import log
+from .stats import dig, short
+from .tcp import TcpRun
 
 DOMAIN = "cyphonic.test"
 PAIRS = {
@@ -39,8 +45,7 @@ PAIRS = {
 }
 PUNCHED = {"direct": True, "relayed": False}
 # Fragmentation counters that should stay 0 on a well-sized path.
-FRAG = {"Ip": ("FragCreates", "ReasmReqds", "FragFails"),
-        "Ip6": ("Ip6FragCreates", "Ip6ReasmReqds", "Ip6FragFails")}
+FRAG = {"Ip": ("FragCreates", "ReasmReqds", "FragFails"), "Ip6": ("Ip6FragCreates", "Ip6ReasmReqds", "Ip6FragFails")}
 FRAG_HOSTS = ("a1", "b1", "v6", "cn", "trs", "inet")
 
 
@@ -50,12 +55,15 @@ def fqdn(host: str) -> str:
 
 def pids_of(lab: Lab):
     """Tunnel processes per host: the node daemon, or everything in the TRS namespace."""
+
     def pids(host: str) -> list[int]:
         if host == "trs":
-            out = subprocess.run(["ip", "netns", "pids", lab.ns("trs")], capture_output=True,
-                                 text=True, timeout=10).stdout
+            out = subprocess.run(
+                ["ip", "netns", "pids", lab.ns("trs")], capture_output=True, text=True, timeout=10
+            ).stdout
             return [int(w) for w in out.split() if w.isdigit()]
-        return probes.daemon_pids(lab.ns(host))
+        return cpu.daemon_pids(lab.ns(host))
+
     return pids
 
 
@@ -66,8 +74,9 @@ def peer(lab: Lab, client: str, server: str) -> dict | None:
     return None
 
 
-def wait_path(lab: Lab, client: str, server: str, want: str, timeout: float = 8.0,
-              ping_extra: tuple[str, ...] = ()) -> dict:
+def wait_path(
+    lab: Lab, client: str, server: str, want: str, timeout: float = 8.0, ping_extra: tuple[str, ...] = ()
+) -> dict:
     """Ping `server` by name until the client's tunnel to it is up and on path `want`.
 
     For "direct" that is the hole punch's result; for "relay" the path is
@@ -87,9 +96,16 @@ def wait_path(lab: Lab, client: str, server: str, want: str, timeout: float = 8.
         if done or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    return {"want": want, "path": path, "ok": path == want, "ping_attempts": attempts,
-            "to_ping_s": round(t_ping - t0, 3), "path_changes": seen,
-            "endpoint": p.get("endpoint"), "process": p.get("process")}
+    return {
+        "want": want,
+        "path": path,
+        "ok": path == want,
+        "ping_attempts": attempts,
+        "to_ping_s": round(t_ping - t0, 3),
+        "path_changes": seen,
+        "endpoint": p.get("endpoint"),
+        "process": p.get("process"),
+    }
 
 
 def switch(lab: Lab, punch: bool, timeout: float = 30) -> dict:
@@ -108,6 +124,7 @@ def switch(lab: Lab, punch: bool, timeout: float = 30) -> dict:
 
 def punching(lab: Lab, host: str = "a1") -> bool | None:
     import tomllib
+
     try:
         return tomllib.loads(Path(lab.config(host)).read_text()).get("hole_punching", True)
     except (OSError, ValueError):
@@ -119,9 +136,9 @@ def frag_counters(lab: Lab) -> dict[str, dict[str, int]]:
     for host in FRAG_HOSTS:
         counts: dict[str, int] = {}
         v4 = lab.run(host, ["cat", "/proc/net/snmp"], timeout=10).stdout.splitlines()
-        for head, vals in zip(v4[::2], v4[1::2]):
+        for head, vals in zip(v4[::2], v4[1::2], strict=False):  # header line, value line
             if head.startswith("Ip:"):
-                row = dict(zip(head.split()[1:], vals.split()[1:]))
+                row = dict(zip(head.split()[1:], vals.split()[1:], strict=False))
                 counts.update({k: int(row[k]) for k in FRAG["Ip"] if k in row})
         for line in lab.run(host, ["cat", "/proc/net/snmp6"], timeout=10).stdout.splitlines():
             words = line.split()
@@ -146,8 +163,7 @@ def tun_mtus(lab: Lab) -> dict[str, int | None]:
     out = {}
     for host in ("a1", "b1", "v6", "cn"):
         st = lab.status(host) or {}
-        words = lab.run(host, ["ip", "link", "show", st.get("tun") or "cyph0"],
-                        timeout=10).stdout.split()
+        words = lab.run(host, ["ip", "link", "show", st.get("tun") or "cyph0"], timeout=10).stdout.split()
         out[host] = int(words[words.index("mtu") + 1]) if "mtu" in words else None
     return out
 
@@ -162,8 +178,7 @@ def measure_pair(lab: Lab, key: str, tcp, ping, fam: tuple[str, ...]) -> dict:
         out["error"] = f"{client} cannot reach {server}: {e}"
         return out
     if not out["path_check"]["ok"]:
-        out["error"] = (f"{client} -> {server} on path {out['path_check']['path']!r}, "
-                        f"not {want!r}: not measured")
+        out["error"] = f"{client} -> {server} on path {out['path_check']['path']!r}, not {want!r}: not measured"
         return out
     before = frag_counters(lab)
     out["tcp"] = tcp(key)
@@ -174,3 +189,65 @@ def measure_pair(lab: Lab, key: str, tcp, ping, fam: tuple[str, ...]) -> dict:
         out["tcp"]["error"] = f"path changed to {after_path!r} during the TCP run"
     out["rtt"] = ping(key)
     return out
+
+
+def data_paths(lab: Lab, fam: tuple[str, ...]) -> dict[str, DataPath]:
+    """The three pairs as data paths: client -> server's name, `fam` for iperf3 and ping."""
+    return {
+        key: DataPath(
+            key,
+            f"CYPHONIC {client} -> {server} ({key})",
+            client,
+            fqdn(server),
+            iperf_extra=fam,
+            ping_extra=fam,
+            pids_of=pids_of(lab),
+            hosts=hosts,
+            links=[],
+            counters=(client, fqdn(server)),
+        )
+        for key, (client, server, _, hosts) in PAIRS.items()
+    }
+
+
+def config(lab: Lab, rpaths: dict[str, DataPath]) -> dict:
+    """What the JSON records of the relay part before measuring."""
+    return {
+        "tun_mtu": tun_mtus(lab),
+        "pairs": {k: {"client": p.client, "target": p.target, "path": PAIRS[k][2]} for k, p in rpaths.items()},
+    }
+
+
+def stage(lab: Lab, rpaths: dict[str, DataPath], seconds: float, tcp: TcpRun, fam: tuple[str, ...], rep: dict) -> None:
+    """Direct and relayed a1 -> b1 (one switch of a1's and b1's hole_punching) and v6 -> cn.
+
+    The order alternates from one repetition to the next: the state the
+    previous repetition left is measured first, then v6 -> cn, then the switch.
+    """
+    out = rep["relay"] = {}
+    first = "direct" if punching(lab) is not False else "relayed"
+    second = "relayed" if first == "direct" else "direct"
+    out["order"] = [first, "v6cn", second]
+
+    def measure_one(key: str) -> None:
+        p = rpaths[key]
+        out[key] = measure_pair(lab, key, lambda k: tcp(p, seconds), lambda k: rtt.ping(lab, p), fam)
+
+    measure_one(first)
+    measure_one("v6cn")
+    try:
+        out["switch"] = switch(lab, PUNCHED[second])
+    except LabError as e:
+        out["switch"] = {"error": str(e), "detail": getattr(e, "detail", None)}
+        out[second] = {"error": f"restart of a1/b1 failed: {e}"}
+    else:
+        measure_one(second)
+    log(
+        "  "
+        + " | ".join(
+            f"{k}: TCP {short(dig(out, k, 'tcp', 'gbps'))} Gbit/s, "
+            f"RTT {short(dig(out, k, 'rtt', 'avg_ms'))} ms, "
+            f"TRS {short(dig(out, k, 'tcp', 'cpu', 'daemon_cpu_s', 'trs'))} CPU-s"
+            for k in ("direct", "relayed", "v6cn")
+        )
+    )

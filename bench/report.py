@@ -126,10 +126,15 @@ RELAY_ROWS: list[tuple[str, str, str | None]] = [
     ("TCP retransmits per run", "tcp_retransmits", None),
     ("CPU of processes outside the lab during TCP, % of a core", "tcp_outside_cpu_pct", None),
 ]
-RELAY_PAIRS = {"direct": "a1 -> b1 direct (punched)", "relayed": "a1 -> b1 relayed (TRS, no punch)",
-               "v6cn": "v6 -> cn relayed (TRS, IPv6 <-> IPv4)"}
-RELAY_EXTRA = [("relay_switch_s", "a1+b1 daemon restart (hole_punching flipped) -> registered"),
-               ("relay_punch_s", "a1 -> b1: first ping answered -> path direct (after restart)")]
+RELAY_PAIRS = {
+    "direct": "a1 -> b1 direct (punched)",
+    "relayed": "a1 -> b1 relayed (TRS, no punch)",
+    "v6cn": "v6 -> cn relayed (TRS, IPv6 <-> IPv4)",
+}
+RELAY_EXTRA = [
+    ("relay_switch_s", "a1+b1 daemon restart (hole_punching flipped) -> registered"),
+    ("relay_punch_s", "a1 -> b1: first ping answered -> path direct (after restart)"),
+]
 
 
 def labels() -> dict[str, str]:
@@ -176,7 +181,8 @@ def abc_table(result: dict) -> list[str]:
             f"| {label} | {_cell(summary.get(f'plain_{suffix}'))} | "
             f"{_cell(summary.get(f'nebula_{suffix}'))} | {_cell(summary.get(f'cyphonic_{suffix}'))} | "
             f"{_cell(summary.get(f'c_vs_b_{ratio}'))} | "
-            f"{g['goal'] if g else '(lower is better)'} | {met} |")
+            f"{g['goal'] if g else '(lower is better)'} | {met} |"
+        )
     return lines
 
 
@@ -194,7 +200,8 @@ def relay_table(result: dict) -> list[str]:
         "are behind two NAPTs; relayed = a1's and b1's daemons restarted with hole_punching = "
         "false (one switch per repetition, order alternating); each run checked the peer's path "
         "before and after. Ratios are medians of per-repetition ratios. TUN MTU: "
-        + ", ".join(f"{h} {m}" for h, m in mtu.items()) + ".",
+        + ", ".join(f"{h} {m}" for h, m in mtu.items())
+        + ".",
         "",
         f"| metric | {RELAY_PAIRS['direct']} | {RELAY_PAIRS['relayed']} | relayed/direct | goal | met "
         f"| {RELAY_PAIRS['v6cn']} | v6cn/direct |",
@@ -210,7 +217,8 @@ def relay_table(result: dict) -> list[str]:
             f"{_cell(summary.get(f'relay_relayed_{suffix}'))} | "
             f"{_cell(summary.get(f'relay_ratio_{ratio}')) if ratio else ''} | {goal} | {met} | "
             f"{_cell(summary.get(f'relay_v6cn_{suffix}'))} | "
-            f"{_cell(summary.get(f'relay_ratio_v6cn_{ratio}')) if ratio else ''} |")
+            f"{_cell(summary.get(f'relay_ratio_v6cn_{ratio}')) if ratio else ''} |"
+        )
     lines.append("")
     for key, label in RELAY_EXTRA:
         s = summary.get(key)
@@ -232,8 +240,11 @@ def markdown(result: dict) -> str:
         f"- kernel: {env['kernel']}",
         f"- CPU: {env['cpu_model']} x {env['cpus']}",
         f"- git commit: {env['git_commit']} ({env['git_describe']})"
-        + (f"; working tree differs in {len(env['dirty_cyphonic'])} file(s) under cyphonic/"
-           if env["dirty_cyphonic"] else ""),
+        + (
+            f"; working tree differs in {len(env['dirty_cyphonic'])} file(s) under cyphonic/"
+            if env["dirty_cyphonic"]
+            else ""
+        ),
         f"- mode: {'quick' if cfg['quick'] else 'full'}; {cfg['repetitions']} interleaved "
         f"repetitions; TCP {cfg['tcp_seconds']} s, UDP steps {cfg['udp_seconds']} s "
         f"(-l {cfg.get('udp_length')}, tun MTU {cfg.get('tun_mtu')}), ping -c {cfg['ping_count']} "
@@ -261,8 +272,10 @@ def markdown(result: dict) -> str:
         s = summary.get(key)
         if s is None or not s["n"]:
             continue
-        lines.append(f"| {label} | {fmt(s['median'])} | {fmt(s['min'])} | {fmt(s['max'])} | "
-                     f"{fmt(s.get('p99'))} | {s['n']} | {s['unit']} |")
+        lines.append(
+            f"| {label} | {fmt(s['median'])} | {fmt(s['min'])} | {fmt(s['max'])} | "
+            f"{fmt(s.get('p99'))} | {s['n']} | {s['unit']} |"
+        )
     notes = result.get("notes", [])
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]

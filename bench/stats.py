@@ -1,4 +1,8 @@
-"""Summaries of repeated samples: median, min, max, nearest-rank percentiles."""
+"""Summaries of repeated samples: median, min, max, nearest-rank percentiles.
+
+Also the small helpers that pull samples out of the result record (`dig`,
+`ratio`: None for a missing sample) and format them (`fmt`, `short`).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,7 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[rank - 1]
 
 
-def summarize(values: Iterable[float | None], unit: str, description: str,
-              percentiles: bool = False) -> dict:
+def summarize(values: Iterable[float | None], unit: str, description: str, percentiles: bool = False) -> dict:
     got = clean(values)
     out: dict = {
         "unit": unit,
@@ -50,3 +53,22 @@ def fmt(value: float | None) -> str:
     magnitude = math.floor(math.log10(abs(value)))
     digits = max(0, 2 - magnitude)
     return f"{value:.{digits}f}"
+
+
+def short(value: float | None) -> str:
+    """Three significant figures in %g style, for progress lines and notes."""
+    return "-" if value is None else f"{value:.3g}"
+
+
+def dig(record: dict | None, *keys):
+    """record[k1][k2]...; None where a level is missing (a failed or skipped sample)."""
+    for k in keys:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(k)
+    return record
+
+
+def ratio(a, b):
+    """a / b; None when a sample is missing or b is 0."""
+    return a / b if a is not None and b else None

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from cyphonic import control, crypto
-from cyphonic.cloud import settings
+from cyphonic import control, crypto, keys
+from cyphonic.auth.settings import DEFAULT_VIP4, DEFAULT_VIP6
 
 DAY = 86400
 
@@ -71,16 +71,16 @@ def ca_init(args) -> int:
         ca, serial=_serial(), role="ca", fqdn=f"ca.{args.domain}", sign_key=ca.sign_public,
         dh_key=ca.dh_public, not_before=now - 60, not_after=now + 10 * 365 * DAY,
     )
-    (d / "ca.crt").write_text(crypto.certificate_to_pem(ca_cert))
+    (d / "ca.crt").write_text(keys.certificate_to_pem(ca_cert))
     auth = crypto.Identity.generate()
     auth.save(d / "as.key")
     as_cert = crypto.issue_certificate(
         ca, serial=_serial(), role="authority", fqdn=f"as.{args.domain}", sign_key=auth.sign_public,
         dh_key=auth.dh_public, not_before=now - 60, not_after=now + 10 * 365 * DAY,
     )
-    (d / "as.crt").write_text(crypto.certificate_to_pem(as_cert))
-    settings.write_secret(d / "as-nms.key", crypto.random_key())
-    settings.write_secret(d / "nms-trs.key", crypto.random_key())
+    (d / "as.crt").write_text(keys.certificate_to_pem(as_cert))
+    keys.write_secret(d / "as-nms.key", crypto.random_key())
+    keys.write_secret(d / "nms-trs.key", crypto.random_key())
     trs = ", ".join(f'"[{a}]:7002"' if ":" in a else f'"{a}:7002"' for a in args.trs)
     (d / "trs.toml").write_text(
         f'''# python -m cyphonic.trs --config trs.toml
@@ -101,8 +101,8 @@ key = "as.key"
 nms_key = "as-nms.key"
 revoked = "revoked.txt"
 database = "cloud.sqlite"
-vip4_pool = "{settings.DEFAULT_VIP4}"
-vip6_pool = "{settings.DEFAULT_VIP6}"
+vip4_pool = "{DEFAULT_VIP4}"
+vip6_pool = "{DEFAULT_VIP6}"
 
 [nms]
 listen = ["0.0.0.0:7001", "[::]:7001"]
@@ -144,7 +144,7 @@ def enroll_node(args) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     node.save(out / "node.key")
-    (out / "node.crt").write_text(crypto.certificate_to_pem(cert))
+    (out / "node.crt").write_text(keys.certificate_to_pem(cert))
     (out / "ca.crt").write_text((ca_dir / "ca.crt").read_text())
     clouds = [f"[{a}]" if ":" in a else a for a in args.cloud]
     auth = ", ".join(f'"{a}:7000"' for a in clouds)
@@ -173,7 +173,7 @@ def ca_revoke(args) -> int:
     from cyphonic.wire import certificate as wire_cert
     from cyphonic.wire.common import parse
 
-    cert = parse(wire_cert.Certificate, settings.read_certificate(args.certificate)).body.value
+    cert = parse(wire_cert.Certificate, keys.read_certificate(args.certificate)).body.value
     with open(args.ca / "revoked.txt", "a") as f:
         f.write(f"{cert.serial}  # {cert.fqdn} revoked {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n")
     print(f"revoked {cert.fqdn} (serial {cert.serial})")

@@ -16,8 +16,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-
-import binascii
+from typing import Any, Callable
 
 import nacl.bindings as sodium
 import nacl.encoding
@@ -25,9 +24,10 @@ import nacl.exceptions
 import nacl.hash
 import nacl.public
 import nacl.signing
+from construct import Construct
 from nacl._sodium import ffi, lib
 
-from cyphonic.errors import AuthenticationError, ParseError
+from cyphonic.errors import AuthenticationError
 from cyphonic.wire import certificate as wire_cert
 from cyphonic.wire.common import build, parse
 
@@ -99,10 +99,7 @@ def verify_signature(public: bytes, data: bytes, signature: bytes) -> None:
         raise AuthenticationError("bad signature") from None
 
 
-# --- certificates ----------------------------------------------------------
-
-PEM_HEAD = "-----BEGIN CYPHONIC CERTIFICATE-----"
-PEM_TAIL = "-----END CYPHONIC CERTIFICATE-----"
+# --- certificates (file format: cyphonic.keys) -------------------------------
 
 
 def issue_certificate(
@@ -156,19 +153,6 @@ def verify_certificate(
     return body
 
 
-def certificate_to_pem(data: bytes) -> str:
-    b64 = base64.encodebytes(data).decode().strip()
-    return f"{PEM_HEAD}\n{b64}\n{PEM_TAIL}\n"
-
-
-def certificate_from_pem(text: str) -> bytes:
-    inner = text.strip().removeprefix(PEM_HEAD).removesuffix(PEM_TAIL)
-    try:
-        return base64.b64decode("".join(inner.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise ParseError("certificate: not valid base64") from None
-
-
 # --- signaling seal (XChaCha20-Poly1305, random nonce) ------------------------
 
 
@@ -186,6 +170,35 @@ def open_sealed(key: bytes, data: bytes, aad: bytes = b"") -> bytes:
         )
     except nacl.exceptions.CryptoError:
         raise AuthenticationError("does not open under the key") from None
+
+
+# --- sealed messages: the header is the AAD of the sealed tail ----------------
+# Every signaling and relay message that carries a sealed body ends in it (a
+# GreedyBytes field: `sealed`, or `inner` of a Relayed frame); the bytes
+# before it are authenticated as AAD, so no header field can be altered.
+
+
+def _tail(schema: Construct) -> str:
+    return schema.subcons[-1].name
+
+
+def seal_message(schema: Construct, fields: dict, key: bytes, body: bytes) -> bytes:
+    """`schema` built from `fields` with its sealed tail empty, then `body`
+    sealed under `key` with those header bytes as AAD."""
+    header = build(schema, {**fields, _tail(schema): b""})
+    return header + seal(key, body, header)
+
+
+def open_message(
+    schema: Construct, data: bytes, key: bytes | Callable[[Any], bytes]
+) -> tuple[Any, bytes]:
+    """(parsed message, opened body), or ParseError / AuthenticationError.
+    `key` may be a function of the parsed message, for a key it carries
+    (the NMS finds the session key in the request's ticket)."""
+    msg = parse(schema, data)
+    sealed = bytes(msg[_tail(schema)])
+    aad = bytes(data[: len(data) - len(sealed)])
+    return msg, open_sealed(key(msg) if callable(key) else key, sealed, aad)
 
 
 # --- ephemeral agreement (forward secrecy) ----------------------------------

@@ -1,5 +1,5 @@
-"""A thin Trio driver for a sans-I/O datagram service (AS, NMS): one socket
-per listen address, one receive task per socket, one timer task."""
+"""The one Trio driver of the sans-I/O datagram services (AS, NMS, TRS):
+one socket per listen address, one receive task per socket, one timer task."""
 
 from __future__ import annotations
 
@@ -21,7 +21,22 @@ Outgoing = list[tuple[bytes, Address]]
 
 
 class DatagramService(Protocol):
-    def receive(self, data: bytes, source: Address, now: float) -> Outgoing: ...
+    """What the AS, the NMS and the TRS each are: datagrams and time in,
+    datagrams out (aioquic's receive_datagram / get_timer / handle_timer)."""
+
+    drops: Drops  # what the service refused, and why
+
+    def receive(self, data: bytes, source: Address, now: float) -> Outgoing:
+        """Datagrams to send in answer to one received."""
+        ...
+
+    def next_timer(self) -> float | None:
+        """When `handle_timer` has work next (None: nothing pending)."""
+        ...
+
+    def handle_timer(self, now: float) -> Outgoing:
+        """Retransmissions and expiry due by `now`."""
+        ...
 
 
 def family_of(host: str) -> int:
@@ -68,7 +83,6 @@ class UdpServer:
         self.name = name
         self._sockets: dict[int, socket.socket] = {}
         self.send_drops = 0
-        self.drops = Drops(log)
 
     def send(self, out: Outgoing) -> None:
         for data, dest in out:
@@ -89,13 +103,12 @@ class UdpServer:
                 self._sockets[sock.family] = sock
                 nursery.start_soon(self._receive, sock)
                 log.info("%s listening on %s", self.name, format_address(address))
-            if hasattr(self.service, "handle_timer"):
-                nursery.start_soon(self._timers)
+            nursery.start_soon(self._timers)
             task_status.started()
 
     async def _receive(self, sock: socket.socket) -> None:
         service, send = self.service, self.send
-        drops = getattr(service, "drops", None) or getattr(getattr(service, "service", None), "drops", None) or self.drops
+        drops = service.drops
         while True:
             await trio.lowlevel.wait_readable(sock)
             now = time.time()
@@ -119,6 +132,8 @@ class UdpServer:
     async def _timers(self) -> None:
         while True:
             deadline = self.service.next_timer()
+            # at least once a second: a datagram received meanwhile may have
+            # set an earlier deadline than the one we sleep towards
             wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.time()))
             await trio.sleep(wait)
             out = self.service.handle_timer(time.time())

@@ -25,6 +25,9 @@ from cyphonic.wire.common import TYPE, build, parse
 
 log = logging.getLogger("cyphonic.auth")
 
+Address = tuple[str, int]
+Outgoing = list[tuple[bytes, Address]]
+
 # A node retransmits a Login Request for about 6 s: within this time the
 # same source gets the same answer again (no second session); a replay from
 # anywhere else, or later, gets nothing.
@@ -79,13 +82,17 @@ class AuthenticationService:
         self.drops = Drops(log)
         self.logins = 0
         self.refusals = 0
-        self._replies: OrderedDict[bytes, tuple[tuple[str, int], float, bytes]] = OrderedDict()
+        self._replies: OrderedDict[bytes, tuple[Address, float, bytes]] = OrderedDict()
         self._nonces = Freshness(MAX_SKEW)
         self._per_source = Budgets(*VERIFY_PER_SOURCE)
         self._global = Budgets(*VERIFY_GLOBAL, keys=1)
 
-    def receive(self, data: bytes, source: tuple[str, int], now: float) -> bytes | None:
-        """The reply to send back to `source`, or None (dropped)."""
+    def receive(self, data: bytes, source: Address, now: float) -> Outgoing:
+        """The reply to send back to `source` (none: dropped)."""
+        reply = self._answer(data, source, now)
+        return [(reply, source)] if reply is not None else []
+
+    def _answer(self, data: bytes, source: Address, now: float) -> bytes | None:
         if not data or data[0] != TYPE["LoginRequest"]:
             self.drops("not a login request", source)
             return None
@@ -95,9 +102,8 @@ class AuthenticationService:
             self.drops("malformed login request", source, str(exc).splitlines()[0])
             return None
         nonce = bytes(request.nonce)
-        self._forget_replies(now)
         cached = self._replies.get(nonce)
-        if cached is not None and cached[0] == source:
+        if cached is not None and cached[0] == source and now - cached[1] < REPLY_TTL:
             return cached[2]  # a retransmission: same answer, no new session
         if cached is not None or self._nonces.seen(nonce):
             self.drops("replayed login request", source)
@@ -127,13 +133,22 @@ class AuthenticationService:
             self._replies.popitem(last=False)
         return reply
 
-    def _forget_replies(self, now: float) -> None:
+    # -- time -------------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        """When the oldest cached reply may be forgotten."""
+        for _, at, _ in self._replies.values():
+            return at + REPLY_TTL
+        return None
+
+    def handle_timer(self, now: float) -> Outgoing:
         replies = self._replies
         while replies:
             _, (_, at, _) = next(iter(replies.items()))
-            if now - at <= REPLY_TTL:
+            if now - at < REPLY_TTL:  # due at exactly at + REPLY_TTL (next_timer)
                 break
             replies.popitem(last=False)
+        return []
 
     def _login(self, request, data: bytes, source, now: float) -> bytes:
         cert = crypto.verify_certificate(bytes(request.certificate), self.ca_public, now)

@@ -1,1 +1,2 @@
-"""The cloud services (AS + NMS) in one process: the embedded default."""
+"""The cloud: AS + NMS (+ TRS) in one process, the embedded default. It only
+composes what the auth, nms and trs packages each own."""

@@ -1,3 +1,6 @@
-from cyphonic.cloud.run import main
+"""python -m cyphonic.cloud --config cloud.toml: AS, NMS (and a TRS) in one process."""
 
-main("cyphonic.cloud", with_auth=True, with_nms=True)
+from cyphonic import program
+from cyphonic.cloud import run, settings
+
+program.main("cyphonic.cloud", "cloud.toml", settings.SCHEMA, run.build, run.serve)

@@ -1,91 +1,69 @@
-"""Trio drivers for the AS and the NMS, alone or together."""
+"""The cloud: the AS, the NMS and optionally a TRS in one process, each
+served by its own package; this module only composes them and answers
+`cyphonic status` for all of them."""
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sqlite3
-import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 import trio
 
-from cyphonic import config as c
-from cyphonic import control, logs
-from cyphonic.cloud import settings
-from cyphonic.udp import UdpServer
+from cyphonic import control
+from cyphonic.auth import serve as auth_serve
+from cyphonic.auth import settings as auth_settings
+from cyphonic.auth.service import AuthenticationService
+from cyphonic.core.relay import RelayService
+from cyphonic.nms import serve as nms_serve
+from cyphonic.nms import settings as nms_settings
+from cyphonic.nms.service import NodeManagementService
+from cyphonic.trs import serve as trs_serve
+from cyphonic.trs import settings as trs_settings
 
 log = logging.getLogger("cyphonic.cloud")
 
 
-def main(program: str, with_auth: bool, with_nms: bool) -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m {program}")
-    parser.add_argument("--config", required=True, type=Path, help="cloud.toml")
-    args = parser.parse_args()
-    cfg = c.load_or_exit(program, args.config, settings.SCHEMA)
-    logs.setup(cfg["log_level"])
-    try:
-        auth = settings.build_auth(cfg) if with_auth else None
-        nms = settings.build_nms(cfg) if with_nms else None
-        relay = settings.build_trs(cfg) if with_auth and with_nms and cfg["trs"]["enabled"] else None
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"{program}: cannot start: {exc}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        trio.run(serve, cfg, auth, nms, "cloud", relay)
-    except KeyboardInterrupt:
-        pass
+@dataclass
+class Services:
+    auth: AuthenticationService
+    nms: NodeManagementService
+    relay: RelayService | None
+
+
+def build(cfg: dict[str, Any]) -> Services:
+    """The services of a checked cloud.toml."""
+    return Services(auth_settings.build(cfg), nms_settings.build(cfg), trs_settings.build_embedded(cfg))
 
 
 async def serve(
-    cfg, auth, nms, control_name: str | None = "cloud", relay=None, *, task_status=trio.TASK_STATUS_IGNORED
+    cfg: dict[str, Any], services: Services, control_name: str | None = "cloud",
+    *, task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """The services of a checked cloud.toml; `cyphonic status` of all of
+    them on `control_name`."""
+    auth, nms = services.auth, services.nms
     started = time.time()
 
-    def enrollments() -> list[dict] | str:
-        if auth is None:
-            return []
-        try:
-            rows = auth.store.enrollments()
-        except sqlite3.Error as exc:  # a locked database must not cost the cloud its status
-            return f"database unavailable: {exc}"
-        return [{"fqdn": e.fqdn, "vip4": str(e.vip4), "vip6": str(e.vip6)} for e in rows]
-
     def status(_request: dict) -> dict:
+        now = time.time()
+        a, n = auth_serve.status(auth), nms_serve.status(nms, now)
         return {
             "role": "cloud",
             "domain": cfg["domain"],
-            "uptime": round(time.time() - started, 1),
-            "nodes": nms.status(time.time()) if nms else [],
-            "enrollments": enrollments(),
-            "drops": {
-                **(dict(auth.drops.counts) if auth else {}),
-                **(dict(nms.drops.counts) if nms else {}),
-            },
+            "uptime": round(now - started, 1),
+            "nodes": n["nodes"],
+            "enrollments": a["enrollments"],
+            "drops": {**a["drops"], **n["drops"]},
         }
 
     async with trio.open_nursery() as nursery:
-        if auth is not None:
-            await nursery.start(UdpServer(_Replier(auth), cfg["auth"]["listen"], "AS").run)
-        if nms is not None:
-            await nursery.start(UdpServer(nms, cfg["nms"]["listen"], "NMS").run)
-        if relay is not None:
-            from cyphonic.trs.serve import serve as serve_trs
-
-            await nursery.start(serve_trs, cfg["trs"], relay, cfg["control_group"])
+        await nursery.start(auth_serve.serve, cfg, auth, None)
+        await nursery.start(nms_serve.serve, cfg, nms, None)
+        if services.relay is not None:
+            await nursery.start(trs_serve.serve, cfg["trs"], services.relay, cfg["control_group"])
         if control_name:
             await nursery.start(control.serve, control_name, status, cfg["control_group"])
         log.info("cloud ready (domain %s)", cfg["domain"])
         task_status.started()
-
-
-class _Replier:
-    """Adapts the AS's one-reply interface to the datagram-service one."""
-
-    def __init__(self, service) -> None:
-        self.service = service
-
-    def receive(self, data, source, now):
-        reply = self.service.receive(data, source, now)
-        return [(reply, source)] if reply else []

@@ -20,18 +20,21 @@ from typing import Callable
 
 from cyphonic.core.checksum import checksum, fold, ones_sum, pseudo_header_sum
 from cyphonic.errors import ParseError
-
-VNET_HDR = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
-VNET_HDR_LEN = VNET_HDR.size
-
-F_NEEDS_CSUM = 1
-GSO_NONE, GSO_TCPV4, GSO_UDP, GSO_TCPV6, GSO_UDP_L4 = 0, 1, 3, 4, 5
-GSO_ECN = 0x80
+from cyphonic.wire.virtio import (
+    F_NEEDS_CSUM,
+    GSO_ECN,
+    GSO_NONE,
+    GSO_TCPV4,
+    GSO_TCPV6,
+    GSO_UDP_L4,
+    PLAIN_HEADER,
+    VNET_HDR,
+    VNET_HDR_LEN,
+)
 
 TCP, UDP = 6, 17
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 1, 2, 4, 8, 16, 32, 64, 128
 MAX_SUPER = 65535
-PLAIN_HEADER = VNET_HDR.pack(0, GSO_NONE, 0, 0, 0, 0)
 
 
 def _l3(packet) -> tuple[int, int]:

@@ -57,6 +57,7 @@ class RelayService:
         self.sessions: dict[int, Session] = {}
         self.drops = Drops(log)
         self._requests = Freshness(MAX_SKEW)
+        self._next_expiry: float | None = None  # no session expires before
 
     # -- input ------------------------------------------------------------------
 
@@ -77,9 +78,8 @@ class RelayService:
         return []
 
     def _relay_request(self, data: bytes, source: Address, now: float) -> Outgoing:
-        msg = parse(wire.RelayRequest, data)
-        aad = data[: len(data) - len(msg.sealed)]
-        body = parse(wire.RelayRequestBody, crypto.open_sealed(self.nms_key, bytes(msg.sealed), aad))
+        msg, plain = crypto.open_message(wire.RelayRequest, data, self.nms_key)
+        body = parse(wire.RelayRequestBody, plain)
         seal_key, mac_key = crypto.relay_keys(bytes(body.tunnel_key))
         session = self.sessions.get(body.session_id)
         why = self._requests.refuse((msg.header.txid, body.session_id), body.timestamp, now)
@@ -105,6 +105,7 @@ class RelayService:
                 self.sessions[body.session_id] = Session(
                     body.session_id, seal_key, mac_key, float(body.lifetime), now, now
                 )
+                self._next_expiry = min(self._next_expiry or float("inf"), now + body.lifetime)
                 log.info("relay session %08x %s for the NMS at %s:%s", body.session_id,
                          "re-keyed" if session is not None else "opened", *source)
         reply = build(
@@ -115,14 +116,13 @@ class RelayService:
                 locators=[locator(*a) for a in self.locators],
             ),
         )
-        header = build(wire.RelayResponse, dict(header=dict(type="RelayResponse", txid=msg.header.txid), sealed=b""))
-        return [(header + crypto.seal(self.nms_key, reply, header), source)]
+        header = dict(header=dict(type="RelayResponse", txid=msg.header.txid))
+        return [(crypto.seal_message(wire.RelayResponse, header, self.nms_key, reply), source)]
 
     def _relayed(self, data: bytes, source: Address, now: float) -> Outgoing:
         if len(data) < wire.RELAYED_HEADER + wire.RELAY_TAG:
             raise ParseError("relayed frame too short")
-        session_id = int.from_bytes(data[1:5], "big")
-        flags = data[5]
+        _, session_id, flags = wire.RELAYED_HEAD.unpack_from(data)
         session = self.sessions.get(session_id)
         if session is None:
             self.drops("frame for an unknown session", source)
@@ -130,8 +130,7 @@ class RelayService:
         side_id = flags & wire.FROM_RESPONDER
         side = session.sides[side_id]
         if flags & wire.SEALED:
-            inner = crypto.open_sealed(session.seal_key, data[wire.RELAYED_HEADER :], data[: wire.RELAYED_HEADER])
-            sequence = int.from_bytes(inner[:8], "big") if len(inner) >= 8 else -1
+            sequence = _open_sealed_frame(session.seal_key, data).sequence
             if sequence <= side.sequence:
                 if source != side.endpoint:  # a replay from elsewhere moves nothing
                     self.drops("stale sealed frame", source)
@@ -158,11 +157,23 @@ class RelayService:
 
     # -- time ---------------------------------------------------------------------
 
-    def expire(self, now: float) -> None:
+    def next_timer(self) -> float | None:
+        """When a session may have expired (never later than the first does)."""
+        return self._next_expiry
+
+    def handle_timer(self, now: float) -> Outgoing:
+        """Forget sessions silent for longer than their lifetime."""
+        next_expiry = None
         for session_id, s in list(self.sessions.items()):
-            if now - s.last_seen > s.lifetime:
+            deadline = s.last_seen + s.lifetime
+            if now >= deadline:  # due at exactly the deadline next_timer gave
                 del self.sessions[session_id]
                 log.info("relay session %08x expired", session_id)
+            elif next_expiry is None or deadline < next_expiry:
+                next_expiry = deadline
+        # traffic only moves deadlines later, so this bound stays early enough
+        self._next_expiry = next_expiry
+        return []
 
     def status(self, now: float) -> list[dict]:
         return [
@@ -192,26 +203,38 @@ class RelayLink:
         self.seal_key, self.mac_key = crypto.relay_keys(tunnel_key)
         self.flags = wire.FROM_RESPONDER if responder else 0
         self.sequence = sequence  # start from the clock: restarts stay newer
+        # the head of every data frame we send, packed once
+        self._head = wire.RELAYED_HEAD.pack(TYPE["Relayed"], session_id, self.flags)
 
     def wrap(self, datagram: bytes, sealed: bool = False) -> bytes:
         if sealed:
             self.sequence += 1
-            header = bytes([TYPE["Relayed"]]) + self.session_id.to_bytes(4, "big") + bytes([self.flags | wire.SEALED])
-            return header + crypto.seal(self.seal_key, self.sequence.to_bytes(8, "big") + datagram, header)
-        head = bytes([TYPE["Relayed"]]) + self.session_id.to_bytes(4, "big") + bytes([self.flags]) + datagram
+            fields = dict(type="Relayed", session_id=self.session_id, flags=self.flags | wire.SEALED)
+            inner = build(wire.SealedInner, dict(sequence=self.sequence, datagram=datagram))
+            return crypto.seal_message(wire.Relayed, fields, self.seal_key, inner)
+        head = self._head + datagram
         return head + crypto.relay_mac(self.mac_key, head)
 
     def unwrap(self, frame: bytes) -> bytes:
         """The peer's datagram inside a forwarded frame (AuthenticationError
         for anything the peer did not send on this session)."""
-        if len(frame) < wire.RELAYED_HEADER + wire.RELAY_TAG or int.from_bytes(frame[1:5], "big") != self.session_id:
+        if len(frame) < wire.RELAYED_HEADER + wire.RELAY_TAG:
             raise AuthenticationError("not a frame of this relay session")
-        flags = frame[5]
+        _, session_id, flags = wire.RELAYED_HEAD.unpack_from(frame)
+        if session_id != self.session_id:
+            raise AuthenticationError("not a frame of this relay session")
         if flags & wire.FROM_RESPONDER == self.flags:
             raise AuthenticationError("a frame from our own side")
         if flags & wire.SEALED:
-            inner = crypto.open_sealed(self.seal_key, frame[wire.RELAYED_HEADER :], frame[: wire.RELAYED_HEADER])
-            return inner[8:]
+            return bytes(_open_sealed_frame(self.seal_key, frame).datagram)
         if not crypto.relay_mac_ok(self.mac_key, frame[: -wire.RELAY_TAG], frame[-wire.RELAY_TAG :]):
             raise AuthenticationError("bad relay MAC")
         return frame[wire.RELAYED_HEADER : -wire.RELAY_TAG]
+
+
+def _open_sealed_frame(seal_key: bytes, frame: bytes):
+    """The SealedInner of a sealed Relayed frame (AuthenticationError,
+    ParseError). Sealed frames are rare (handshakes, binds, updates): the
+    schemas are worth their cost here, unlike on the data frames."""
+    _, inner = crypto.open_message(wire.Relayed, frame, seal_key)
+    return parse(wire.SealedInner, inner)

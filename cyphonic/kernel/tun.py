@@ -17,7 +17,7 @@ import struct
 
 from pyroute2 import IPRoute
 
-from cyphonic.core.offload import VNET_HDR_LEN
+from cyphonic.wire.virtio import VNET_HDR_LEN
 
 log = logging.getLogger("cyphonic.tun")
 

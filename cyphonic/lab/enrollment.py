@@ -41,11 +41,10 @@ def trs_init(ca_dir: Path, relays: dict[str, list[str]]) -> None:
     it. `cyphonic ca init` writes a trs.toml too; the lab writes its own
     per relay host, in the CA directory beside cloud.toml.
     """
-    # Imported here: the lab otherwise only drives the CLI, never the cloud's code.
-    from cyphonic import crypto
-    from cyphonic.cloud import settings
+    # Imported here: the lab otherwise only drives the CLI, never the key hierarchy.
+    from cyphonic import crypto, keys
 
-    settings.write_secret(ca_dir / TRS_KEY, crypto.random_key())
+    keys.write_secret(ca_dir / TRS_KEY, crypto.random_key())
     for host, public in relays.items():
         (ca_dir / f"{host}.toml").write_text(_toml({
             "listen": ["0.0.0.0:7002", "[::]:7002"],

@@ -76,9 +76,9 @@ class RelayAssignment:
         return None
 
     def _request(self, session_id: int, tunnel_key: bytes, lifetime: int, now: float) -> bytes:
-        header = build(wire.RelayRequest, dict(header=dict(type="RelayRequest", txid=secrets.randbits(32)), sealed=b""))
         body = build(wire.RelayRequestBody, dict(timestamp=int(now), session_id=session_id, tunnel_key=tunnel_key, lifetime=lifetime))
-        return header + crypto.seal(self.key, body, header)
+        header = dict(header=dict(type="RelayRequest", txid=secrets.randbits(32)))
+        return crypto.seal_message(wire.RelayRequest, header, self.key, body)
 
     def ask(self, pending: PendingRelay, now: float) -> list[tuple[bytes, Address]]:
         """Send the session to the next healthy TRS not yet tried ([] if none)."""
@@ -97,8 +97,8 @@ class RelayAssignment:
 
     def answer(self, data: bytes, source: Address, now: float) -> tuple[PendingRelay | None, dict[str, Address] | None]:
         """(the pending route, TRS locators by family, or None if refused)."""
-        msg = parse(wire.RelayResponse, data)
-        body = parse(wire.RelayResponseBody, crypto.open_sealed(self.key, bytes(msg.sealed), data[: len(data) - len(msg.sealed)]))
+        _, plain = crypto.open_message(wire.RelayResponse, data, self.key)
+        body = parse(wire.RelayResponseBody, plain)
         if body.session_id == PROBE_SESSION:
             if self.probed.pop(source, None) is not None and self.dead_until.pop(source, None):
                 log.info("TRS %s:%s answers again", *source)

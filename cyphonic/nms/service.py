@@ -101,13 +101,17 @@ class NodeManagementService:
         if not data or data[0] not in REQUESTS:
             self.drops("unexpected message type", source)
             return []
-        try:
-            msg = parse(wire.NmsRequest, data)
+        ticket = None
+
+        def session_key(msg) -> bytes:  # the request's own ticket holds it
+            nonlocal ticket
             ticket = parse(wire.Ticket, crypto.open_sealed(self.nms_key, bytes(msg.ticket)))
             if ticket.expires < now:
                 raise AuthenticationError("expired ticket")
-            aad = data[: len(data) - len(msg.sealed)]
-            body = crypto.open_sealed(bytes(ticket.session_key), bytes(msg.sealed), aad)
+            return bytes(ticket.session_key)
+
+        try:
+            msg, body = crypto.open_message(wire.NmsRequest, data, session_key)
         except ParseError as exc:
             self.drops("malformed request", source, str(exc).splitlines()[0])
             return []
@@ -212,10 +216,8 @@ class NodeManagementService:
     def _announce(self, path_id, mn, cn, txid, reply_to, mn_key, to_mn, to_cn, cn_address, now, what) -> Outgoing:
         """Route Direction to CN now; to MN once CN has acknowledged."""
         cn_txid = secrets.randbits(32)
-        header = build(wire.NmsReply, dict(header=dict(type="RouteDirectionToCN", txid=cn_txid), sealed=b""))
-        cn_msg = header + crypto.seal(cn.session_key, to_cn, header)
-        mn_header = build(wire.NmsReply, dict(header=dict(type="RouteDirection", txid=txid), sealed=b""))
-        mn_msg = mn_header + crypto.seal(mn_key, to_mn, mn_header)
+        cn_msg = _sealed_reply("RouteDirectionToCN", cn_txid, cn.session_key, to_cn)
+        mn_msg = _sealed_reply("RouteDirection", txid, mn_key, to_mn)
         self.pending[path_id] = PendingRoute(
             path_id, reply_to, mn_msg, cn_msg, cn_address, 1, now + RETRY, (mn.fqdn, txid), mn_key, cn.fqdn,
         )
@@ -337,16 +339,14 @@ class NodeManagementService:
         )
 
     def _reply(self, type_: str, txid: int, ticket, body: bytes, dest: Address, now: float) -> tuple[bytes, Address]:
-        header = build(wire.NmsReply, dict(header=dict(type=type_, txid=txid), sealed=b""))
-        msg = header + crypto.seal(bytes(ticket.session_key), body, header)
+        msg = _sealed_reply(type_, txid, bytes(ticket.session_key), body)
         self._remember((ticket.fqdn, txid), msg, now, dest)
         return msg, dest
 
     def _sealed_error(self, txid: int, session_key: bytes, code: str, detail: str) -> bytes:
-        header = build(wire.NmsReply, dict(header=dict(type="SignalingError", txid=txid), sealed=b""))
         detail = detail.encode()[:200].decode(errors="ignore")
         body = build(wire.SignalingErrorBody, dict(code=code, detail=detail))
-        return header + crypto.seal(session_key, body, header)
+        return _sealed_reply("SignalingError", txid, session_key, body)
 
     def _error(self, txid, ticket, code: str, detail: str, dest: Address, now: float) -> tuple[bytes, Address]:
         msg = self._sealed_error(txid, bytes(ticket.session_key), code, detail)
@@ -376,6 +376,11 @@ class NodeManagementService:
                 }
             )
         return out
+
+
+def _sealed_reply(type_: str, txid: int, session_key: bytes, body: bytes) -> bytes:
+    """An NmsReply: `body` sealed under the receiving node's session key."""
+    return crypto.seal_message(wire.NmsReply, dict(header=dict(type=type_, txid=txid)), session_key, body)
 
 
 def _trs_for(node: Registration, locators: dict[str, Address]) -> tuple[str, Address] | None:

@@ -16,11 +16,12 @@ from cyphonic import control, crypto
 from cyphonic.crypto import PacketBuffer
 
 from cyphonic.kernel import batch as batch_io
-from cyphonic.cloud.settings import read_certificate
+from cyphonic.keys import read_certificate
 from cyphonic.kernel.netlink import global_addresses
 from cyphonic.kernel.tun import Tun
 from cyphonic.node.packet import PacketHandlingModule
 from cyphonic.node.resolver import ResolverModule
+from cyphonic.node.demux import Demultiplexer
 from cyphonic.node.signaling import SignalingModule
 from cyphonic.udp import size_buffers
 from cyphonic.errors import AuthenticationError, ParseError
@@ -90,15 +91,18 @@ class NodeDaemon:
         self.gro = offload and all(batch_io.enable_gro(s) for s in self.sockets.values())
         self.tun: Tun | None = None
         self.packet = PacketHandlingModule(-1, self.sockets, gso=self.gso)
-        self.signaling = SignalingModule(cfg, identity, certificate, ca_public, self.sockets, self.packet)
-        self.signaling.local_addresses = local_addresses
-        self.packet.on_update = self.signaling.puncher.on_update
+        self.signaling = SignalingModule(
+            cfg, identity, certificate, ca_public, self.sockets, self.packet, local_addresses=local_addresses)
+        self.demux = Demultiplexer()
+        self.demux.add(self.signaling)
+        self.packet.on_update = self.signaling.tunnel_update
         r = cfg["resolver"]
         self.resolver = ResolverModule(self.domain, self.signaling, r["listen"], r["upstream"], r["ttl"])
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self.signaling.nursery = nursery
+            nursery.start_soon(self.signaling.run)
             if self.control_name:
                 await nursery.start(control.serve, self.control_name, self.status, self.cfg["control_group"])
             for sock in self.sockets.values():
@@ -111,7 +115,6 @@ class NodeDaemon:
             log.info("data path: %s", self.dataplane())
             nursery.start_soon(self.packet.tun_reader)
             await self.signaling.register_all()
-            nursery.start_soon(self.signaling.refresh_loop)
             await nursery.start(self.resolver.run)
             log.info("node %s ready on %s", grant.fqdn, self.tun.name)
             task_status.started(self)
@@ -119,7 +122,7 @@ class NodeDaemon:
     async def socket_reader(self, sock: socket.socket) -> None:
         """Drain the socket on every wake-up (GRO: many datagrams per call);
         data is handled in place and coalesced writes flushed per batch."""
-        packet, signaling = self.packet, self.signaling
+        packet, signaling, demux = self.packet, self.signaling, self.demux
         buf = PacketBuffer(MAX_DATAGRAM)
         data, view = buf.data, buf.view
         while True:
@@ -140,7 +143,7 @@ class NodeDaemon:
                         if data[start] in DATA_TYPES:
                             packet.receive_at(buf, start, end, source, now)
                         else:
-                            signaling.receive(bytes(view[start:end]), source, now)
+                            demux.receive(bytes(view[start:end]), source, now)
                     except (ParseError, AuthenticationError) as exc:
                         # the modules count their own; this boundary keeps the reader alive
                         signaling.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])

@@ -1,2 +1,2 @@
-"""TRS — Tunnel Relay Service (draft for issue 3: relay core and program;
-the NMS does not assign relays yet)."""
+"""TRS — Tunnel Relay Service (protocols/relay.md). Its sans-I/O logic is
+`core.relay.RelayService`, beside the node's end of the same protocol."""

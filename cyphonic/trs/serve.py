@@ -14,26 +14,10 @@ from cyphonic.udp import UdpServer
 log = logging.getLogger("cyphonic.trs")
 
 
-class _Timed:
-    """The relay service with the timer interface UdpServer drives."""
-
-    def __init__(self, service: RelayService) -> None:
-        self.service = service
-
-    def receive(self, data, source, now):
-        return self.service.receive(data, source, now)
-
-    def next_timer(self) -> float:
-        return time.time() + 1.0
-
-    def handle_timer(self, now: float):
-        self.service.expire(now)
-        return []
-
-
 async def serve(
     cfg: dict, service: RelayService, control_group: str = "", *, task_status=trio.TASK_STATUS_IGNORED
 ) -> None:
+    """`cfg`: a checked trs.toml, or the [trs] section of cloud.toml."""
     started = time.time()
 
     def status(_request: dict) -> dict:
@@ -45,7 +29,7 @@ async def serve(
         }
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(UdpServer(_Timed(service), cfg["listen"], "TRS").run)
+        await nursery.start(UdpServer(service, cfg["listen"], "TRS").run)
         await nursery.start(control.serve, "trs", status, control_group)
         log.info("TRS ready, announced as %s", ", ".join(f"{h}:{p}" for h, p in cfg["public"]))
         task_status.started()

@@ -11,6 +11,8 @@ establishment via TRS"). Draft for issue 3: see protocols/relay.md.
   under the End Key, which the TRS never learns).
 """
 
+import struct
+
 from construct import Bytes, GreedyBytes, Int8ub, Int16ub, Int32ub, Int64ub, PrefixedArray, Struct, Terminated, Flag
 
 from cyphonic.wire.common import Locator, MessageType
@@ -45,7 +47,6 @@ RelayResponseBody = Struct(
 FROM_RESPONDER = 0x01  # else from the initiator
 SEALED = 0x80  # `inner` is XChaCha20-Poly1305 under the Tunnel Key, with a sequence
 
-RELAYED_HEADER = 6
 RELAY_TAG = 16
 
 Relayed = Struct(
@@ -54,6 +55,12 @@ Relayed = Struct(
     "flags" / Int8ub,
     "inner" / GreedyBytes,  # SEALED: seal(SealedInner); else inner datagram + 16-byte MAC
 )
+
+# The fixed head of `Relayed` (type, session_id, flags) as a struct.Struct:
+# a node and the TRS pack or unpack it once per relayed data packet, where a
+# construct parse would cost more than the MAC. Same bytes as `Relayed`.
+RELAYED_HEAD = struct.Struct("!BIB")
+RELAYED_HEADER = RELAYED_HEAD.size
 
 SealedInner = Struct(
     "sequence" / Int64ub,  # strictly increasing per sender: only a newer one moves an endpoint

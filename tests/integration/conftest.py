@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,8 @@ from cyphonic.cloud import run as cloud_run
 from cyphonic.cloud import settings as cloud_settings
 from cyphonic.node.daemon import NodeDaemon
 from cyphonic.node.settings import SCHEMA as NODE_SCHEMA
+from tests.support import dataplane
+from tests.support.packets import ipv4_udp  # noqa: F401 - the integration tests import it from here
 
 DOMAIN = "cyphonic.test"
 
@@ -44,28 +44,6 @@ class MemoryTun:
 
     def close(self) -> None:
         self._kernel.close()
-
-
-def ipv4_udp(src: str, dst: str, payload: bytes, sport: int = 5000, dport: int = 6000) -> bytes:
-    """A minimal IPv4/UDP packet as an application would send it."""
-    total = 20 + 8 + len(payload)
-    header = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, total, 1, 0, 64, 17, 0,
-        ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed,
-    )
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    pseudo = header[12:20] + struct.pack("!BBH", 0, 17, len(udp))
-    return header + udp[:6] + struct.pack("!H", _checksum(pseudo + udp)) + udp[8:]
-
-
-def _checksum(data: bytes) -> int:
-    """RFC 1071, word by word: independent of the product's fast version."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return (~total & 0xFFFF) or 0xFFFF
 
 
 @dataclass
@@ -101,11 +79,11 @@ class Overlay:
         text = text.replace("refresh = 10", "refresh = 1")
         self.trs = None
         if relay:
-            from cyphonic import crypto
+            from cyphonic import crypto, keys
             from cyphonic.core.relay import RelayService
 
             key = crypto.random_key()
-            cloud_settings.write_secret(self.ca / "nms-trs.key", key)
+            keys.write_secret(self.ca / "nms-trs.key", key)
             self.trs_port = free_port()
             self.trs = RelayService(key, [("127.0.0.1", self.trs_port)])
             text = text.replace("trs = []", f'trs = ["127.0.0.1:{self.trs_port}"]')
@@ -125,14 +103,13 @@ class Overlay:
 
     async def start_cloud(self) -> None:
         cfg = config.load(self.ca / "cloud.toml", cloud_settings.SCHEMA)
-        self.auth = cloud_settings.build_auth(cfg)
-        self.nms = cloud_settings.build_nms(cfg)
-        self.embedded = cloud_settings.build_trs(cfg) if cfg["trs"]["enabled"] else None
+        self.services = cloud_run.build(cfg)
+        self.auth, self.nms, self.embedded = self.services.auth, self.services.nms, self.services.relay
         self.cloud_scope = await self.nursery.start(self._run_cloud, cfg)
 
     async def _run_cloud(self, cfg, *, task_status) -> None:
         with trio.CancelScope() as scope:
-            await cloud_run.serve(cfg, self.auth, self.nms, None, self.embedded, task_status=_Started(task_status, scope))
+            await cloud_run.serve(cfg, self.services, None, task_status=_Started(task_status, scope))
         self.auth.store.close()
 
     def stop_cloud(self) -> None:
@@ -140,7 +117,10 @@ class Overlay:
 
     def enroll(self, name: str, *extra: str) -> Path:
         out = self.tmp / name
-        assert cli.main(["enroll", "node", name, "--ca", str(self.ca), "--out", str(out), "--cloud", "127.0.0.1", *extra]) == 0
+        assert (
+            cli.main(["enroll", "node", name, "--ca", str(self.ca), "--out", str(out), "--cloud", "127.0.0.1", *extra])
+            == 0
+        )
         return out
 
     async def start_node(
@@ -209,3 +189,13 @@ async def overlay(tmp_path, nursery):
     o = Overlay(tmp_path, nursery)
     await o.start_cloud()
     yield o
+
+
+@pytest.fixture
+def pair(request):
+    """mn's and cn's PacketHandlingModules, a real tunnel between them (tests/support/dataplane.py):
+    request.param "offload" or "plain" picks the data path (`dataplane.PATHS`)."""
+    mn, cn = dataplane.node_pair(request.param == "offload")
+    yield mn, cn
+    mn.close()
+    cn.close()

@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from cyphonic import crypto
-from cyphonic.cloud.settings import read_secret
+from cyphonic.keys import read_secret
 from cyphonic.errors import AuthenticationError
 from cyphonic.wire import relay, tunnel as tunnel_wire
 from cyphonic.wire.common import TYPE, parse

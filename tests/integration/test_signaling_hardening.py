@@ -15,6 +15,7 @@ from cyphonic import crypto
 from cyphonic.auth.service import AuthenticationService
 from cyphonic.core import tunnel as core
 from cyphonic.core.login import LoginClient
+from cyphonic.core.signaling.routes import Selection
 from cyphonic.store import Store
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import TYPE, build, locator
@@ -68,12 +69,13 @@ async def test_replayed_route_directions_create_nothing_and_draw_no_answer(overl
     await resolve(mn, f"cn.{DOMAIN}")
     assert len(directions) == 1
     signaling = cn.daemon.signaling
-    expected, tunnels = dict(signaling._expected), len(cn.daemon.packet.by_index)
+    paths, tunnels = {p: e.state for p, e in signaling.machine.paths.items()}, len(cn.daemon.packet.by_index)
     evil = await attacker_socket()
     for _ in range(3):
         await evil.sendto(directions[0], ("127.0.0.1", cn.port))
     assert await nothing_arrives(evil)  # no Route Direction Ack to the replayer
-    assert signaling._expected == expected and len(cn.daemon.packet.by_index) == tunnels
+    assert {p: e.state for p, e in signaling.machine.paths.items()} == paths
+    assert len(cn.daemon.packet.by_index) == tunnels
     assert signaling.drops.counts["replayed route direction"] == 3
 
 
@@ -130,7 +132,7 @@ async def test_a_stale_route_direction_is_dropped(overlay):
     evil = await attacker_socket()
     await evil.sendto(datagram, ("127.0.0.1", cn.port))
     await trio.sleep(0.2)
-    assert 77 not in cn.daemon.signaling._expected
+    assert 77 not in cn.daemon.signaling.machine.paths
     assert cn.daemon.signaling.drops.counts["stale route direction"] == 1
 
 
@@ -146,7 +148,8 @@ def handshake_for(node, path_id: int) -> tuple[core.Path, bytes]:
 async def test_junk_tunnel_requests_neither_overwrite_nor_lock_out_an_early_request(overlay):
     mn = await overlay.start_node("mn")
     signaling = mn.daemon.signaling
-    signaling._routing["peer"] = trio.Event()  # a route selection in flight
+    machine = signaling.machine
+    machine.selections["peer"] = Selection("peer", time.time())  # a route selection in flight
     path, genuine = handshake_for(mn, 4242)
     now, peer = time.time(), ("127.0.0.1", 40000)
     signaling.receive(genuine, peer, now)
@@ -157,11 +160,11 @@ async def test_junk_tunnel_requests_neither_overwrite_nor_lock_out_an_early_requ
     for path_id in range(100):  # a flood of other path ids: cannot keep the genuine one out
         signaling.receive(junk(path_id), ("127.0.0.1", 50000), now)
     signaling.receive(genuine, peer, now)  # the peer retransmits
-    assert any(e[1] == genuine for e in signaling._early)
-    signaling._expected[4242] = (path, now)  # the NMS's Route Direction names the path
-    signaling._release_early(4242, now)
+    assert any(e[1] == genuine for e in machine.early)
+    del machine.selections["peer"]
+    machine.expect(path, now)  # the NMS's Route Direction names the path: the held requests are tried
+    signaling.pump()
     assert mn.daemon.packet.tunnel_to(f"peer.{DOMAIN}") is not None
-    del signaling._routing["peer"]
 
 
 async def test_forged_login_answers_never_stop_a_node(overlay):
@@ -186,7 +189,7 @@ async def test_forged_login_answers_never_stop_a_node(overlay):
             request, node = await front.recvfrom(65535)
             nonces.add(request[-120:-104])  # the nonce: one per login attempt
             if len(nonces) == 1:  # the whole first attempt is answered by the forger
-                reply = forger.receive(request, node, time.time())
+                [(reply, _)] = forger.receive(request, node, time.time())
                 forged += 1
             else:
                 await back.sendto(request, real_as)

@@ -38,7 +38,7 @@ from . import hostile
 
 pytestmark = pytest.mark.system
 
-AS_PORT, NMS_PORT = 7000, 7001  # the cloud's defaults (cloud/settings.py), which the lab keeps
+AS_PORT, NMS_PORT = 7000, 7001  # the cloud's defaults (auth/settings.py, nms/settings.py), which the lab keeps
 NODES = ("mn", "cn", "a1", "b1", "v6")
 # Tunnels set up while recording; after the flood each must still carry pings on its path.
 # mn is global and cn behind NAPT: cn opens the tunnel (reverse); a1 and b1 start on

@@ -13,7 +13,7 @@ import tomllib
 
 import pytest
 
-from cyphonic.cloud import settings
+from cyphonic import keys
 from cyphonic.lab import Lab
 from cyphonic.lab.processes import cyphonic_cli
 
@@ -30,7 +30,7 @@ def test_trs_announces_its_global_addresses(lab: Lab) -> None:
     config = tomllib.loads(lab.paths.trs_config("trs").read_text())
     assert config["public"] == ["203.0.114.20:7002", "[2001:db8:d::20]:7002"]
     key = lab.paths.ca / config["nms_key"]
-    assert len(settings.read_secret(key)) == 32
+    assert len(keys.read_secret(key)) == 32
     assert key.stat().st_mode & 0o077 == 0
     cloud = tomllib.loads(lab.paths.cloud_config.read_text())
     assert cloud["nms"]["trs"] == ["203.0.114.20:7002", "203.0.115.20:7002"]

@@ -9,9 +9,9 @@ import sqlite3
 import pytest
 
 from cyphonic import crypto
-from cyphonic.auth.service import VERIFY_PER_SOURCE, AuthenticationService
-from cyphonic.cloud.settings import RevocationList
+from cyphonic.auth.service import REPLY_TTL, VERIFY_PER_SOURCE, AuthenticationService
 from cyphonic.core.login import LoginClient, LoginRefused
+from cyphonic.keys import RevocationList
 from cyphonic.store import Store
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import parse
@@ -42,7 +42,7 @@ def request_with_certificate(pki, certificate: bytes) -> bytes:
 @pytest.mark.parametrize("certificate", [b"", b"\x01", b"\x01" + bytes(200), b"\xff" * 300])
 def test_a_login_request_whose_certificate_does_not_parse_is_a_counted_drop(pki, tmp_path, certificate):
     auth = make_auth(pki, tmp_path)
-    assert auth.receive(request_with_certificate(pki, certificate), NODE, NOW) is None
+    assert auth.receive(request_with_certificate(pki, certificate), NODE, NOW) == []
     assert auth.drops.counts["malformed login request"] == 1
     assert login(auth, pki, "mn").fqdn == f"mn.{DOMAIN}"  # and the AS goes on serving
 
@@ -88,9 +88,9 @@ def test_a_cached_answer_goes_only_to_the_source_it_answered(pki, tmp_path):
     auth = make_auth(pki, tmp_path)
     cert, ident = pki.issue("mn")
     client = LoginClient(ident, cert, pki.ca.sign_public, NOW)
-    first = auth.receive(client.request, NODE, NOW)
-    assert auth.receive(client.request, NODE, NOW + 1) == first  # a retransmission
-    assert auth.receive(client.request, SPOOFED, NOW + 1) is None  # a reflection attempt
+    [first] = auth.receive(client.request, NODE, NOW)
+    assert auth.receive(client.request, NODE, NOW + 1) == [first]  # a retransmission, to the same source
+    assert auth.receive(client.request, SPOOFED, NOW + 1) == []  # a reflection attempt
     assert auth.drops.counts["replayed login request"] == 1
     assert auth.logins == 1
 
@@ -99,9 +99,24 @@ def test_a_cached_answer_lasts_only_as_long_as_a_node_retransmits(pki, tmp_path)
     auth = make_auth(pki, tmp_path)
     cert, ident = pki.issue("mn")
     client = LoginClient(ident, cert, pki.ca.sign_public, NOW)
-    assert auth.receive(client.request, NODE, NOW) is not None
+    assert auth.receive(client.request, NODE, NOW) != []
     # later, even from the same source, a replay gets nothing and no session
-    assert auth.receive(client.request, NODE, NOW + 60) is None
+    assert auth.receive(client.request, NODE, NOW + 60) == []
+    assert auth.logins == 1
+
+
+def test_the_timer_forgets_cached_answers_once_a_node_no_longer_retransmits(pki, tmp_path):
+    auth = make_auth(pki, tmp_path)
+    assert auth.next_timer() is None
+    cert, ident = pki.issue("mn")
+    client = LoginClient(ident, cert, pki.ca.sign_public, NOW)
+    [first] = auth.receive(client.request, NODE, NOW)
+    assert auth.next_timer() == NOW + REPLY_TTL
+    assert auth.handle_timer(NOW + REPLY_TTL - 1) == []
+    assert auth.receive(client.request, NODE, NOW + REPLY_TTL - 1) == [first]  # still retransmitting
+    assert auth.handle_timer(NOW + REPLY_TTL) == []
+    assert auth.next_timer() is None
+    assert auth.receive(client.request, NODE, NOW + REPLY_TTL) == []  # now a replay
     assert auth.logins == 1
 
 
@@ -112,13 +127,12 @@ def test_a_refusal_is_never_larger_than_the_request_that_drew_it(pki, tmp_path):
     foreign = crypto.Identity.generate()
     cert, ident = pki.issue("x", ca=foreign)
     request = LoginClient(ident, cert, pki.ca.sign_public, NOW).request
-    reply = auth.receive(request, SPOOFED, NOW)
-    assert reply is None
+    assert auth.receive(request, SPOOFED, NOW) == []
     assert auth.drops.counts["refusal larger than the request"] == 1
     # a refusal that fits is still sent, and signed
     (tmp_path / "other").mkdir()
-    reply = make_auth(pki, tmp_path / "other").receive(request, NODE, NOW)
-    assert reply is not None and len(reply) <= len(request)
+    [(reply, dest)] = make_auth(pki, tmp_path / "other").receive(request, NODE, NOW)
+    assert dest == NODE and len(reply) <= len(request)
 
 
 def test_an_unauthenticated_source_has_a_budget_of_signature_checks(pki, tmp_path):
@@ -128,14 +142,14 @@ def test_an_unauthenticated_source_has_a_budget_of_signature_checks(pki, tmp_pat
     answered = 0
     for _ in range(200):
         request = LoginClient(impostor, cert, pki.ca.sign_public, NOW).request
-        answered += auth.receive(request, SPOOFED, NOW) is not None
+        answered += len(auth.receive(request, SPOOFED, NOW))
     rate, burst = VERIFY_PER_SOURCE
     assert answered == burst
     assert auth.drops.counts["verification budget exhausted"] == 200 - burst
     # another source is unaffected, and the budget refills with time
     assert login(auth, pki, "mn").fqdn == f"mn.{DOMAIN}"
     request = LoginClient(impostor, cert, pki.ca.sign_public, NOW + 1).request
-    assert auth.receive(request, SPOOFED, NOW + 1) is not None
+    assert auth.receive(request, SPOOFED, NOW + 1) != []
 
 
 def test_a_ticket_never_outlives_the_certificate(pki, tmp_path):

@@ -18,9 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cyphonic import crypto
+from cyphonic import crypto, keys
 from cyphonic.core import tunnel as core
 from cyphonic.errors import AuthenticationError, ParseError
+from cyphonic.wire import signaling
 from cyphonic.wire import tunnel as wire
 from cyphonic.wire.common import TYPE, build, parse
 
@@ -148,9 +149,9 @@ def test_truncated_or_padded_certificate_does_not_parse():
 
 def test_certificate_survives_pem_armour():
     cert = issue()
-    pem = crypto.certificate_to_pem(cert)
-    assert pem.startswith(crypto.PEM_HEAD) and pem.rstrip().endswith(crypto.PEM_TAIL)
-    assert crypto.certificate_from_pem(pem) == cert
+    pem = keys.certificate_to_pem(cert)
+    assert pem.startswith(keys.PEM_HEAD) and pem.rstrip().endswith(keys.PEM_TAIL)
+    assert keys.certificate_from_pem(pem) == cert
 
 
 def test_self_signed_ca_certificate_is_a_trust_anchor():
@@ -212,6 +213,38 @@ def test_sealed_box_too_short_is_refused():
     with pytest.raises(AuthenticationError):
         crypto.open_sealed(crypto.random_key(), bytes(crypto.XNONCE + crypto.TAG - 1))
 
+
+
+# --- sealed messages: the header as AAD --------------------------------------------------------
+
+
+def test_a_sealed_message_is_its_header_then_the_body_sealed_with_that_header_as_aad():
+    key = crypto.random_key()
+    fields = dict(header=dict(type="RouteDirection", txid=7))
+    data = crypto.seal_message(signaling.NmsReply, fields, key, b"body")
+    header = build(signaling.NmsReply, dict(fields, sealed=b""))
+    assert data.startswith(header)
+    assert crypto.open_sealed(key, data[len(header) :], header) == b"body"
+    msg, plain = crypto.open_message(signaling.NmsReply, data, key)
+    assert (str(msg.header.type), msg.header.txid, plain) == ("RouteDirection", 7, b"body")
+
+
+def test_an_altered_header_does_not_open():
+    key = crypto.random_key()
+    data = bytearray(crypto.seal_message(signaling.NmsReply, dict(header=dict(type="RouteDirection", txid=7)), key, b"x"))
+    data[2] ^= 1  # the txid
+    with pytest.raises(AuthenticationError):
+        crypto.open_message(signaling.NmsReply, bytes(data), key)
+    with pytest.raises(ParseError):
+        crypto.open_message(signaling.NmsReply, b"\x13", key)
+
+
+def test_the_key_of_a_sealed_message_may_come_from_the_message():
+    key = crypto.random_key()
+    fields = dict(header=dict(type="RegistrationRequest", txid=1), ticket=key)  # a stand-in for a sealed ticket
+    data = crypto.seal_message(signaling.NmsRequest, fields, key, b"locators")
+    _, plain = crypto.open_message(signaling.NmsRequest, data, lambda msg: bytes(msg.ticket))
+    assert plain == b"locators"
 
 # --- kdf -------------------------------------------------------------------------------
 

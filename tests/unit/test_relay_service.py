@@ -94,9 +94,10 @@ def test_a_replayed_sealed_frame_never_moves_an_endpoint(setup):
 def test_idle_sessions_expire(setup):
     trs, mn, cn, _ = setup
     bind(trs, mn, cn)
-    trs.expire(NOW + 59)
+    assert trs.next_timer() == NOW + 60  # the session's lifetime after its last frame
+    assert trs.handle_timer(NOW + 59) == []
     assert 0xC0FFEE in trs.sessions
-    trs.expire(NOW + 61)
+    assert trs.handle_timer(NOW + 61) == []
     assert trs.sessions == {}
     assert trs.receive(mn.wrap(b"late"), MN, NOW + 62) == []
 
@@ -136,7 +137,7 @@ def test_a_replayed_relay_request_never_recreates_an_expired_session(setup):
     # the NMS retransmits (our answer was lost): the same session, answered again
     [(again, _)] = trs.receive(request, NMS, NOW + 0.3)
     assert len(trs.sessions) == 2
-    trs.expire(NOW + 100)
+    trs.handle_timer(NOW + 100)
     assert 0xBEEF not in trs.sessions
     assert trs.receive(request, EVIL, NOW + 100) == []
     assert 0xBEEF not in trs.sessions and trs.drops.counts["replayed relay request"] == 1

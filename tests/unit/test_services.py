@@ -57,7 +57,8 @@ def auth(pki, nms_key, tmp_path):
 def login(auth, pki, name, cert_ident=None, now=NOW):
     cert, ident = cert_ident or pki.issue(name)
     client = LoginClient(ident, cert, pki.ca.sign_public, now)
-    reply = auth.receive(client.request, ("198.51.100.10", 4500), now)
+    [(reply, dest)] = auth.receive(client.request, ("198.51.100.10", 4500), now)
+    assert dest == ("198.51.100.10", 4500)
     return client.accept(reply, now)
 
 
@@ -98,7 +99,7 @@ def test_a_request_signed_by_another_key_is_refused(auth, pki):
     cert, _ = pki.issue("mn")
     client = LoginClient(crypto.Identity.generate(), cert, pki.ca.sign_public, NOW)
     with pytest.raises(LoginRefused) as info:
-        client.accept(auth.receive(client.request, ("1.2.3.4", 1), NOW), NOW)
+        client.accept(auth.receive(client.request, ("1.2.3.4", 1), NOW)[0][0], NOW)
     assert info.value.reason == "bad_signature"
 
 
@@ -106,21 +107,22 @@ def test_a_stale_request_is_refused(auth, pki):
     cert, ident = pki.issue("mn")
     client = LoginClient(ident, cert, pki.ca.sign_public, NOW - 3600)
     with pytest.raises(LoginRefused):
-        client.accept(auth.receive(client.request, ("1.2.3.4", 1), NOW), NOW)
+        client.accept(auth.receive(client.request, ("1.2.3.4", 1), NOW)[0][0], NOW)
 
 
 def test_retransmitted_login_gets_the_same_answer(auth, pki):
     cert, ident = pki.issue("mn")
     client = LoginClient(ident, cert, pki.ca.sign_public, NOW)
-    first = auth.receive(client.request, ("1.2.3.4", 1), NOW)
-    assert auth.receive(client.request, ("1.2.3.4", 1), NOW + 1) == first
+    [first] = auth.receive(client.request, ("1.2.3.4", 1), NOW)
+    assert auth.receive(client.request, ("1.2.3.4", 1), NOW + 1) == [first]
     assert auth.logins == 1
 
 
 def test_a_forged_login_answer_does_not_verify(auth, pki):
     cert, ident = pki.issue("mn")
     client = LoginClient(ident, cert, pki.ca.sign_public, NOW)
-    reply = bytearray(auth.receive(client.request, ("1.2.3.4", 1), NOW))
+    [(reply, _)] = auth.receive(client.request, ("1.2.3.4", 1), NOW)
+    reply = bytearray(reply)
     reply[-70] ^= 1
     with pytest.raises(crypto.AuthenticationError):
         client.accept(bytes(reply), NOW)

@@ -1,0 +1,41 @@
+"""The UDP offered-load stage: per path, the highest rate with <= 1% loss.
+
+`iperf3 -u` at doubling (or halving) rates until the receiver's loss crosses
+1%, then a geometric bisection (`probes.udp_search`). Each repetition starts
+its search where the previous one ended: fewer steps.
+"""
+
+from __future__ import annotations
+
+from cyphonic.lab import Lab
+
+from . import probes
+from .datapaths import PORT, DataPath
+
+
+class UdpStage:
+    """The UDP search over A B C, remembering each path's last result as the next start."""
+
+    def __init__(self, lab: Lab, paths: dict[str, DataPath], seconds: float, refine: int) -> None:
+        self.lab, self.paths = lab, paths
+        self.seconds, self.refine = seconds, refine
+        self.start = {k: p.udp_start_mbps for k, p in paths.items()}
+
+    def __call__(self, out: dict) -> None:
+        """out[path] = every step of one search each."""
+        for p in self.paths.values():
+            r = probes.udp_search(
+                self.lab,
+                p.client,
+                p.target,
+                PORT,
+                self.seconds,
+                p.udp_length,
+                start_mbps=self.start[p.key],
+                max_mbps=p.udp_max_mbps,
+                refine=self.refine,
+                extra=p.iperf_extra,
+            )
+            out[p.key] = r
+            if r.get("max_rate_mbps"):
+                self.start[p.key] = r["max_rate_mbps"]

@@ -1,0 +1,50 @@
+"""trs.toml, the [trs] section of cloud.toml (a TRS in the cloud's process),
+and the relay service built from either."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cyphonic import config as c
+from cyphonic import control
+from cyphonic.core.relay import RelayService
+from cyphonic.errors import ConfigError
+from cyphonic.keys import read_secret
+
+SCHEMA: c.Schema = {  # trs.toml
+    "listen": c.Key(c.addresses, [("0.0.0.0", 7002), ("::", 7002)]),
+    "public": c.Key(c.addresses),  # where nodes reach this TRS, told to the NMS
+    "nms_key": c.Key(c.path),
+    "log_level": c.Key(c.text, "INFO"),
+    "control_group": c.Key(control.existing_group, ""),  # may read the status, besides root and our uid
+}
+
+# [trs] of cloud.toml: `python -m cyphonic.cloud` can run a TRS in the same
+# process (list its public addresses in [nms] trs too)
+EMBEDDED: c.Schema = {
+    "enabled": c.Key(c.boolean, False),
+    "listen": c.Key(c.addresses, [("0.0.0.0", 7002), ("::", 7002)]),
+    "public": c.Key(c.addresses, []),
+    "nms_key": c.Key(c.path, None),
+}
+
+
+def build(cfg: dict[str, Any]) -> RelayService:
+    """The TRS of a checked trs.toml."""
+    if not cfg["public"]:
+        raise ConfigError("public", "must list where nodes reach this TRS")
+    return RelayService(read_secret(cfg["nms_key"]), cfg["public"])
+
+
+def build_embedded(cfg: dict[str, Any]) -> RelayService | None:
+    """The TRS of a checked cloud.toml: None unless [trs] enabled. Its key
+    defaults to the NMS's ([nms] trs_key)."""
+    t = cfg["trs"]
+    if not t["enabled"]:
+        return None
+    if not t["public"]:
+        raise ValueError("trs.public: must list where nodes reach the TRS")
+    key_path = t["nms_key"] or cfg["nms"]["trs_key"]
+    if key_path is None:
+        raise ValueError("trs.nms_key: the NMS–TRS key is needed")
+    return RelayService(read_secret(key_path), t["public"])
