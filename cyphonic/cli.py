@@ -66,19 +66,18 @@ def ca_init(args) -> int:
         return 2
     now = int(time.time())
     ca = crypto.Identity.generate()
-    ca.save(d / "ca.key")
-    ca_cert = crypto.issue_certificate(
-        ca, serial=_serial(), role="ca", fqdn=f"ca.{args.domain}", sign_key=ca.sign_public,
-        dh_key=ca.dh_public, not_before=now - 60, not_after=now + 10 * 365 * DAY,
-    )
-    (d / "ca.crt").write_text(keys.certificate_to_pem(ca_cert))
-    auth = crypto.Identity.generate()
-    auth.save(d / "as.key")
-    as_cert = crypto.issue_certificate(
-        ca, serial=_serial(), role="authority", fqdn=f"as.{args.domain}", sign_key=auth.sign_public,
-        dh_key=auth.dh_public, not_before=now - 60, not_after=now + 10 * 365 * DAY,
-    )
-    (d / "as.crt").write_text(keys.certificate_to_pem(as_cert))
+
+    def authority(name: str, role: str, holder: crypto.Identity) -> None:
+        """`name`.key and `name`.crt: a ten-year certificate the CA signs."""
+        holder.save(d / f"{name}.key")
+        cert = crypto.issue_certificate(
+            ca, serial=_serial(), role=role, fqdn=f"{name}.{args.domain}", sign_key=holder.sign_public,
+            dh_key=holder.dh_public, not_before=now - 60, not_after=now + 10 * 365 * DAY,
+        )
+        (d / f"{name}.crt").write_text(keys.certificate_to_pem(cert))
+
+    authority("ca", "ca", ca)  # self-signed
+    authority("as", "authority", crypto.Identity.generate())
     keys.write_secret(d / "as-nms.key", crypto.random_key())
     keys.write_secret(d / "nms-trs.key", crypto.random_key())
     trs = ", ".join(f'"[{a}]:7002"' if ":" in a else f'"{a}:7002"' for a in args.trs)

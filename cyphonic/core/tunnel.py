@@ -292,8 +292,11 @@ def _hello(me: PeerInfo, ephemeral: crypto.Ephemeral, now: float) -> bytes:
     )
 
 
-def _open_hello(path: Path, sealed: bytes, aad: bytes, now: float):
-    hello = parse(wire.TunnelHello, crypto.open_sealed(path.tunnel_key, sealed, aad))
+def _open_hello(path: Path, schema, datagram: bytes, now: float):
+    """The handshake message and the peer's hello in it, checked against
+    what the NMS announced."""
+    msg, plain = crypto.open_message(schema, datagram, path.tunnel_key)
+    hello = parse(wire.TunnelHello, plain)
     if (
         hello.fqdn != path.peer.fqdn
         or bytes(hello.vip4) != path.peer.vip4.packed
@@ -302,7 +305,7 @@ def _open_hello(path: Path, sealed: bytes, aad: bytes, now: float):
         raise AuthenticationError("hello names another node than the NMS announced")
     if abs(now - hello.timestamp) > HELLO_MAX_AGE:
         raise AuthenticationError("stale tunnel hello")
-    return hello
+    return msg, hello
 
 
 def new_index() -> int:
@@ -316,18 +319,14 @@ class Initiator:
         self.path = path
         self.local_index = new_index()
         self._ephemeral = crypto.Ephemeral()
-        header = build(
-            wire.TunnelRequest,
-            dict(type="TunnelRequest", path_id=path.path_id, sender_index=self.local_index, sealed=b""),
-        )
-        self.request = header + crypto.seal(path.tunnel_key, _hello(me, self._ephemeral, now), header)
+        fields = dict(type="TunnelRequest", path_id=path.path_id, sender_index=self.local_index)
+        self.request = crypto.seal_message(wire.TunnelRequest, fields, path.tunnel_key, _hello(me, self._ephemeral, now))
 
     def accept_response(self, datagram: bytes, source: tuple[str, int], now: float) -> Tunnel:
         msg = parse(wire.TunnelResponse, datagram)
         if msg.path_id != self.path.path_id or msg.receiver_index != self.local_index:
             raise AuthenticationError("response for another handshake")
-        aad = datagram[:13]
-        hello = _open_hello(self.path, msg.sealed, aad, now)
+        _, hello = _open_hello(self.path, wire.TunnelResponse, datagram, now)
         shared = self._ephemeral.agree(bytes(hello.ephemeral))
         transcript = _transcript(self.path.path_id, self._ephemeral.public, bytes(hello.ephemeral))
         send, recv = crypto.end_keys(shared, self.path.tunnel_key, transcript, initiator=True)
@@ -348,23 +347,14 @@ def respond(path: Path, me: PeerInfo, datagram: bytes, source: tuple[str, int], 
     msg = parse(wire.TunnelRequest, datagram)
     if msg.path_id != path.path_id:
         raise AuthenticationError("request for another path")
-    hello = _open_hello(path, msg.sealed, datagram[:9], now)
+    _, hello = _open_hello(path, wire.TunnelRequest, datagram, now)
     ephemeral = crypto.Ephemeral()
     shared = ephemeral.agree(bytes(hello.ephemeral))
     transcript = _transcript(path.path_id, bytes(hello.ephemeral), ephemeral.public)
     send, recv = crypto.end_keys(shared, path.tunnel_key, transcript, initiator=False)
     local_index = new_index()
-    header = build(
-        wire.TunnelResponse,
-        dict(
-            type="TunnelResponse",
-            path_id=path.path_id,
-            sender_index=local_index,
-            receiver_index=msg.sender_index,
-            sealed=b"",
-        ),
-    )
-    response = header + crypto.seal(path.tunnel_key, _hello(me, ephemeral, now), header)
+    fields = dict(type="TunnelResponse", path_id=path.path_id, sender_index=local_index, receiver_index=msg.sender_index)
+    response = crypto.seal_message(wire.TunnelResponse, fields, path.tunnel_key, _hello(me, ephemeral, now))
     tunnel = Tunnel(
         path=path,
         local_index=local_index,

@@ -163,8 +163,7 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
             if kind == TYPE["Relayed"]:
                 return len(data) >= 5 and int.from_bytes(data[1:5], "big") in self.links
             if kind == TYPE["RouteDirectionToCN"] and self.grant is not None:
-                msg = parse(wire.NmsReply, data)
-                crypto.open_sealed(self.grant.session_key, bytes(msg.sealed), data[: len(data) - len(msg.sealed)])
+                crypto.open_message(wire.NmsReply, data, self.grant.session_key)
                 return True
         except (IndexError, ParseError, AuthenticationError):
             pass
@@ -305,13 +304,12 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
         g = self.grant
         families = [family] if family else list(self.nms)
         txid = secrets.randbits(32)
-        header = build(wire.NmsRequest, dict(header=dict(type=type_, txid=txid), ticket=g.ticket, sealed=b""))
-        datagram = header + crypto.seal(g.session_key, body, header)
+        fields = dict(header=dict(type=type_, txid=txid), ticket=g.ticket)
+        datagram = crypto.seal_message(wire.NmsRequest, fields, g.session_key, body)
         key = g.session_key
 
         def accept(data: bytes, source: Address, now: float) -> tuple[str, bytes]:
-            msg = parse(wire.NmsReply, data)
-            plain = crypto.open_sealed(key, bytes(msg.sealed), data[: len(data) - len(msg.sealed)])
+            msg, plain = crypto.open_message(wire.NmsReply, data, key)
             return str(msg.header.type), plain
 
         def attempt(i: int, now: float) -> None:

@@ -185,8 +185,7 @@ class RouteSelection:
         time) creates nothing and draws no answer."""
         if self.grant is None:
             raise AuthenticationError("not logged in")
-        msg = parse(wire.NmsReply, data)
-        plain = crypto.open_sealed(self.grant.session_key, bytes(msg.sealed), data[: len(data) - len(msg.sealed)])
+        _, plain = crypto.open_message(wire.NmsReply, data, self.grant.session_key)
         body = parse(wire.RouteDirectionBody, plain)
         why = self._directions.refuse(body.path_id, body.timestamp, now)
         nms = self.nms.get("ipv6" if ":" in source[0] else "ipv4")
@@ -216,9 +215,6 @@ class RouteSelection:
 
     def _ack(self, path_id: int, nms: Address, now: float) -> None:
         g = self.grant
-        header = build(
-            wire.NmsRequest,
-            dict(header=dict(type="RouteDirectionAck", txid=secrets.randbits(32)), ticket=g.ticket, sealed=b""),
-        )
         body = build(wire.AckBody, dict(timestamp=int(now), path_id=path_id))
-        self._send(header + crypto.seal(g.session_key, body, header), nms)
+        fields = dict(header=dict(type="RouteDirectionAck", txid=secrets.randbits(32)), ticket=g.ticket)
+        self._send(crypto.seal_message(wire.NmsRequest, fields, g.session_key, body), nms)
