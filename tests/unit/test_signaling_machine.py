@@ -325,3 +325,40 @@ def test_punches_are_eight_keep_alives_the_first_two_with_a_short_ttl(relay_net)
     assert gaps == [punching.PUNCH_INTERVAL] * 7
     [finished] = net.of(mn, ev.PunchFinished)
     assert not finished.direct
+
+
+def test_a_ticket_close_to_its_expiry_means_a_new_login_then_registration(net):
+    net.services[AS].ticket_lifetime = 400  # the machine logs in again 300 s before expiry
+    mn = net.node("mn", MN)
+    net.up(mn)
+    mn.machine.register(net.now, mn.locators)
+    net.settle()
+    first = mn.machine.grant
+    start = net.now
+    net.settle(until=start + 95)
+    assert len(net.of(mn, ev.LoggedIn)) == 1
+    net.settle(until=start + 115)  # the refresh at +110 finds less than 300 s left
+    assert len(net.of(mn, ev.LoggedIn)) == 2 and mn.machine.grant.ticket != first.ticket
+    # and registers under the new ticket at once
+    assert net.services[NMS].registry[mn.machine.grant.fqdn].session_key == mn.machine.grant.session_key
+
+
+def test_a_lost_ack_brings_the_route_direction_again_and_the_cn_acks_it_to_the_nms(net):
+    mn, cn = registered_pair(net)
+    lost = []
+
+    def lose_first_ack(datagram, source, dest):
+        if source == CN and dest == NMS and datagram[0] == TYPE["RouteDirectionAck"] and not lost:
+            lost.append(datagram)
+            return True
+        return False
+
+    net.lose = lose_first_ack
+    start = net.now
+    mn.machine.route_to(f"cn.{DOMAIN}", start)
+    net.settle(until=start + 1)
+    directions = [d for d, s, dest in net.sent if dest == CN and d[0] == TYPE["RouteDirectionToCN"]]
+    acks = [dest for d, s, dest in net.sent if s == CN and d[0] == TYPE["RouteDirectionAck"]]
+    assert len(directions) == 2 and directions[0] == directions[1]  # the NMS sent it again
+    assert acks == [NMS, NMS]
+    assert net.of(mn, ev.RouteSelected) and len(net.of(cn, ev.TunnelEstablished)) == 1
