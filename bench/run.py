@@ -28,16 +28,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import cpu, loss, nebula, report, rtt, summary  # noqa: E402
-from bench.measure import measure  # noqa: E402
-from bench.notes import notes  # noqa: E402
-from bench.progress import log  # noqa: E402
-from bench.tcp import OUTSIDE_LIMIT_PCT  # noqa: E402
-from cyphonic.lab import (  # noqa: E402
-    Lab,
-    down,
-    netns,  # noqa: E402
-)
+from bench import cpu, loss, nebula, report, rtt, summary
+from bench.measure import measure
+from bench.notes import notes
+from bench.progress import log
+from bench.tcp import OUTSIDE_LIMIT_PCT
+from cyphonic.lab import Lab, down, netns
 
 MODES = {
     # reps: interleaved repetitions; refine: bisection steps of the UDP search
