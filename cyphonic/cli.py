@@ -24,8 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     init = ca.add_parser("init", help="create a CA, the AS identity and a cloud.toml")
     init.add_argument("--dir", type=Path, required=True)
     init.add_argument("--domain", required=True)
-    init.add_argument("--trs", action="append", default=[], metavar="ADDRESS",
-                      help="a Tunnel Relay Service's public address (repeat per family); writes trs.toml")
+    init.add_argument(
+        "--trs",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="a Tunnel Relay Service's public address (repeat per family); writes trs.toml",
+    )
     init.set_defaults(func=ca_init)
     revoke = ca.add_parser("revoke", help="revoke a certificate")
     revoke.add_argument("--ca", type=Path, required=True, help="the CA directory")
@@ -44,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
     status = sub.add_parser("status", help="state of the daemon in this network namespace")
     status.add_argument("--json", action="store_true")
-    status.add_argument("--daemon", help="control socket name: node, cloud, trs or a node's `control` key (default: the one running)")
+    status.add_argument(
+        "--daemon", help="control socket name: node, cloud, trs or a node's `control` key (default: the one running)"
+    )
     status.set_defaults(func=show_status)
 
     try:
@@ -71,8 +78,14 @@ def ca_init(args) -> int:
         """`name`.key and `name`.crt: a ten-year certificate the CA signs."""
         holder.save(d / f"{name}.key")
         cert = crypto.issue_certificate(
-            ca, serial=_serial(), role=role, fqdn=f"{name}.{args.domain}", sign_key=holder.sign_public,
-            dh_key=holder.dh_public, not_before=now - 60, not_after=now + 10 * 365 * DAY,
+            ca,
+            serial=_serial(),
+            role=role,
+            fqdn=f"{name}.{args.domain}",
+            sign_key=holder.sign_public,
+            dh_key=holder.dh_public,
+            not_before=now - 60,
+            not_after=now + 10 * 365 * DAY,
         )
         (d / f"{name}.crt").write_text(keys.certificate_to_pem(cert))
 
@@ -82,11 +95,11 @@ def ca_init(args) -> int:
     keys.write_secret(d / "nms-trs.key", crypto.random_key())
     trs = ", ".join(f'"[{a}]:7002"' if ":" in a else f'"{a}:7002"' for a in args.trs)
     (d / "trs.toml").write_text(
-        f'''# python -m cyphonic.trs --config trs.toml
+        f"""# python -m cyphonic.trs --config trs.toml
 listen = ["0.0.0.0:7002", "[::]:7002"]
 public = [{trs}]  # where nodes reach this TRS
 nms_key = "nms-trs.key"
-'''
+"""
     )
     (d / "revoked.txt").write_text("# revoked certificate serials, one per line\n")
     (d / "cloud.toml").write_text(
@@ -129,16 +142,18 @@ def enroll_node(args) -> int:
     ca_dir: Path = args.ca
     domain = _domain(ca_dir)
     ca = crypto.Identity.load(ca_dir / "ca.key")
-    start = (
-        int(dt.datetime.combine(args.start, dt.time(), dt.timezone.utc).timestamp())
-        if args.start
-        else int(time.time()) - 60
-    )
+    start = int(dt.datetime.combine(args.start, dt.time(), dt.UTC).timestamp()) if args.start else int(time.time()) - 60
     node = crypto.Identity.generate()
     fqdn = f"{args.name}.{domain}"
     cert = crypto.issue_certificate(
-        ca, serial=_serial(), role="node", fqdn=fqdn, sign_key=node.sign_public, dh_key=node.dh_public,
-        not_before=start, not_after=start + args.days * DAY,
+        ca,
+        serial=_serial(),
+        role="node",
+        fqdn=fqdn,
+        sign_key=node.sign_public,
+        dh_key=node.dh_public,
+        not_before=start,
+        not_after=start + args.days * DAY,
     )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +164,7 @@ def enroll_node(args) -> int:
     auth = ", ".join(f'"{a}:7000"' for a in clouds)
     nms = ", ".join(f'"{a}:7001"' for a in clouds)
     (out / "node.toml").write_text(
-        f'''# CYPHONIC node {fqdn}
+        f"""# CYPHONIC node {fqdn}
 certificate = "node.crt"
 key = "node.key"
 ca = "ca.crt"
@@ -162,7 +177,7 @@ mtu = 1400
 [resolver]
 listen = "127.0.0.1:53"
 upstream = []
-'''
+"""
     )
     print(f"enrolled {fqdn} in {out}")
     return 0
@@ -174,7 +189,7 @@ def ca_revoke(args) -> int:
 
     cert = parse(wire_cert.Certificate, keys.read_certificate(args.certificate)).body.value
     with open(args.ca / "revoked.txt", "a") as f:
-        f.write(f"{cert.serial}  # {cert.fqdn} revoked {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n")
+        f.write(f"{cert.serial}  # {cert.fqdn} revoked {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}\n")
     print(f"revoked {cert.fqdn} (serial {cert.serial})")
     return 0
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import ipaddress
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cyphonic.errors import ConfigError
 

@@ -17,9 +17,10 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import trio
 
@@ -116,9 +117,7 @@ class Access:
         return f"permission denied: uid {peer.uid} may not read this daemon (it answers {who} only)"
 
 
-async def serve(
-    name: str, handler: Handler, group: str | None = None, *, task_status=trio.TASK_STATUS_IGNORED
-) -> None:
+async def serve(name: str, handler: Handler, group: str | None = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Answer on the control socket until cancelled; hands back its Drops.
     `group` (a name or a gid) may read the status too; unknown: ConfigError."""
     server = _Server(handler, Access.configured(group), Drops(log))

@@ -14,9 +14,10 @@ import base64
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nacl.bindings as sodium
 import nacl.encoding
@@ -43,9 +44,7 @@ def random_key() -> bytes:
 def kdf(label: bytes, *parts: bytes) -> bytes:
     """A 32-byte key bound to `label` and every part (BLAKE2b, keyed by label)."""
     material = b"".join(len(p).to_bytes(2, "big") + p for p in parts)
-    return nacl.hash.blake2b(
-        material, key=label[:64], digest_size=32, encoder=nacl.encoding.RawEncoder
-    )
+    return nacl.hash.blake2b(material, key=label[:64], digest_size=32, encoder=nacl.encoding.RawEncoder)
 
 
 # --- identities -------------------------------------------------------------
@@ -59,7 +58,7 @@ class Identity:
     dh_key: nacl.public.PrivateKey
 
     @classmethod
-    def generate(cls) -> "Identity":
+    def generate(cls) -> Identity:
         return cls(nacl.signing.SigningKey.generate(), nacl.public.PrivateKey.generate())
 
     @property
@@ -84,7 +83,7 @@ class Identity:
             f.write("\n")
 
     @classmethod
-    def load(cls, path: Path) -> "Identity":
+    def load(cls, path: Path) -> Identity:
         doc = json.loads(Path(path).read_text())
         return cls(
             nacl.signing.SigningKey(base64.b64decode(doc["sign_seed"])),
@@ -165,9 +164,7 @@ def open_sealed(key: bytes, data: bytes, aad: bytes = b"") -> bytes:
     if len(data) < XNONCE + TAG:
         raise AuthenticationError("sealed box too short")
     try:
-        return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            bytes(data[XNONCE:]), aad, bytes(data[:XNONCE]), key
-        )
+        return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(bytes(data[XNONCE:]), aad, bytes(data[:XNONCE]), key)
     except nacl.exceptions.CryptoError:
         raise AuthenticationError("does not open under the key") from None
 
@@ -189,9 +186,7 @@ def seal_message(schema: Construct, fields: dict, key: bytes, body: bytes) -> by
     return header + seal(key, body, header)
 
 
-def open_message(
-    schema: Construct, data: bytes, key: bytes | Callable[[Any], bytes]
-) -> tuple[Any, bytes]:
+def open_message(schema: Construct, data: bytes, key: bytes | Callable[[Any], bytes]) -> tuple[Any, bytes]:
     """(parsed message, opened body), or ParseError / AuthenticationError.
     `key` may be a function of the parsed message, for a key it carries
     (the NMS finds the session key in the request's ticket)."""
@@ -259,11 +254,15 @@ class DataCipher:
             self._in_c = ffi.from_buffer(self._in)
             self._len = ffi.new("unsigned long long *")
 
-    def take_buffers(self, other: "DataCipher") -> None:
+    def take_buffers(self, other: DataCipher) -> None:
         """Use `other`'s buffers from now on (`other` keeps only `open_at`)."""
         if self._out is None:
             self._out, self._out_c, self._in, self._in_c, self._len = (
-                other._out, other._out_c, other._in, other._in_c, other._len
+                other._out,
+                other._out_c,
+                other._in,
+                other._in_c,
+                other._len,
             )
             other._out = other._out_c = other._in = other._in_c = other._len = None
 
@@ -314,7 +313,7 @@ class DataCipher:
     # received) in a PacketBuffer and sealed (opened) where it lies, so no
     # plaintext or ciphertext is copied or allocated per packet.
 
-    def seal_at(self, buf: "PacketBuffer", pos: int, header_len: int, plain_len: int) -> int:
+    def seal_at(self, buf: PacketBuffer, pos: int, header_len: int, plain_len: int) -> int:
         """Seal buf[pos+header_len:][:plain_len] in place (header = AAD, nonce
         = its last 8 bytes); returns the datagram's length."""
         p = buf.ptr + pos
@@ -324,7 +323,7 @@ class DataCipher:
         )
         return header_len + plain_len + TAG
 
-    def open_at(self, buf: "PacketBuffer", pos: int, length: int, header_len: int) -> int:
+    def open_at(self, buf: PacketBuffer, pos: int, length: int, header_len: int) -> int:
         """Open the capsule buf[pos:pos+length] in place; returns the
         plaintext length (plaintext at pos+header_len) or AuthenticationError."""
         if length < header_len + TAG:
@@ -332,7 +331,14 @@ class DataCipher:
         p = buf.ptr + pos
         nonce = _NONCE_PAD + bytes(buf.view[pos + header_len - 8 : pos + header_len])
         rc = lib.crypto_aead_chacha20poly1305_ietf_decrypt(
-            p + header_len, ffi.NULL, ffi.NULL, p + header_len, length - header_len, p, header_len, nonce,
+            p + header_len,
+            ffi.NULL,
+            ffi.NULL,
+            p + header_len,
+            length - header_len,
+            p,
+            header_len,
+            nonce,
             self._recv_key,
         )
         if rc != 0:

@@ -8,9 +8,11 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -39,7 +41,5 @@ def main(
     except (OSError, ValueError, KeyError) as exc:  # a key file missing or unreadable
         print(f"{program}: cannot start: {exc}", file=sys.stderr)
         sys.exit(2)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trio.run(serve, cfg, built)
-    except KeyboardInterrupt:
-        pass

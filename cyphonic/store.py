@@ -59,9 +59,7 @@ class Store:
         return [self._row(r) for r in rows]
 
     def lookup(self, fqdn: str) -> Enrollment | None:
-        row = self._db.execute(
-            "SELECT fqdn, serial, vip4, vip6 FROM enrollment WHERE fqdn = ?", (fqdn,)
-        ).fetchone()
+        row = self._db.execute("SELECT fqdn, serial, vip4, vip6 FROM enrollment WHERE fqdn = ?", (fqdn,)).fetchone()
         return self._row(row) if row else None
 
     def enroll(self, fqdn: str, serial: int, sign_key: bytes, now: float | None = None) -> Enrollment:

@@ -25,16 +25,24 @@ def status(service: AuthenticationService) -> dict:
 
 
 async def serve(
-    cfg: dict, service: AuthenticationService, control_name: str | None = "cloud",
-    *, task_status=trio.TASK_STATUS_IGNORED,
+    cfg: dict,
+    service: AuthenticationService,
+    control_name: str | None = "cloud",
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The AS of a checked cloud.toml; alone, it answers `cyphonic status`
     as the cloud (without nodes) on `control_name`."""
     started = time.time()
 
     def document(_request: dict) -> dict:
-        return {"role": "cloud", "domain": cfg["domain"], "uptime": round(time.time() - started, 1),
-                "nodes": [], **status(service)}
+        return {
+            "role": "cloud",
+            "domain": cfg["domain"],
+            "uptime": round(time.time() - started, 1),
+            "nodes": [],
+            **status(service),
+        }
 
     async with trio.open_nursery() as nursery:
         await nursery.start(UdpServer(service, cfg["auth"]["listen"], "AS").run)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from cyphonic import crypto
 from cyphonic.core.budget import Budgets
@@ -217,9 +217,7 @@ class AuthenticationService:
             ),
         )[:-64]
         self.logins += 1
-        log.info(
-            "login %s from %s: vip4 %s vip6 %s", cert.fqdn, source, enrollment.vip4, enrollment.vip6
-        )
+        log.info("login %s from %s: vip4 %s vip6 %s", cert.fqdn, source, enrollment.vip4, enrollment.vip6)
         return body + self.identity.sign(bytes(request.nonce) + body)
 
     def _reject(self, request, reason: str) -> bytes:

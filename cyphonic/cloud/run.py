@@ -38,8 +38,11 @@ def build(cfg: dict[str, Any]) -> Services:
 
 
 async def serve(
-    cfg: dict[str, Any], services: Services, control_name: str | None = "cloud",
-    *, task_status=trio.TASK_STATUS_IGNORED,
+    cfg: dict[str, Any],
+    services: Services,
+    control_name: str | None = "cloud",
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The services of a checked cloud.toml; `cyphonic status` of all of
     them on `control_name`."""

@@ -9,7 +9,7 @@ selections per node at the NMS).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable
+from collections.abc import Hashable
 
 
 class Bucket:

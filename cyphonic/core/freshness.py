@@ -10,7 +10,7 @@ authenticated requests arrive in 2 * MAX_SKEW, and a capacity caps even that
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable
+from collections.abc import Hashable
 
 # The same bound the AS applies to a Login Request's timestamp: two hosts
 # whose clocks differ by more cannot talk; NTP keeps real ones far closer.

@@ -52,8 +52,10 @@ class LoginClient:
         self.request = body + identity.sign(body)
 
     def matches(self, data: bytes) -> bool:
-        return len(data) >= 6 and data[0] in (TYPE["LoginResponse"], TYPE["LoginReject"]) and (
-            int.from_bytes(data[2:6], "big") == self.txid
+        return (
+            len(data) >= 6
+            and data[0] in (TYPE["LoginResponse"], TYPE["LoginReject"])
+            and (int.from_bytes(data[2:6], "big") == self.txid)
         )
 
     def accept(self, data: bytes, now: float) -> Grant:

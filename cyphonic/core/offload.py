@@ -16,7 +16,7 @@ every receive batch.
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from cyphonic.core.checksum import checksum, fold, ones_sum, pseudo_header_sum
 from cyphonic.errors import ParseError
@@ -281,7 +281,5 @@ class Coalescer:
         else:
             struct.pack_into("!H", h, 4, flow.length - 40)
         struct.pack_into("!H", h, l3 + 16, pseudo_header_sum(h, flow.length - l3, TCP))
-        vnet = VNET_HDR.pack(
-            F_NEEDS_CSUM, GSO_TCPV4 if v4 else GSO_TCPV6, flow.header, flow.size, l3, 16
-        )
+        vnet = VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4 if v4 else GSO_TCPV6, flow.header, flow.size, l3, 16)
         self.write(b"".join((vnet, h, *flow.payloads)))

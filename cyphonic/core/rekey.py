@@ -157,9 +157,5 @@ def _transcript(tunnel: Tunnel, index_i: int, index_r: int, eph_i: bytes, eph_r:
     ephemerals (the first handshake's transcript has no indices: the two
     can never be equal)."""
     return (
-        tunnel.path.path_id.to_bytes(4, "big")
-        + index_i.to_bytes(4, "big")
-        + index_r.to_bytes(4, "big")
-        + eph_i
-        + eph_r
+        tunnel.path.path_id.to_bytes(4, "big") + index_i.to_bytes(4, "big") + index_r.to_bytes(4, "big") + eph_i + eph_r
     )

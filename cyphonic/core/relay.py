@@ -93,9 +93,9 @@ class RelayService:
         elif why is not None:
             self.drops(f"{why} relay request", source)
             return []
-        elif not body.session_id:  # session 0 is the NMS's health probe: answered, never kept
-            accepted = True
-        elif session is not None and session.seal_key == seal_key:
+        elif (
+            not body.session_id or session is not None and session.seal_key == seal_key
+        ):  # session 0 is the NMS's health probe: answered, never kept
             accepted = True
         else:
             accepted = session is not None or len(self.sessions) < MAX_SESSIONS
@@ -106,8 +106,12 @@ class RelayService:
                     body.session_id, seal_key, mac_key, float(body.lifetime), now, now
                 )
                 self._next_expiry = min(self._next_expiry or float("inf"), now + body.lifetime)
-                log.info("relay session %08x %s for the NMS at %s:%s", body.session_id,
-                         "re-keyed" if session is not None else "opened", *source)
+                log.info(
+                    "relay session %08x %s for the NMS at %s:%s",
+                    body.session_id,
+                    "re-keyed" if session is not None else "opened",
+                    *source,
+                )
         reply = build(
             wire.RelayResponseBody,
             dict(

@@ -167,14 +167,18 @@ class Tunnel:
             return None
         return bytes(buf.view[wire.CAPSULE_HEADER : wire.CAPSULE_HEADER + length])
 
-
     @property
     def relayed(self) -> bool:
         """Sending through the TRS (a relayed path not yet punched direct)."""
         return self.path.relay is not None and self.endpoint == self.path.peer_address
 
     def open_at(
-        self, buf: crypto.PacketBuffer, start: int, length: int, source: tuple[str, int], now: float,
+        self,
+        buf: crypto.PacketBuffer,
+        start: int,
+        length: int,
+        source: tuple[str, int],
+        now: float,
         via_relay: bool = False,
     ) -> int | None:
         """`open` for a capsule lying in a PacketBuffer: opened in place;
@@ -190,7 +194,13 @@ class Tunnel:
         return plain
 
     def open_other(
-        self, index: int, buf: crypto.PacketBuffer, start: int, length: int, source: tuple[str, int], now: float,
+        self,
+        index: int,
+        buf: crypto.PacketBuffer,
+        start: int,
+        length: int,
+        source: tuple[str, int],
+        now: float,
         via_relay: bool = False,
     ) -> int | None:
         """`open_at` for a capsule under the previous or the next keys
@@ -320,7 +330,9 @@ class Initiator:
         self.local_index = new_index()
         self._ephemeral = crypto.Ephemeral()
         fields = dict(type="TunnelRequest", path_id=path.path_id, sender_index=self.local_index)
-        self.request = crypto.seal_message(wire.TunnelRequest, fields, path.tunnel_key, _hello(me, self._ephemeral, now))
+        self.request = crypto.seal_message(
+            wire.TunnelRequest, fields, path.tunnel_key, _hello(me, self._ephemeral, now)
+        )
 
     def accept_response(self, datagram: bytes, source: tuple[str, int], now: float) -> Tunnel:
         msg = parse(wire.TunnelResponse, datagram)
@@ -353,7 +365,9 @@ def respond(path: Path, me: PeerInfo, datagram: bytes, source: tuple[str, int], 
     transcript = _transcript(path.path_id, bytes(hello.ephemeral), ephemeral.public)
     send, recv = crypto.end_keys(shared, path.tunnel_key, transcript, initiator=False)
     local_index = new_index()
-    fields = dict(type="TunnelResponse", path_id=path.path_id, sender_index=local_index, receiver_index=msg.sender_index)
+    fields = dict(
+        type="TunnelResponse", path_id=path.path_id, sender_index=local_index, receiver_index=msg.sender_index
+    )
     response = crypto.seal_message(wire.TunnelResponse, fields, path.tunnel_key, _hello(me, ephemeral, now))
     tunnel = Tunnel(
         path=path,

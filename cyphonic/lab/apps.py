@@ -16,8 +16,7 @@ from .errors import LabError
 from .instance import Lab
 
 
-def wait_listening(lab: Lab, host: str, port: int, udp: bool = False,
-                   timeout: float = 10) -> None:
+def wait_listening(lab: Lab, host: str, port: int, udp: bool = False, timeout: float = 10) -> None:
     """Until something in `host` listens on `port` (TCP unless `udp`)."""
     deadline = time.monotonic() + timeout
     flags = "-Hlun" if udp else "-Hltn"
@@ -35,23 +34,32 @@ def serve_http(lab: Lab, host: str, directory: Path, port: int = 8000) -> subpro
     `--bind ::` makes it a dual-stack socket; without it the server may bind
     0.0.0.0 only and a client that tries the AAAA record first would fail.
     """
-    proc = lab.popen(host, [sys.executable, "-m", "http.server", "--bind", "::",
-                            "--directory", str(directory), str(port)],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = lab.popen(
+        host,
+        [sys.executable, "-m", "http.server", "--bind", "::", "--directory", str(directory), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_listening(lab, host, port)
     return proc
 
 
 def serve_iperf3(lab: Lab, host: str, port: int = 5201) -> subprocess.Popen:
     """An iperf3 server on every address of `host`, for any number of tests."""
-    proc = lab.popen(host, ["iperf3", "-s", "-p", str(port)],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = lab.popen(host, ["iperf3", "-s", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(lab, host, port)
     return proc
 
 
-def iperf3(lab: Lab, host: str, target: str, seconds: int = 3, udp_rate: str | None = None,
-           port: int = 5201, extra: tuple[str, ...] = ()) -> dict:
+def iperf3(
+    lab: Lab,
+    host: str,
+    target: str,
+    seconds: int = 3,
+    udp_rate: str | None = None,
+    port: int = 5201,
+    extra: tuple[str, ...] = (),
+) -> dict:
     """Run an iperf3 client and return its --json report (raises on failure)."""
     cmd = ["iperf3", "-c", target, "-p", str(port), "-t", str(seconds), "--json", *extra]
     if udp_rate:
@@ -60,8 +68,9 @@ def iperf3(lab: Lab, host: str, target: str, seconds: int = 3, udp_rate: str | N
     try:
         report = json.loads(done.stdout)
     except ValueError:
-        raise LabError(f"iperf3 to {target}: exit {done.returncode}, no JSON",
-                       (done.stderr or done.stdout)[-2000:]) from None
+        raise LabError(
+            f"iperf3 to {target}: exit {done.returncode}, no JSON", (done.stderr or done.stdout)[-2000:]
+        ) from None
     if done.returncode != 0 or "error" in report:
         raise LabError(f"iperf3 to {target}: {report.get('error', f'exit {done.returncode}')}")
     return report

@@ -19,32 +19,42 @@ Command = Callable[[argparse.Namespace], int]
 def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `lab` and its subcommands; each sets `func(args) -> int`."""
     lab = subparsers.add_parser(
-        "lab", help="network-namespace lab for the demo and the system tests",
+        "lab",
+        help="network-namespace lab for the demo and the system tests",
         description="Build a CYPHONIC lab from network namespaces on this machine "
-                    "(root only). All traffic stays inside the namespaces.")
+        "(root only). All traffic stays inside the namespaces.",
+    )
     sub = lab.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--prefix", default=DEFAULT_PREFIX,
-                        help=f"namespace name prefix, <prefix>-<host> (default {DEFAULT_PREFIX})")
+    common.add_argument(
+        "--prefix", default=DEFAULT_PREFIX, help=f"namespace name prefix, <prefix>-<host> (default {DEFAULT_PREFIX})"
+    )
 
     p = sub.add_parser("up", parents=[common], help="build the topology and start the daemons")
-    p.add_argument("--timeout", type=float, default=20,
-                   help="seconds to wait for the cloud and every node to register")
-    p.add_argument("--dataplane", choices=("offload", "plain"), default="offload",
-                   help="the nodes' data path (default: offload, probed)")
-    p.add_argument("--no-punch", action="store_true",
-                   help="no hole punching: nodes both behind NAPT stay on the relay (TRS)")
+    p.add_argument("--timeout", type=float, default=20, help="seconds to wait for the cloud and every node to register")
+    p.add_argument(
+        "--dataplane",
+        choices=("offload", "plain"),
+        default="offload",
+        help="the nodes' data path (default: offload, probed)",
+    )
+    p.add_argument(
+        "--no-punch", action="store_true", help="no hole punching: nodes both behind NAPT stay on the relay (TRS)"
+    )
     p.set_defaults(func=_as_root(cmd_up))
 
     p = sub.add_parser("show", parents=[common], help="hosts, addresses and virtual IPs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_as_root(cmd_show))
 
-    p = sub.add_parser("exec", parents=[common], help="run a command inside a host's namespace",
-                       usage="cyphonic lab exec [--prefix P] HOST [-- CMD...]")
+    p = sub.add_parser(
+        "exec",
+        parents=[common],
+        help="run a command inside a host's namespace",
+        usage="cyphonic lab exec [--prefix P] HOST [-- CMD...]",
+    )
     p.add_argument("host")
-    p.add_argument("cmd", nargs=argparse.REMAINDER,
-                   help="command and arguments (default: a shell)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="command and arguments (default: a shell)")
     p.set_defaults(func=_as_root(cmd_exec))
 
     p = sub.add_parser("down", parents=[common], help="remove the lab, whatever state it is in")
@@ -71,6 +81,7 @@ def _as_root(command: Command) -> Command:
         except BrokenPipeError:  # `cyphonic lab show | head`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
+
     return run
 
 
@@ -84,14 +95,18 @@ def _report(e: LabError) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     lab = Lab(args.prefix, dataplane=args.dataplane, hole_punching=not args.no_punch)
     if lab.is_up():
-        raise LabError(f"a lab with prefix {lab.prefix!r} is already up "
-                       f"(cyphonic lab down --prefix {lab.prefix}, or another --prefix)")
+        raise LabError(
+            f"a lab with prefix {lab.prefix!r} is already up "
+            f"(cyphonic lab down --prefix {lab.prefix}, or another --prefix)"
+        )
     try:
         lab.up(timeout=args.timeout)
     except LabError as e:
         _report(e)
-        print(f"cyphonic lab: left up for inspection; remove with "
-              f"`cyphonic lab down --prefix {lab.prefix}`", file=sys.stderr)
+        print(
+            f"cyphonic lab: left up for inspection; remove with `cyphonic lab down --prefix {lab.prefix}`",
+            file=sys.stderr,
+        )
         return 1
     print(f"lab {lab.prefix!r} is up (state in {lab.paths.root})")
     _print_table(lab.show())
@@ -110,11 +125,20 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _print_table(shown: dict) -> None:
     rows = [("HOST", "ROLE", "NETNS", "FQDN", "VIP4", "VIP6", "ADDRESSES")]
     for name, h in shown["hosts"].items():
-        rows.append((name, h["role"], h["netns"], h["fqdn"] or "-", h["vip4"] or "-",
-                     h["vip6"] or "-", " ".join(h["addresses"])))
+        rows.append(
+            (
+                name,
+                h["role"],
+                h["netns"],
+                h["fqdn"] or "-",
+                h["vip4"] or "-",
+                h["vip6"] or "-",
+                " ".join(h["addresses"]),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
 
 
 def cmd_exec(args: argparse.Namespace) -> int:

@@ -23,19 +23,20 @@ def run_demo(prefix: str) -> int:
     lab = Lab(prefix)
     if lab.is_up():
         # Not ours to tear down afterwards: leave someone's running lab alone.
-        print(f"cyphonic lab: a lab with prefix {prefix!r} is already up; "
-              f"use another --prefix or `cyphonic lab down --prefix {prefix}`", file=sys.stderr)
+        print(
+            f"cyphonic lab: a lab with prefix {prefix!r} is already up; "
+            f"use another --prefix or `cyphonic lab down --prefix {prefix}`",
+            file=sys.stderr,
+        )
         return 1
     try:
         lab.up()
         shown = lab.show()["hosts"]
         for name in ("mn", "cn", "a1", "b1", "v6"):
             h = shown[name]
-            print(f"{name}: {' '.join(h['addresses'])} -> {h['fqdn']} "
-                  f"vip4 {h['vip4']} vip6 {h['vip6']}")
+            print(f"{name}: {' '.join(h['addresses'])} -> {h['fqdn']} vip4 {h['vip4']} vip6 {h['vip6']}")
         print(f"trs: {' '.join(shown['trs']['addresses'])} (Tunnel Relay Service)")
-        print("cn, a1 and b1 sit behind NAPT routers; v6 has IPv6 only. "
-              "Steps run in mn unless a host is named.")
+        print("cn, a1 and b1 sit behind NAPT routers; v6 has IPv6 only. Steps run in mn unless a host is named.")
         return _tour(lab)
     except LabError as e:
         print(f"cyphonic lab: {e}", file=sys.stderr)
@@ -108,8 +109,9 @@ def _curl(lab: Lab, name: str) -> str:
     (www / "demo.bin").write_bytes(data)
     server = apps.serve_http(lab, "cn", www)
     try:
-        done = lab.run("mn", ["curl", "-sS", "--max-time", "20", f"http://{name}:8000/demo.bin"],
-                       text=False, timeout=30)
+        done = lab.run(
+            "mn", ["curl", "-sS", "--max-time", "20", f"http://{name}:8000/demo.bin"], text=False, timeout=30
+        )
     finally:
         apps.stop(server)
     if done.returncode != 0:

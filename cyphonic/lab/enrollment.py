@@ -20,8 +20,7 @@ def _cli(*args: str) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=tool_env())
     if done.returncode != 0:
         msg = (done.stderr.strip() or done.stdout.strip()).splitlines()
-        raise LabError(f"cyphonic {' '.join(args)}: exit {done.returncode}",
-                       "\n".join(msg[-15:]))
+        raise LabError(f"cyphonic {' '.join(args)}: exit {done.returncode}", "\n".join(msg[-15:]))
 
 
 def ca_init(ca_dir: Path, domain: str) -> None:
@@ -46,19 +45,24 @@ def trs_init(ca_dir: Path, relays: dict[str, list[str]]) -> None:
 
     keys.write_secret(ca_dir / TRS_KEY, crypto.random_key())
     for host, public in relays.items():
-        (ca_dir / f"{host}.toml").write_text(_toml({
-            "listen": ["0.0.0.0:7002", "[::]:7002"],
-            "public": list(public),
-            "nms_key": TRS_KEY,
-        }))
+        (ca_dir / f"{host}.toml").write_text(
+            _toml(
+                {
+                    "listen": ["0.0.0.0:7002", "[::]:7002"],
+                    "public": list(public),
+                    "nms_key": TRS_KEY,
+                }
+            )
+        )
     # the NMS reaches each relay at its first (IPv4) address
     config = tomllib.loads((ca_dir / "cloud.toml").read_text())
     config.setdefault("nms", {}).update({"trs": [p[0] for p in relays.values()], "trs_key": TRS_KEY})
     (ca_dir / "cloud.toml").write_text(_toml(config))
 
 
-def enroll_node(name: str, ca_dir: Path, out: Path, clouds: list[str],
-                start: str | None = None, days: int | None = None) -> Path:
+def enroll_node(
+    name: str, ca_dir: Path, out: Path, clouds: list[str], start: str | None = None, days: int | None = None
+) -> Path:
     """Writes node.crt, node.key, ca.crt and node.toml to `out`; returns node.toml."""
     args = ["enroll", "node", name, "--ca", str(ca_dir), "--out", str(out)]
     for addr in clouds:
@@ -97,8 +101,11 @@ def derive_node_config(src: Path, dst: Path, changes: dict[str, object]) -> Path
 def _toml(config: dict) -> str:
     """TOML for the shapes node.toml uses: scalars, lists of scalars, one level of tables."""
     top = [f"{k} = {_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
-    tables = [f"\n[{k}]\n" + "".join(f"{kk} = {_value(vv)}\n" for kk, vv in v.items())
-              for k, v in config.items() if isinstance(v, dict)]
+    tables = [
+        f"\n[{k}]\n" + "".join(f"{kk} = {_value(vv)}\n" for kk, vv in v.items())
+        for k, v in config.items()
+        if isinstance(v, dict)
+    ]
     return "\n".join(top) + "\n" + "".join(tables)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from .errors import LabError
 from .processes import log_tail, start_daemon, status, tool_env
 from .state import LabPaths, check_prefix
 from .topology import BASIC, TOPOLOGIES, Role, Topology, trs_public
+
 
 @dataclass(frozen=True)
 class Program:
@@ -37,7 +39,10 @@ DATAPLANES = ("offload", "plain")
 
 class Lab:
     def __init__(
-        self, prefix: str = DEFAULT_PREFIX, topology: Topology = BASIC, dataplane: str = "offload",
+        self,
+        prefix: str = DEFAULT_PREFIX,
+        topology: Topology = BASIC,
+        dataplane: str = "offload",
         hole_punching: bool = True,
     ) -> None:
         self.prefix = check_prefix(prefix)
@@ -80,8 +85,9 @@ class Lab:
         On failure the lab is left as it is, for inspection; `down` removes it.
         """
         if self.is_up():
-            raise LabError(f"a lab with prefix {self.prefix!r} is already up "
-                           f"(cyphonic lab down --prefix {self.prefix})")
+            raise LabError(
+                f"a lab with prefix {self.prefix!r} is already up (cyphonic lab down --prefix {self.prefix})"
+            )
         # Stale files from a crashed run would otherwise mix with this one's.
         shutil.rmtree(self.paths.root, ignore_errors=True)
         self.paths.write_manifest(self.topology.name)
@@ -105,8 +111,9 @@ class Lab:
         if relays:
             enrollment.trs_init(self.paths.ca, {h.name: trs_public(self.topology, h.name) for h in relays})
         for host in self.topology.with_role(Role.NODE):
-            enrollment.enroll_node(host.name, self.paths.ca, self.paths.bundle(host.name),
-                                   self.topology.cloud_addresses_for(host.name))
+            enrollment.enroll_node(
+                host.name, self.paths.ca, self.paths.bundle(host.name), self.topology.cloud_addresses_for(host.name)
+            )
             changes = {}
             if self.dataplane == "plain":
                 changes["offload"] = False
@@ -127,8 +134,9 @@ class Lab:
     def start(self, host: str) -> subprocess.Popen:
         """Start the host's program (again, e.g. after `kill`), logging to <host>.log."""
         program = DAEMONS[self.topology.host(host).role]
-        proc = start_daemon(self.ns(host), program.module, self.config(host),
-                            self.paths.log(host), self.paths.pid(host))
+        proc = start_daemon(
+            self.ns(host), program.module, self.config(host), self.paths.log(host), self.paths.pid(host)
+        )
         self.procs[host] = proc
         return proc
 
@@ -155,9 +163,11 @@ class Lab:
     def _check_alive(self, host: str) -> None:
         proc = self.procs.get(host)
         if proc is not None and proc.poll() is not None:
-            raise LabError(f"{host}: {DAEMONS[self.topology.host(host).role].module} exited "
-                           f"with status {proc.returncode} (log: {self.paths.log(host)})",
-                           log_tail(self.paths.log(host)))
+            raise LabError(
+                f"{host}: {DAEMONS[self.topology.host(host).role].module} exited "
+                f"with status {proc.returncode} (log: {self.paths.log(host)})",
+                log_tail(self.paths.log(host)),
+            )
 
     def wait_cloud(self, deadline: float) -> None:
         self._wait_role(Role.CLOUD, deadline)
@@ -174,9 +184,10 @@ class Lab:
                 if st is not None and st.get("role") == str(role):
                     break
                 if time.monotonic() > deadline:
-                    raise LabError(f"{host.name}: {role} does not answer `cyphonic status` "
-                                   f"(log: {self.paths.log(host.name)})",
-                                   log_tail(self.paths.log(host.name)))
+                    raise LabError(
+                        f"{host.name}: {role} does not answer `cyphonic status` (log: {self.paths.log(host.name)})",
+                        log_tail(self.paths.log(host.name)),
+                    )
                 time.sleep(0.2)
 
     def wait_registered(self, hosts: list[str], deadline: float) -> None:
@@ -191,9 +202,10 @@ class Lab:
                 return
             if time.monotonic() > deadline:
                 host = waiting[0]
-                raise LabError(f"{host}: node not registered with the cloud in time "
-                               f"(log: {self.paths.log(host)})",
-                               log_tail(self.paths.log(host)))
+                raise LabError(
+                    f"{host}: node not registered with the cloud in time (log: {self.paths.log(host)})",
+                    log_tail(self.paths.log(host)),
+                )
             time.sleep(0.2)
 
     # -- using it ----------------------------------------------------------
@@ -201,12 +213,14 @@ class Lab:
     def argv(self, host: str, cmd: list[str]) -> list[str]:
         return netns.in_ns(self.ns(host), cmd)
 
-    def run(self, host: str, cmd: list[str], timeout: float = 30, check: bool = False,
-            capture: bool = True, **kw) -> subprocess.CompletedProcess:
+    def run(
+        self, host: str, cmd: list[str], timeout: float = 30, check: bool = False, capture: bool = True, **kw
+    ) -> subprocess.CompletedProcess:
         """Run a command inside the host's namespace (text mode unless told otherwise)."""
         kw.setdefault("text", True)
-        return subprocess.run(self.argv(host, cmd), timeout=timeout, check=check,
-                              capture_output=capture, env=tool_env(), **kw)
+        return subprocess.run(
+            self.argv(host, cmd), timeout=timeout, check=check, capture_output=capture, env=tool_env(), **kw
+        )
 
     def popen(self, host: str, cmd: list[str], **kw) -> subprocess.Popen:
         kw.setdefault("env", tool_env())
@@ -252,7 +266,5 @@ def _kill_if_ours(pidfile: Path, root: Path) -> None:
     # The pid may have been reused since: only kill a program whose command
     # line names this lab's own files (its --config lives under root).
     if f"{root}/".encode() in cmdline:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

@@ -7,6 +7,7 @@ replayed by hand from the error message.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -28,8 +29,7 @@ def ns_name(prefix: str, host: str) -> str:
 def sh(*argv: str, input: str | None = None, timeout: float = 20) -> str:
     """Run one setup command; a failure names the command and its stderr."""
     try:
-        done = subprocess.run(argv, input=input, capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise LabError(f"timed out: {' '.join(argv)}") from None
     if done.returncode != 0:
@@ -86,8 +86,7 @@ def _add_link(prefix: str, link: Link) -> None:
     a_ns, b_ns = ns_name(prefix, link.a.host), ns_name(prefix, link.b.host)
     # Both ends are created directly in their namespaces: nothing ever
     # appears in the machine's own namespace, so names cannot clash there.
-    sh("ip", "link", "add", link.a.ifname, "netns", a_ns, "type", "veth",
-       "peer", "name", link.b.ifname, "netns", b_ns)
+    sh("ip", "link", "add", link.a.ifname, "netns", a_ns, "type", "veth", "peer", "name", link.b.ifname, "netns", b_ns)
     # Up first, addresses second: an IPv6 address added to a device that is
     # down joins its solicited-node group only later, asynchronously, and the
     # first neighbour solicitation for it went unanswered (1 s stall).
@@ -109,9 +108,15 @@ def _add_routes(ns: str, host: Host) -> None:
 def napt_ruleset(host: Host, topology: Topology) -> str:
     """nftables rules of a NAPT router: masquerade LAN->WAN, drop unsolicited WAN->LAN."""
     assert host.nat is not None
-    lan_nets = sorted({str(ipaddress.ip_interface(c).network)
-                       for p in topology.ports(host.name) if p.ifname == host.nat.lan
-                       for c in p.addresses if ipaddress.ip_interface(c).version == 4})
+    lan_nets = sorted(
+        {
+            str(ipaddress.ip_interface(c).network)
+            for p in topology.ports(host.name)
+            if p.ifname == host.nat.lan
+            for c in p.addresses
+            if ipaddress.ip_interface(c).version == 4
+        }
+    )
     saddr = f"ip saddr {{ {', '.join(lan_nets)} }} " if lan_nets else ""
     wan, lan = host.nat.wan, host.nat.lan
     return f"""\
@@ -138,10 +143,8 @@ def kill_processes(ns: str, grace: float = 3.0) -> None:
     pids = _pids(ns)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace
         while pids and time.monotonic() < deadline:
             time.sleep(0.05)

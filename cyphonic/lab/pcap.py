@@ -46,8 +46,8 @@ def read(path: Path) -> Iterator[Packet]:
         raise ValueError(f"{path}: link type {linktype}, expected Ethernet")
     off = 24
     while off + 16 <= len(data):
-        incl = struct.unpack(endian + "I", data[off + 8:off + 12])[0]
-        frame = data[off + 16:off + 16 + incl]
+        incl = struct.unpack(endian + "I", data[off + 8 : off + 12])[0]
+        frame = data[off + 16 : off + 16 + incl]
         off += 16 + incl
         yield classify(frame)
 

@@ -36,8 +36,7 @@ def tool_env() -> dict[str, str]:
     return env
 
 
-def start_daemon(ns: str, module: str, config: Path, log: Path,
-                 pidfile: Path | None = None) -> subprocess.Popen:
+def start_daemon(ns: str, module: str, config: Path, log: Path, pidfile: Path | None = None) -> subprocess.Popen:
     """Run `python -m <module> --config <config>` detached inside `ns`.
 
     `ip netns exec` execs the program, so the pid we get is the daemon's.
@@ -48,8 +47,12 @@ def start_daemon(ns: str, module: str, config: Path, log: Path,
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             in_ns(ns, [sys.executable, "-m", module, "--config", str(config)]),
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, env=tool_env())
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=tool_env(),
+        )
     if pidfile is not None:
         pidfile.write_text(f"{proc.pid}\n")
     return proc
@@ -62,9 +65,13 @@ def status(ns: str, daemon: str | None = None, timeout: float = 5) -> dict | Non
     """
     which = ["--daemon", daemon] if daemon else []
     try:
-        done = subprocess.run(in_ns(ns, [*cyphonic_cli(), "status", "--json", *which]),
-                              capture_output=True, text=True, timeout=timeout,
-                              env=tool_env())
+        done = subprocess.run(
+            in_ns(ns, [*cyphonic_cli(), "status", "--json", *which]),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=tool_env(),
+        )
     except subprocess.TimeoutExpired:
         return None
     if done.returncode != 0:

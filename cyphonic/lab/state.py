@@ -22,8 +22,7 @@ _PREFIX = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 
 def check_prefix(prefix: str) -> str:
     if not _PREFIX.match(prefix):
-        raise ValueError(
-            f"bad prefix {prefix!r}: 1-12 lowercase letters or digits, starting with a letter")
+        raise ValueError(f"bad prefix {prefix!r}: 1-12 lowercase letters or digits, starting with a letter")
     return prefix
 
 

@@ -114,12 +114,10 @@ class Topology:
         clouds = self.with_role(Role.CLOUD)
         if not clouds:
             return []
-        return [a for a in self.addresses(clouds[0].name)
-                if ipaddress.ip_address(a).version in families]
+        return [a for a in self.addresses(clouds[0].name) if ipaddress.ip_address(a).version in families]
 
 
-def _link(a: str, a_if: str, a_addrs: tuple[str, ...],
-          b: str, b_if: str, b_addrs: tuple[str, ...]) -> Link:
+def _link(a: str, a_if: str, a_addrs: tuple[str, ...], b: str, b_if: str, b_addrs: tuple[str, ...]) -> Link:
     return Link(Port(a, a_if, a_addrs), Port(b, b_if, b_addrs))
 
 
@@ -132,8 +130,7 @@ BASIC = Topology(
         Host("inet", Role.ROUTER, forwarding=True),
         Host("cloud", Role.CLOUD, gateway4="203.0.113.1", gateway6="2001:db8:c::1"),
         Host("mn", Role.NODE, gateway4="198.51.100.1", gateway6="2001:db8:a::1"),
-        Host("nat-cn", Role.NAT, gateway4="192.0.2.1", forwarding=True,
-             nat=Nat(wan="wan", lan="lan")),
+        Host("nat-cn", Role.NAT, gateway4="192.0.2.1", forwarding=True, nat=Nat(wan="wan", lan="lan")),
         Host("cn", Role.NODE, gateway4="192.168.20.1"),
         # The Tunnel Relay Service: dual-stack, global, on its own segment.
         Host("trs", Role.TRS, gateway4="203.0.114.1", gateway6="2001:db8:d::1"),
@@ -141,11 +138,9 @@ BASIC = Topology(
         Host("trs2", Role.TRS, gateway4="203.0.115.1", gateway6="2001:db8:f::1"),
         # Two more IPv4-only NAPT sites, one node behind each: a1 and b1 (and
         # cn) can only reach one another through the relay.
-        Host("nat-a", Role.NAT, gateway4="198.18.1.1", forwarding=True,
-             nat=Nat(wan="wan", lan="lan")),
+        Host("nat-a", Role.NAT, gateway4="198.18.1.1", forwarding=True, nat=Nat(wan="wan", lan="lan")),
         Host("a1", Role.NODE, gateway4="192.168.30.1"),
-        Host("nat-b", Role.NAT, gateway4="198.18.2.1", forwarding=True,
-             nat=Nat(wan="wan", lan="lan")),
+        Host("nat-b", Role.NAT, gateway4="198.18.2.1", forwarding=True, nat=Nat(wan="wan", lan="lan")),
         Host("b1", Role.NODE, gateway4="192.168.40.1"),
         # An IPv6-only site: a global IPv6 address, no IPv4 beyond loopback.
         Host("v6", Role.NODE, gateway6="2001:db8:e::1"),
@@ -154,31 +149,54 @@ BASIC = Topology(
         Host("attacker", Role.HOST, gateway4="198.18.99.1", gateway6="2001:db8:99::1"),
     ),
     links=(
-        _link("inet", "cloud", ("203.0.113.1/24", "2001:db8:c::1/64"),
-              "cloud", "eth0", ("203.0.113.10/24", "2001:db8:c::10/64")),
-        _link("inet", "mn", ("198.51.100.1/24", "2001:db8:a::1/64"),
-              "mn", "eth0", ("198.51.100.10/24", "2001:db8:a::10/64")),
+        _link(
+            "inet",
+            "cloud",
+            ("203.0.113.1/24", "2001:db8:c::1/64"),
+            "cloud",
+            "eth0",
+            ("203.0.113.10/24", "2001:db8:c::10/64"),
+        ),
+        _link(
+            "inet",
+            "mn",
+            ("198.51.100.1/24", "2001:db8:a::1/64"),
+            "mn",
+            "eth0",
+            ("198.51.100.10/24", "2001:db8:a::10/64"),
+        ),
         # The NAPT site is IPv4 only, as most home and office NATs are.
-        _link("inet", "nat-cn", ("192.0.2.1/24",),
-              "nat-cn", "wan", ("192.0.2.10/24",)),
-        _link("nat-cn", "lan", ("192.168.20.1/24",),
-              "cn", "eth0", ("192.168.20.10/24",)),
-        _link("inet", "trs", ("203.0.114.1/24", "2001:db8:d::1/64"),
-              "trs", "eth0", ("203.0.114.20/24", "2001:db8:d::20/64")),
-        _link("inet", "trs2", ("203.0.115.1/24", "2001:db8:f::1/64"),
-              "trs2", "eth0", ("203.0.115.20/24", "2001:db8:f::20/64")),
-        _link("inet", "nat-a", ("198.18.1.1/24",),
-              "nat-a", "wan", ("198.18.1.10/24",)),
-        _link("nat-a", "lan", ("192.168.30.1/24",),
-              "a1", "eth0", ("192.168.30.10/24",)),
-        _link("inet", "nat-b", ("198.18.2.1/24",),
-              "nat-b", "wan", ("198.18.2.10/24",)),
-        _link("nat-b", "lan", ("192.168.40.1/24",),
-              "b1", "eth0", ("192.168.40.10/24",)),
-        _link("inet", "v6", ("2001:db8:e::1/64",),
-              "v6", "eth0", ("2001:db8:e::10/64",)),
-        _link("inet", "attacker", ("198.18.99.1/24", "2001:db8:99::1/64"),
-              "attacker", "eth0", ("198.18.99.66/24", "2001:db8:99::66/64")),
+        _link("inet", "nat-cn", ("192.0.2.1/24",), "nat-cn", "wan", ("192.0.2.10/24",)),
+        _link("nat-cn", "lan", ("192.168.20.1/24",), "cn", "eth0", ("192.168.20.10/24",)),
+        _link(
+            "inet",
+            "trs",
+            ("203.0.114.1/24", "2001:db8:d::1/64"),
+            "trs",
+            "eth0",
+            ("203.0.114.20/24", "2001:db8:d::20/64"),
+        ),
+        _link(
+            "inet",
+            "trs2",
+            ("203.0.115.1/24", "2001:db8:f::1/64"),
+            "trs2",
+            "eth0",
+            ("203.0.115.20/24", "2001:db8:f::20/64"),
+        ),
+        _link("inet", "nat-a", ("198.18.1.1/24",), "nat-a", "wan", ("198.18.1.10/24",)),
+        _link("nat-a", "lan", ("192.168.30.1/24",), "a1", "eth0", ("192.168.30.10/24",)),
+        _link("inet", "nat-b", ("198.18.2.1/24",), "nat-b", "wan", ("198.18.2.10/24",)),
+        _link("nat-b", "lan", ("192.168.40.1/24",), "b1", "eth0", ("192.168.40.10/24",)),
+        _link("inet", "v6", ("2001:db8:e::1/64",), "v6", "eth0", ("2001:db8:e::10/64",)),
+        _link(
+            "inet",
+            "attacker",
+            ("198.18.99.1/24", "2001:db8:99::1/64"),
+            "attacker",
+            "eth0",
+            ("198.18.99.66/24", "2001:db8:99::66/64"),
+        ),
     ),
 )
 
@@ -187,8 +205,7 @@ TRS_PORT = 7002
 
 def trs_public(topology: Topology, host: str) -> list[str]:
     """ADDRESS:PORT where nodes reach the TRS on `host`: its global addresses."""
-    return [f"[{a}]:{TRS_PORT}" if ":" in a else f"{a}:{TRS_PORT}"
-            for a in topology.addresses(host)]
+    return [f"[{a}]:{TRS_PORT}" if ":" in a else f"{a}:{TRS_PORT}" for a in topology.addresses(host)]
 
 
 TOPOLOGIES: dict[str, Topology] = {BASIC.name: BASIC}

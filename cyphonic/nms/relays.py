@@ -76,7 +76,10 @@ class RelayAssignment:
         return None
 
     def _request(self, session_id: int, tunnel_key: bytes, lifetime: int, now: float) -> bytes:
-        body = build(wire.RelayRequestBody, dict(timestamp=int(now), session_id=session_id, tunnel_key=tunnel_key, lifetime=lifetime))
+        body = build(
+            wire.RelayRequestBody,
+            dict(timestamp=int(now), session_id=session_id, tunnel_key=tunnel_key, lifetime=lifetime),
+        )
         header = dict(header=dict(type="RelayRequest", txid=secrets.randbits(32)))
         return crypto.seal_message(wire.RelayRequest, header, self.key, body)
 

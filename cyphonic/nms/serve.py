@@ -18,8 +18,11 @@ def status(service: NodeManagementService, now: float) -> dict:
 
 
 async def serve(
-    cfg: dict, service: NodeManagementService, control_name: str | None = "cloud",
-    *, task_status=trio.TASK_STATUS_IGNORED,
+    cfg: dict,
+    service: NodeManagementService,
+    control_name: str | None = "cloud",
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The NMS of a checked cloud.toml; alone, it answers `cyphonic status`
     as the cloud (without enrollments) on `control_name`."""
@@ -27,8 +30,13 @@ async def serve(
 
     def document(_request: dict) -> dict:
         now = time.time()
-        return {"role": "cloud", "domain": cfg["domain"], "uptime": round(now - started, 1),
-                "enrollments": [], **status(service, now)}
+        return {
+            "role": "cloud",
+            "domain": cfg["domain"],
+            "uptime": round(now - started, 1),
+            "enrollments": [],
+            **status(service, now),
+        }
 
     async with trio.open_nursery() as nursery:
         await nursery.start(UdpServer(service, cfg["nms"]["listen"], "NMS").run)

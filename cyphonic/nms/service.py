@@ -15,16 +15,16 @@ import ipaddress
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from cyphonic import crypto
 from cyphonic.core.budget import Budgets
 from cyphonic.core.freshness import MAX_SKEW, Freshness
 from cyphonic.core.route import FAMILIES, Attachment, Endpoints, route_selection
-from cyphonic.nms.relays import PendingRelay, RelayAssignment
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, CyphonicError, ParseError
+from cyphonic.nms.relays import PendingRelay, RelayAssignment
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import TYPE, build, locator, locator_text, parse
 
@@ -157,8 +157,9 @@ class NodeManagementService:
         if reg is None or reg.session_key != bytes(ticket.session_key):
             # a newer ticket (a fresh login): its key seals what we send the
             # node from now on; the locators other families told us stay
-            new = Registration(ticket.fqdn, bytes(ticket.vip4), bytes(ticket.vip6), bytes(ticket.session_key),
-                               int(ticket.serial))
+            new = Registration(
+                ticket.fqdn, bytes(ticket.vip4), bytes(ticket.vip6), bytes(ticket.session_key), int(ticket.serial)
+            )
             if reg is not None:
                 new.endpoints, new.seen = reg.endpoints, reg.seen
             reg = self.registry[ticket.fqdn] = new
@@ -198,20 +199,37 @@ class NodeManagementService:
         if route.process == "TunnelRequestToTRS":
             if self.relays is None:
                 log.info("route %s -> %s needs a TRS; none is configured", mn.fqdn, cn.fqdn)
-                return [self._error(txid, ticket, "unreachable", "both ends behind NAPT or no common address family", source, now)]
+                return [
+                    self._error(
+                        txid, ticket, "unreachable", "both ends behind NAPT or no common address family", source, now
+                    )
+                ]
             waiting = self.relays.waiting_for(mn.fqdn, cn.fqdn)
             if waiting is not None:
                 # one TRS session per pair at a time: the answer goes to the newest request
                 waiting.txid, waiting.reply_to, waiting.mn_key = txid, source, bytes(ticket.session_key)
                 return []
-            pending = PendingRelay(path_id, mn.fqdn, cn.fqdn, txid, source, bytes(ticket.session_key), key, crypto.random_key())
+            pending = PendingRelay(
+                path_id, mn.fqdn, cn.fqdn, txid, source, bytes(ticket.session_key), key, crypto.random_key()
+            )
             log.info("route selection %s -> %s: via TRS (path %08x)", mn.fqdn, cn.fqdn, path_id)
             return self.relays.ask(pending, now)
         mn_initiates = route.process == "TunnelRequestToCN"
         to_mn = self._direction_body(now, route.process, mn_initiates, path_id, cn, route.mn_sees, key)
         to_cn = self._direction_body(now, route.process, not mn_initiates, path_id, mn, route.cn_sees, key)
-        return self._announce(path_id, mn, cn, txid, source, bytes(ticket.session_key), to_mn, to_cn,
-                              cn.endpoints.by_family[route.family].observed, now, f"{route.process} over {route.family}")
+        return self._announce(
+            path_id,
+            mn,
+            cn,
+            txid,
+            source,
+            bytes(ticket.session_key),
+            to_mn,
+            to_cn,
+            cn.endpoints.by_family[route.family].observed,
+            now,
+            f"{route.process} over {route.family}",
+        )
 
     def _announce(self, path_id, mn, cn, txid, reply_to, mn_key, to_mn, to_cn, cn_address, now, what) -> Outgoing:
         """Route Direction to CN now; to MN once CN has acknowledged."""
@@ -219,7 +237,16 @@ class NodeManagementService:
         cn_msg = _sealed_reply("RouteDirectionToCN", cn_txid, cn.session_key, to_cn)
         mn_msg = _sealed_reply("RouteDirection", txid, mn_key, to_mn)
         self.pending[path_id] = PendingRoute(
-            path_id, reply_to, mn_msg, cn_msg, cn_address, 1, now + RETRY, (mn.fqdn, txid), mn_key, cn.fqdn,
+            path_id,
+            reply_to,
+            mn_msg,
+            cn_msg,
+            cn_address,
+            1,
+            now + RETRY,
+            (mn.fqdn, txid),
+            mn_key,
+            cn.fqdn,
         )
         log.info("route selection %s -> %s: %s (path %08x)", mn.fqdn, cn.fqdn, what, path_id)
         return [(cn_msg, cn_address)]
@@ -238,11 +265,33 @@ class NodeManagementService:
         mn, cn = self._live(pending.mn_fqdn, now), self._live(pending.cn_fqdn, now)
         mn_trs, cn_trs = (_trs_for(node, locators) for node in (mn, cn)) if mn and cn else (None, None)
         if mn_trs is None or cn_trs is None:
-            return [(self._sealed_error(pending.txid, pending.mn_key, "unreachable", "no TRS address for a node's family"), pending.reply_to)]
-        to_mn = self._direction_body(now, "TunnelRequestToTRS", True, pending.path_id, cn, mn_trs[1], pending.tunnel_key, pending.temp_key)
-        to_cn = self._direction_body(now, "TunnelRequestToTRS", False, pending.path_id, mn, cn_trs[1], pending.tunnel_key, pending.temp_key)
-        return self._announce(pending.path_id, mn, cn, pending.txid, pending.reply_to, pending.mn_key, to_mn, to_cn,
-                              cn.endpoints.by_family[cn_trs[0]].observed, now, f"via TRS {source[0]}:{source[1]}")
+            return [
+                (
+                    self._sealed_error(
+                        pending.txid, pending.mn_key, "unreachable", "no TRS address for a node's family"
+                    ),
+                    pending.reply_to,
+                )
+            ]
+        to_mn = self._direction_body(
+            now, "TunnelRequestToTRS", True, pending.path_id, cn, mn_trs[1], pending.tunnel_key, pending.temp_key
+        )
+        to_cn = self._direction_body(
+            now, "TunnelRequestToTRS", False, pending.path_id, mn, cn_trs[1], pending.tunnel_key, pending.temp_key
+        )
+        return self._announce(
+            pending.path_id,
+            mn,
+            cn,
+            pending.txid,
+            pending.reply_to,
+            pending.mn_key,
+            to_mn,
+            to_cn,
+            cn.endpoints.by_family[cn_trs[0]].observed,
+            now,
+            f"via TRS {source[0]}:{source[1]}",
+        )
 
     def _ack(self, ticket, body: bytes, source: Address, now: float) -> Outgoing:
         ack = parse(wire.AckBody, body)
@@ -274,7 +323,10 @@ class NodeManagementService:
             out += resend
             for pending in failed:
                 out += self.relays.ask(pending, now) or [
-                    (self._sealed_error(pending.txid, pending.mn_key, "unreachable", "no TRS answers"), pending.reply_to)
+                    (
+                        self._sealed_error(pending.txid, pending.mn_key, "unreachable", "no TRS answers"),
+                        pending.reply_to,
+                    )
                 ]
         for path_id, p in list(self.pending.items()):
             if p.next_try > now:
@@ -321,7 +373,9 @@ class NodeManagementService:
             del self.registry[fqdn]
             log.warning("%s: certificate serial %d revoked, registration removed", fqdn, serial)
 
-    def _direction_body(self, now, process, initiator, path_id, peer: Registration, peer_address, key, temp=bytes(32)) -> bytes:
+    def _direction_body(
+        self, now, process, initiator, path_id, peer: Registration, peer_address, key, temp=bytes(32)
+    ) -> bytes:
         return build(
             wire.RouteDirectionBody,
             dict(

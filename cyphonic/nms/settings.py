@@ -23,6 +23,9 @@ def build(cfg: dict[str, Any]) -> NodeManagementService:
     n = cfg["nms"]
     trs_key = read_secret(n["trs_key"]) if n["trs_key"] else None
     return NodeManagementService(
-        read_secret(n["nms_key"]), refresh=n["refresh"], trs=n["trs"], trs_key=trs_key,
+        read_secret(n["nms_key"]),
+        refresh=n["refresh"],
+        trs=n["trs"],
+        trs_key=trs_key,
         revoked=RevocationList(cfg["auth"]["revoked"]),
     )

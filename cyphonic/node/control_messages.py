@@ -67,8 +67,15 @@ class TunnelControl:
         self.drops("send counter at its limit", tunnel.endpoint)
 
     def _open_other(
-        self, tunnel: core.Tunnel, index: int, buf: PacketBuffer, start: int, length: int, source: Address,
-        now: float, via_relay: bool,
+        self,
+        tunnel: core.Tunnel,
+        index: int,
+        buf: PacketBuffer,
+        start: int,
+        length: int,
+        source: Address,
+        now: float,
+        via_relay: bool,
     ) -> int | None:
         """A capsule under keys the tunnel retired or has not used yet; the
         first one under the responder's next keys makes them current."""

@@ -7,24 +7,23 @@ from __future__ import annotations
 import logging
 import socket
 import time
-
-from typing import Callable
+from collections.abc import Callable
 
 import trio
 
 from cyphonic import control, crypto
+from cyphonic.config import format_address
 from cyphonic.crypto import PacketBuffer
-
+from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.kernel import batch as batch_io
-from cyphonic.keys import read_certificate
 from cyphonic.kernel.netlink import global_addresses
 from cyphonic.kernel.tun import Tun
+from cyphonic.keys import read_certificate
+from cyphonic.node.demux import Demultiplexer
 from cyphonic.node.packet import PacketHandlingModule
 from cyphonic.node.resolver import ResolverModule
-from cyphonic.node.demux import Demultiplexer
 from cyphonic.node.signaling import SignalingModule
 from cyphonic.udp import size_buffers
-from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.wire.certificate import Certificate
 from cyphonic.wire.common import MAX_DATAGRAM, parse
 from cyphonic.wire.tunnel import DATA_TYPES
@@ -92,7 +91,8 @@ class NodeDaemon:
         self.tun: Tun | None = None
         self.packet = PacketHandlingModule(-1, self.sockets, gso=self.gso)
         self.signaling = SignalingModule(
-            cfg, identity, certificate, ca_public, self.sockets, self.packet, local_addresses=local_addresses)
+            cfg, identity, certificate, ca_public, self.sockets, self.packet, local_addresses=local_addresses
+        )
         self.demux = Demultiplexer()
         self.demux.add(self.signaling)
         self.packet.on_update = self.signaling.tunnel_update
@@ -168,7 +168,7 @@ class NodeDaemon:
                 "vip6": str(t.peer.vip6),
                 "path": "relay" if t.relayed else PATH_NAMES.get(t.path.process, t.path.process),
                 "process": t.path.process,
-                "endpoint": "%s:%d" % t.endpoint if ":" not in t.endpoint[0] else "[%s]:%d" % t.endpoint,
+                "endpoint": format_address(t.endpoint),
                 "tx_bytes": t.tx_bytes,
                 "rx_bytes": t.rx_bytes,
                 "tx_packets": t.tx_packets,

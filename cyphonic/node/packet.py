@@ -30,9 +30,9 @@ import trio
 from cyphonic.core import offload
 from cyphonic.core import tunnel as core
 from cyphonic.core.replay import COUNTER_LIMIT
+from cyphonic.crypto import PacketBuffer
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
-from cyphonic.crypto import PacketBuffer
 from cyphonic.kernel.batch import MAX_GSO_BYTES, MAX_GSO_SEGMENTS, send_run, send_segments
 from cyphonic.node.control_messages import TunnelControl
 from cyphonic.wire.tunnel import CAPSULE_HEADER, CAPSULE_HEADER_STRUCT, OVERHEAD
@@ -47,7 +47,9 @@ TEST_LOSS = float(os.environ.get("CYPHONIC_TEST_LOSS", "0") or 0)
 
 
 class PacketHandlingModule(TunnelControl):
-    def __init__(self, tun_fd: int, sockets: dict[int, socket.socket], *, vnet: bool = False, gso: bool = False) -> None:
+    def __init__(
+        self, tun_fd: int, sockets: dict[int, socket.socket], *, vnet: bool = False, gso: bool = False
+    ) -> None:
         self.tun_fd = tun_fd
         self.sockets = sockets
         self.vnet = vnet
@@ -252,7 +254,9 @@ class PacketHandlingModule(TunnelControl):
         if not length:
             return
         try:
-            sent = send_run(self._socket_for(tunnel), self._out.view[:length], self._run_size, tunnel.endpoint, self.gso)
+            sent = send_run(
+                self._socket_for(tunnel), self._out.view[:length], self._run_size, tunnel.endpoint, self.gso
+            )
         except OSError as exc:
             self.drops("send failed", tunnel.endpoint, str(exc))
             return
@@ -309,9 +313,14 @@ class PacketHandlingModule(TunnelControl):
     def _deliver(self, tunnel: core.Tunnel, packet: memoryview, source: Address) -> None:
         version = packet[0] >> 4 if packet else 0
         # A peer may only speak from its own virtual IP: no spoofing others.
-        if version == 4 and len(packet) >= 20 and packet[12:16] == tunnel.peer.vip4_bytes:
-            pass
-        elif version == 6 and len(packet) >= 40 and packet[8:24] == tunnel.peer.vip6_bytes:
+        if (
+            version == 4
+            and len(packet) >= 20
+            and packet[12:16] == tunnel.peer.vip4_bytes
+            or version == 6
+            and len(packet) >= 40
+            and packet[8:24] == tunnel.peer.vip6_bytes
+        ):
             pass
         else:
             self.drops("inner source is not the peer's virtual IP", source)

@@ -11,13 +11,14 @@ import logging
 import math
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
 from cyphonic import crypto
-from cyphonic.core import tunnel as core
 from cyphonic.core import signaling as machine_events
+from cyphonic.core import tunnel as core
 from cyphonic.core.login import Grant
 from cyphonic.core.signaling import SignalingMachine
 from cyphonic.kernel.netlink import global_addresses
@@ -36,16 +37,29 @@ class Fatal(Exception):
 
 class SignalingModule:
     def __init__(
-        self, cfg: dict, identity: crypto.Identity, certificate: bytes, ca_public: bytes, sockets, packet,
-        *, local_addresses: Callable[[set[str]], list[str]] = global_addresses,
+        self,
+        cfg: dict,
+        identity: crypto.Identity,
+        certificate: bytes,
+        ca_public: bytes,
+        sockets,
+        packet,
+        *,
+        local_addresses: Callable[[set[str]], list[str]] = global_addresses,
     ) -> None:
         self.cfg = cfg
         self.sockets: dict[int, socket.socket] = sockets
         self.packet = packet
         self.local_addresses = local_addresses
         self.machine = SignalingMachine(
-            identity, certificate, ca_public, auth=cfg["auth"], nms=cfg["nms"],
-            families={FAMILIES[f] for f in sockets}, port=cfg["listen_port"], now=time.time(),
+            identity,
+            certificate,
+            ca_public,
+            auth=cfg["auth"],
+            nms=cfg["nms"],
+            families={FAMILIES[f] for f in sockets},
+            port=cfg["listen_port"],
+            now=time.time(),
             hole_punching=cfg["hole_punching"],
         )
         self.nursery: trio.Nursery | None = None
@@ -119,7 +133,8 @@ class SignalingModule:
         if isinstance(event, machine_events.TunnelEstablished):
             self.packet.install(event.tunnel)
             self.nursery.start_soon(
-                supervise, event.tunnel, self.packet, self.cfg["keepalive"], self._tunnel_died, self.cfg["rekey_after"])
+                supervise, event.tunnel, self.packet, self.cfg["keepalive"], self._tunnel_died, self.cfg["rekey_after"]
+            )
         elif isinstance(event, machine_events.RegistrationDue):
             own = {str(self.grant.vip4), str(self.grant.vip6)} if self.grant else set()
             self.machine.register(time.time(), self.local_addresses(own))
@@ -129,7 +144,8 @@ class SignalingModule:
             if not self.machine.registering:
                 self._resolve("registration", event)
         elif isinstance(event, (machine_events.RouteSelected, machine_events.RouteFailed)):
-            if not self._resolve(("route", event.fqdn), event) and isinstance(event, machine_events.RouteFailed):
+            resolved = self._resolve(("route", event.fqdn), event)
+            if not resolved and isinstance(event, machine_events.RouteFailed):  # a re-route nobody waited for
                 log.warning("route to %s not re-established: %s", event.fqdn, event.reason)
 
     def _resolve(self, key, value) -> bool:

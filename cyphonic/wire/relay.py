@@ -13,7 +13,7 @@ establishment via TRS"). Draft for issue 3: see protocols/relay.md.
 
 import struct
 
-from construct import Bytes, GreedyBytes, Int8ub, Int16ub, Int32ub, Int64ub, PrefixedArray, Struct, Terminated, Flag
+from construct import Bytes, Flag, GreedyBytes, Int8ub, Int16ub, Int32ub, Int64ub, PrefixedArray, Struct, Terminated
 
 from cyphonic.wire.common import Locator, MessageType
 from cyphonic.wire.signaling import Header

@@ -23,7 +23,8 @@ import ipaddress
 import logging
 import secrets
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cyphonic import crypto
 from cyphonic.core import tunnel as core
@@ -189,7 +190,9 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
 
     def _login_at(self, addresses: list[Address], reasons: list[str], now: float) -> None:
         if not addresses:
-            log.warning("login failed, retrying in %.0f s: %s", self._login_backoff, "; ".join(reasons) or "no AS address")
+            log.warning(
+                "login failed, retrying in %.0f s: %s", self._login_backoff, "; ".join(reasons) or "no AS address"
+            )
             self.timers.at(now + self._login_backoff, lambda now: self._login_at(list(self.auth), [], now))
             self._login_backoff = min(self._login_backoff * 2, LOGIN_BACKOFF_MAX)
             return
@@ -218,11 +221,14 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
             self._logged_in(result, now)
 
         def failed(now: float) -> None:
-            why = f"answers did not verify ({rejected[-1]}; check ca.crt and the enrollment)" if rejected else "no answer"
+            why = (
+                f"answers did not verify ({rejected[-1]}; check ca.crt and the enrollment)" if rejected else "no answer"
+            )
             self._login_at(rest, reasons + [f"{where}: {why}"], now)
 
-        self.transactions.start(("txid", client.txid), client.request, address, now,
-                                accept=accept, done=done, failed=failed)
+        self.transactions.start(
+            ("txid", client.txid), client.request, address, now, accept=accept, done=done, failed=failed
+        )
 
     def _logged_in(self, grant: Grant, now: float) -> None:
         renewal = self.grant is not None
@@ -260,7 +266,8 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
                 return
             ack = parse(wire.RegistrationAck, plain)
             first = family not in self.registered
-            observed = "%s:%d" % locator_text(ack.observed)
+            host, port = locator_text(ack.observed)
+            observed = f"{host}:{port}"
             self.registered[family] = {"observed": observed, "nat": ack.nat, "refresh": ack.refresh}
             if first:
                 log.info("registered over %s, seen as %s%s", family, observed, " (behind NAT)" if ack.nat else "")
@@ -268,8 +275,14 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
             self._arm_refresh(now)
             self.registration_settled(now)
 
-        self.nms_request("RegistrationRequest", body, now, family=family, done=done,
-                         failed=lambda now: self._registration_failed(family, "no answer from the NMS", now))
+        self.nms_request(
+            "RegistrationRequest",
+            body,
+            now,
+            family=family,
+            done=done,
+            failed=lambda now: self._registration_failed(family, "no answer from the NMS", now),
+        )
 
     def _registration_failed(self, family: str, reason: str, now: float) -> None:
         self._registering.discard(family)
@@ -297,8 +310,16 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
 
     # -- NMS requests ----------------------------------------------------------------------
 
-    def nms_request(self, type_: str, body: bytes, now: float, *, done: Callable[[tuple[str, bytes], float], None],
-                    failed: Callable[[float], None], family: str | None = None) -> None:
+    def nms_request(
+        self,
+        type_: str,
+        body: bytes,
+        now: float,
+        *,
+        done: Callable[[tuple[str, bytes], float], None],
+        failed: Callable[[float], None],
+        family: str | None = None,
+    ) -> None:
         """One authenticated NMS request: tried over each family's NMS in
         turn (the same transaction id), `done` with (reply type, opened body)."""
         g = self.grant
@@ -316,7 +337,14 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
             if i >= len(families):
                 failed(now)
                 return
-            self.transactions.start(("txid", txid), datagram, self.nms[families[i]], now, accept=accept,
-                                    done=done, failed=lambda now: attempt(i + 1, now))
+            self.transactions.start(
+                ("txid", txid),
+                datagram,
+                self.nms[families[i]],
+                now,
+                accept=accept,
+                done=done,
+                failed=lambda now: attempt(i + 1, now),
+            )
 
         attempt(0, now)

@@ -75,9 +75,16 @@ class TunnelEstablishment:
             if selection is not None and selection.path_id == path.path_id:
                 self.route_failed(selection, f"{path.peer.fqdn} does not answer", now)
 
-        self.transactions.start(("index", initiator.local_index), request, path.peer_address, now,
-                                accept=initiator.accept_response, attempts=OPEN_ATTEMPTS,
-                                done=lambda tunnel, now: self._established(tunnel, ESTABLISHED, now), failed=failed)
+        self.transactions.start(
+            ("index", initiator.local_index),
+            request,
+            path.peer_address,
+            now,
+            accept=initiator.accept_response,
+            attempts=OPEN_ATTEMPTS,
+            done=lambda tunnel, now: self._established(tunnel, ESTABLISHED, now),
+            failed=failed,
+        )
 
     # -- responder ------------------------------------------------------------------------
 

@@ -79,12 +79,15 @@ class HolePunching:
             return
         ttl = PUNCH_TTL if i < PUNCH_OPENERS else None
         self._actions.append(
-            ev.SendOnTunnel(tunnel, core.KEEPALIVE, tunnel.challenge_for(address, now), to=address, ttl=ttl))
+            ev.SendOnTunnel(tunnel, core.KEEPALIVE, tunnel.challenge_for(address, now), to=address, ttl=ttl)
+        )
 
     def _punched(self, tunnel: core.Tunnel, address: Address) -> None:
         if not tunnel.punching:
             return  # already reported
         tunnel.punching = False
         direct = not tunnel.relayed
-        log.info("hole punching with %s at %s:%s: %s", tunnel.peer.fqdn, *address, "direct" if direct else "relayed still")
+        log.info(
+            "hole punching with %s at %s:%s: %s", tunnel.peer.fqdn, *address, "direct" if direct else "relayed still"
+        )
         self._events.append(ev.PunchFinished(tunnel, address, direct))

@@ -75,9 +75,13 @@ class RouteSelection:
     def _ask(self, selection: Selection, now: float) -> None:
         selection.state = "asking"
         body = build(wire.DirectionRequestBody, dict(timestamp=int(now), target=selection.fqdn))
-        self.nms_request("DirectionRequest", body, now,
-                         done=lambda reply, now: self._directed(selection, reply, now),
-                         failed=lambda now: self.route_failed(selection, "no answer from the NMS", now))
+        self.nms_request(
+            "DirectionRequest",
+            body,
+            now,
+            done=lambda reply, now: self._directed(selection, reply, now),
+            failed=lambda now: self.route_failed(selection, "no answer from the NMS", now),
+        )
 
     def _directed(self, selection: Selection, reply: tuple[str, bytes], now: float) -> None:
         kind, plain = reply

@@ -9,8 +9,9 @@ request waiting: a forger can neither answer nor cancel it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any
 
 Address = tuple[str, int]
 
@@ -37,8 +38,18 @@ class Transactions:
         self._open: dict[Hashable, Transaction] = {}
         self.outbox: list[tuple[bytes, Address]] = []
 
-    def start(self, key: Hashable, datagram: bytes, dest: Address, now: float, *, accept, done, failed,
-              attempts: int = ATTEMPTS) -> None:
+    def start(
+        self,
+        key: Hashable,
+        datagram: bytes,
+        dest: Address,
+        now: float,
+        *,
+        accept,
+        done,
+        failed,
+        attempts: int = ATTEMPTS,
+    ) -> None:
         self._open[key] = Transaction(datagram, dest, accept, done, failed, attempts, now + FIRST_RETRY)
         self.outbox.append((datagram, dest))
 
