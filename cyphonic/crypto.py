@@ -271,11 +271,14 @@ class DataCipher:
         n = len(header)
         if n + len(plaintext) + TAG > self.BUFFER:
             raise ValueError("capsule too large")
-        out = self._out
+        out, out_c, out_len = self._out, self._out_c, self._len
+        # only the current keys seal or open out of place, and they hold the
+        # buffers (Tunnel.rotate hands them over: take_buffers)
+        assert out is not None and out_c is not None and out_len is not None, "keys without buffers"
         out[:n] = header
         lib.crypto_aead_chacha20poly1305_ietf_encrypt(
-            self._out_c + n,
-            self._len,
+            out_c + n,
+            out_len,
             ffi.from_buffer(plaintext),
             len(plaintext),
             header,
@@ -284,7 +287,7 @@ class DataCipher:
             _NONCE_PAD + header[n - 8 :],
             self._send_key,
         )
-        return bytes(out[: n + self._len[0]])
+        return bytes(out[: n + out_len[0]])
 
     def open(self, datagram: bytes | memoryview, header_len: int) -> bytes:
         """The plaintext of a capsule, or AuthenticationError."""
@@ -292,11 +295,13 @@ class DataCipher:
             raise AuthenticationError("capsule too short")
         if len(datagram) - header_len > self.BUFFER:
             raise AuthenticationError("capsule too long")
+        in_, in_c, in_len = self._in, self._in_c, self._len
+        assert in_ is not None and in_c is not None and in_len is not None, "keys without buffers"  # as in seal
         header = bytes(datagram[:header_len])
         body = ffi.from_buffer(datagram)
         rc = lib.crypto_aead_chacha20poly1305_ietf_decrypt(
-            self._in_c,
-            self._len,
+            in_c,
+            in_len,
             ffi.NULL,
             body + header_len,
             len(datagram) - header_len,
@@ -307,7 +312,7 @@ class DataCipher:
         )
         if rc != 0:
             raise AuthenticationError("capsule does not open under the End Key")
-        return bytes(self._in[: self._len[0]])
+        return bytes(in_[: in_len[0]])
 
     # In-place variants for the batch data path: the datagram is built (or
     # received) in a PacketBuffer and sealed (opened) where it lies, so no

@@ -26,6 +26,10 @@ fi
 case "$what" in
   demo) exec .venv/bin/cyphonic lab demo ;;
   test)
+    # lint, format and types of the product first: cheap, and CI fails on them
+    .venv/bin/ruff check cyphonic
+    .venv/bin/ruff format --check cyphonic
+    .venv/bin/mypy cyphonic
     # every tier once (the data-path stress test at its full 10^6 packets per
     # path), then the system tier again on the plain data path
     CYPHONIC_STRESS_PACKETS=1000000 .venv/bin/python -m pytest -q -p no:cacheprovider tests

@@ -148,7 +148,7 @@ def _partial(packet: bytearray, l3: int, proto: int) -> bytes:
     return VNET_HDR.pack(F_NEEDS_CSUM, GSO_NONE, 0, 0, l3, offset)
 
 
-def single_frame(packet: bytes) -> bytes:
+def single_frame(packet: bytes | memoryview) -> bytes:
     """One received packet as a TUN write with the checksum left to the kernel."""
     try:
         l3, proto = _l3(packet)
@@ -160,7 +160,7 @@ def single_frame(packet: bytes) -> bytes:
     return _partial(p, l3, proto) + p
 
 
-def finish_checksum(packet: bytes) -> bytes:
+def finish_checksum(packet: bytes | memoryview) -> bytes | memoryview:
     """The plain path's receiver: complete a possibly partial TCP/UDP checksum."""
     try:
         l3, proto = _l3(packet)
@@ -214,7 +214,7 @@ class Coalescer:
         self.write = write
         self._flows: dict[tuple, _Flow] = {}
 
-    def add(self, packet: bytes, tunnel: object) -> None:
+    def add(self, packet: bytes | memoryview, tunnel: object) -> None:
         n = len(packet)
         first = packet[0] if n else 0
         if first == 0x45 and n >= 40 and packet[9] == TCP and not (packet[6] & 0x3F or packet[7]):

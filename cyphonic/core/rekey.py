@@ -120,7 +120,9 @@ def accept_response(tunnel: Tunnel, body: bytes, now: float) -> bool:
 def promote(tunnel: Tunnel, now: float) -> None:
     """The responder's side: the first datagram under the next keys came,
     so the initiator uses them; seal under them from now on."""
-    tunnel.rotate(tunnel.next, now)
+    keys = tunnel.next
+    assert keys is not None, "promote without next keys"  # the caller opened a datagram under them
+    tunnel.rotate(keys, now)
     tunnel.next = None
     tunnel.previous_until = now + GRACE
 

@@ -1,5 +1,4 @@
-"""The Tunnel Relay Service's logic, sans I/O (draft for issue 3; see
-protocols/relay.md).
+"""The Tunnel Relay Service's logic, sans I/O (protocols/relay.md).
 
 A session exists only after the NMS asked for it with a Relay Request
 sealed under the NMS–TRS key. Its two endpoints are learned from frames

@@ -15,12 +15,17 @@ import ipaddress
 import math
 import secrets
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cyphonic import crypto
+from cyphonic.core.relay import RelayLink
 from cyphonic.core.replay import COUNTER_LIMIT, ReplayWindow
 from cyphonic.errors import AuthenticationError
 from cyphonic.wire import tunnel as wire
 from cyphonic.wire.common import TYPE, build, parse
+
+if TYPE_CHECKING:
+    from cyphonic.core.rekey import Pending  # rekey imports this module
 
 # A hello older than this is refused: it bounds how long a recorded Tunnel
 # Request can be replayed to make the responder do work.
@@ -68,7 +73,7 @@ class Path:
     peer: PeerInfo
     peer_address: tuple[str, int]  # the peer, or the TRS on a relayed path
     tunnel_key: bytes  # seals the hellos: MN–CN key, or the Temp Key when relayed
-    relay: object | None = None  # core.relay.RelayLink on a relayed path
+    relay: RelayLink | None = None  # on a relayed path
 
 
 @dataclass(slots=True)
@@ -123,7 +128,7 @@ class Tunnel:
     previous: Keys | None = None
     previous_until: float = math.inf
     next: Keys | None = None
-    rekey_pending: object | None = None  # core.rekey.Pending: the initiator's request in flight
+    rekey_pending: Pending | None = None  # the initiator's request in flight
     rekey_answered: tuple[bytes, bytes] | None = None  # the responder's last (request, response)
     rekeys: int = 0
     # relay -> direct: candidate addresses, and the (tunnel, address) pairs

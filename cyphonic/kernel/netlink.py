@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Set
 
 from pyroute2 import IPRoute
 
@@ -11,7 +12,7 @@ from pyroute2 import IPRoute
 OVERLAY_KINDS = frozenset({"tun", "wireguard"})
 
 
-def global_addresses(exclude: set[str] = frozenset()) -> list[str]:
+def global_addresses(exclude: Set[str] = frozenset()) -> list[str]:
     """Every global-scope address of this host (IPv4 and IPv6), except the
     overlay's own and those on tunnel interfaces; these are the locators a
     node reports to the NMS."""

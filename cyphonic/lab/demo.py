@@ -50,6 +50,7 @@ def run_demo(prefix: str) -> int:
 
 def _tour(lab: Lab) -> int:
     cn = lab.fqdn("cn")
+    assert cn is not None  # the demo topology's cn is a node, so it has a name
     steps: list[tuple[str, Callable[[], str]]] = [
         (f"dig +short {cn} A", lambda: _dig(lab, cn, "A")),
         (f"dig +short {cn} AAAA", lambda: _dig(lab, cn, "AAAA")),

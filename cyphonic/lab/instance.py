@@ -114,7 +114,7 @@ class Lab:
             enrollment.enroll_node(
                 host.name, self.paths.ca, self.paths.bundle(host.name), self.topology.cloud_addresses_for(host.name)
             )
-            changes = {}
+            changes: dict[str, object] = {}
             if self.dataplane == "plain":
                 changes["offload"] = False
             if not self.hole_punching:  # show the relay path on demand

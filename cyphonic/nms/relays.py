@@ -103,7 +103,7 @@ class RelayAssignment:
         _, plain = crypto.open_message(wire.RelayResponse, data, self.key)
         body = parse(wire.RelayResponseBody, plain)
         if body.session_id == PROBE_SESSION:
-            if self.probed.pop(source, None) is not None and self.dead_until.pop(source, None):
+            if self.probed.pop(source, None) is not None and self.dead_until.pop(source, 0.0):
                 log.info("TRS %s:%s answers again", *source)
             return None, None
         pending = self.waiting.get(body.session_id)
@@ -129,13 +129,15 @@ class RelayAssignment:
         for path_id, p in list(self.waiting.items()):
             if p.next_try > now:
                 continue
+            trs = p.trs
+            assert trs is not None  # ask() picks the TRS before the request waits
             if p.attempts < ATTEMPTS:
                 p.attempts += 1
                 p.next_try = now + RETRY
-                resend.append((p.request, p.trs))
+                resend.append((p.request, trs))
                 continue
             del self.waiting[path_id]
-            self.dead_until[p.trs] = now + DEAD_FOR
-            log.warning("TRS %s:%s does not answer: skipped for %.0f s", *p.trs, DEAD_FOR)
+            self.dead_until[trs] = now + DEAD_FOR
+            log.warning("TRS %s:%s does not answer: skipped for %.0f s", *trs, DEAD_FOR)
             out.append(p)
         return resend, out

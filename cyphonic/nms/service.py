@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cyphonic import crypto
@@ -77,7 +77,7 @@ class NodeManagementService:
         self,
         nms_key: bytes,
         refresh: int = 10,
-        trs: list[Address] = (),
+        trs: Sequence[Address] = (),
         trs_key: bytes | None = None,
         revoked: Callable[[], frozenset[int]] = frozenset,
     ) -> None:
@@ -118,6 +118,7 @@ class NodeManagementService:
         except AuthenticationError as exc:
             self.drops("unauthenticated request", source, exc.reason)
             return []
+        assert ticket is not None  # open_message asked session_key for the key, which parsed it
         try:
             if ticket.serial in self.revoked():
                 self._forget(ticket.fqdn, ticket.serial)
@@ -214,6 +215,7 @@ class NodeManagementService:
             )
             log.info("route selection %s -> %s: via TRS (path %08x)", mn.fqdn, cn.fqdn, path_id)
             return self.relays.ask(pending, now)
+        assert route.family is not None  # only a relayed route has no common family
         mn_initiates = route.process == "TunnelRequestToCN"
         to_mn = self._direction_body(now, route.process, mn_initiates, path_id, cn, route.mn_sees, key)
         to_cn = self._direction_body(now, route.process, not mn_initiates, path_id, mn, route.cn_sees, key)
@@ -253,18 +255,20 @@ class NodeManagementService:
 
     def _relay_response(self, data: bytes, source: Address, now: float) -> Outgoing:
         """The TRS accepted (or refused) a session: announce the relayed route."""
+        relays = self.relays
+        assert relays is not None  # receive() hands Relay Responses over only when a TRS is configured
         try:
-            pending, locators = self.relays.answer(data, source, now)
+            pending, locators = relays.answer(data, source, now)
         except (ParseError, AuthenticationError) as exc:
             self.drops("bad relay response", source, str(exc).splitlines()[0])
             return []
         if pending is None:
             return []
         if locators is None:  # refused: the next TRS
-            return self.relays.ask(pending, now)
+            return relays.ask(pending, now)
         mn, cn = self._live(pending.mn_fqdn, now), self._live(pending.cn_fqdn, now)
         mn_trs, cn_trs = (_trs_for(node, locators) for node in (mn, cn)) if mn and cn else (None, None)
-        if mn_trs is None or cn_trs is None:
+        if mn is None or cn is None or mn_trs is None or cn_trs is None:
             return [
                 (
                     self._sealed_error(

@@ -8,6 +8,8 @@ PacketHandlingModule: none of it is on the per-packet data path."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cyphonic.core import rekey
 from cyphonic.core import tunnel as core
@@ -16,6 +18,9 @@ from cyphonic.crypto import PacketBuffer
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.wire import tunnel as wire
 from cyphonic.wire.common import parse
+
+if TYPE_CHECKING:
+    from cyphonic.drops import Drops
 
 log = logging.getLogger("cyphonic.packet")
 
@@ -27,6 +32,23 @@ RELAY_SEALED = (core.TUNNEL_UPDATE, *REKEY_TYPES)
 
 
 class TunnelControl:
+    # What this mixin uses from PacketHandlingModule. For the type checker
+    # only: a definition here would shadow the real one.
+    if TYPE_CHECKING:
+        by_index: dict[int, core.Tunnel]
+        _others: dict[int, core.Tunnel]
+        _probes: list[tuple[core.Tunnel, Address]]
+        drops: Drops
+        on_update: Callable[[core.Tunnel, bytes], None] | None
+
+        def send(self, tunnel: core.Tunnel, type_: int, plaintext: bytes) -> None: ...
+        def send_direct(
+            self, tunnel: core.Tunnel, type_: int, plaintext: bytes, address: Address, ttl: int | None = None
+        ) -> None: ...
+        def send_many(
+            self, tunnel: core.Tunnel, datagrams: list[bytes], inner_bytes: int, sealed: bool = False
+        ) -> None: ...
+
     def _reindex(self, tunnel: core.Tunnel, before: list[int]) -> None:
         """The tunnel's keys rotated (or it gained or lost a key set): file
         it under its indices now, if it is still installed."""

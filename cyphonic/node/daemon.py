@@ -37,7 +37,7 @@ PATH_NAMES = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", 
 def open_sockets(port: int) -> dict[int, socket.socket]:
     """One UDP socket per address family, for signaling and tunnels alike,
     so the NAT mapping the NMS sees is the one peers can use."""
-    sockets = {}
+    sockets: dict[int, socket.socket] = {}
     for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
         sock = socket.socket(family, socket.SOCK_DGRAM)
         if family == socket.AF_INET6:
@@ -178,7 +178,7 @@ class NodeDaemon:
             }
             for t in self.packet.by_index.values()
         ]
-        drops = {}
+        drops: dict[str, int] = {}
         for d in (self.packet.drops, self.signaling.drops, self.resolver.drops):
             drops.update(d.counts)
         return {

@@ -24,6 +24,7 @@ import random
 import socket
 import struct
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -68,7 +69,7 @@ class PacketHandlingModule(TunnelControl):
         self._run_short = False
         self.loss = TEST_LOSS
         # the Signaling Module's hook for a peer's Tunnel Update (hole punching)
-        self.on_update = None
+        self.on_update: Callable[[core.Tunnel, bytes], None] | None = None
         if self.loss:
             log.warning("test loss hook active: dropping %.2f%% of received datagrams", self.loss * 100)
 
@@ -141,8 +142,9 @@ class PacketHandlingModule(TunnelControl):
     def send_many(self, tunnel: core.Tunnel, datagrams: list[bytes], inner_bytes: int, sealed: bool = False) -> None:
         """`sealed`: through the TRS, sealed under the Tunnel Key (a frame
         that may move this end's endpoint there), not only MAC'd."""
-        if tunnel.relayed:
-            datagrams = [tunnel.path.relay.wrap(d, sealed) for d in datagrams]
+        relay = tunnel.path.relay
+        if relay is not None and tunnel.relayed:  # relayed implies a relay link; this narrows it
+            datagrams = [relay.wrap(d, sealed) for d in datagrams]
         try:
             sent = send_segments(self._socket_for(tunnel), datagrams, tunnel.endpoint, self.gso)
         except OSError as exc:
@@ -154,7 +156,7 @@ class PacketHandlingModule(TunnelControl):
         tunnel.tx_packets += sent
         tunnel.last_sent = time.time()
 
-    def _route(self, packet: bytes) -> core.Tunnel | None:
+    def _route(self, packet: bytes | memoryview) -> core.Tunnel | None:
         version = packet[0] >> 4 if packet else 0
         if version == 4:
             return self.by_vip.get(bytes(packet[16:20]))
@@ -253,6 +255,7 @@ class PacketHandlingModule(TunnelControl):
         self._run_short = False
         if not length:
             return
+        assert tunnel is not None  # _send_frame sets the run's tunnel before it adds bytes
         try:
             sent = send_run(
                 self._socket_for(tunnel), self._out.view[:length], self._run_size, tunnel.endpoint, self.gso

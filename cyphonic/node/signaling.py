@@ -132,6 +132,8 @@ class SignalingModule:
     def _event(self, event: machine_events.Event) -> None:
         if isinstance(event, machine_events.TunnelEstablished):
             self.packet.install(event.tunnel)
+            # set by the owner (NodeDaemon.run) before any datagram can reach the machine
+            assert self.nursery is not None, "the owner sets the nursery first"
             self.nursery.start_soon(
                 supervise, event.tunnel, self.packet, self.cfg["keepalive"], self._tunnel_died, self.cfg["rekey_after"]
             )
@@ -186,7 +188,9 @@ class SignalingModule:
 
     async def register_all(self) -> None:
         """Register in every family, and wait until each has answered or failed."""
-        own = {str(self.grant.vip4), str(self.grant.vip6)}
+        grant = self.grant
+        assert grant is not None, "register_all before login"  # NodeDaemon.run logs in first
+        own = {str(grant.vip4), str(grant.vip6)}
         self.machine.register(time.time(), self.local_addresses(own))
         self.pump()
         if self.machine.registering:

@@ -1,5 +1,5 @@
 """Tunnel Relay Service messages (seed: "route selection via TRS", "tunnel
-establishment via TRS"). Draft for issue 3: see protocols/relay.md.
+establishment via TRS"); the normative text is protocols/relay.md.
 
 - Relay Request / Response: NMS <-> TRS, sealed under the NMS–TRS key; the
   NMS hands the TRS a session id and that session's Tunnel Key.
@@ -61,6 +61,12 @@ Relayed = Struct(
 # construct parse would cost more than the MAC. Same bytes as `Relayed`.
 RELAYED_HEAD = struct.Struct("!BIB")
 RELAYED_HEADER = RELAYED_HEAD.size
+
+
+def session_of(frame: bytes) -> int | None:
+    """The session id of a Relayed frame (None if it is too short to have one)."""
+    return RELAYED_HEAD.unpack_from(frame)[1] if len(frame) >= RELAYED_HEADER else None
+
 
 SealedInner = Struct(
     "sequence" / Int64ub,  # strictly increasing per sender: only a newer one moves an endpoint

@@ -37,6 +37,7 @@ from cyphonic.core.signaling.timers import Timers
 from cyphonic.core.signaling.transactions import Transactions
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
+from cyphonic.wire import relay as relay_wire
 from cyphonic.wire import signaling as wire
 from cyphonic.wire import tunnel as tunnel_wire
 from cyphonic.wire.common import TYPE, build, locator, locator_text, parse
@@ -95,6 +96,8 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
     @property
     def me(self) -> core.PeerInfo:
         g = self.grant
+        # asked for by tunnel set-up and the resolver, both after LoggedIn
+        assert g is not None, "no identity before login"
         return core.PeerInfo(g.fqdn, g.vip4, g.vip6)
 
     # -- the driver's interface -----------------------------------------------------
@@ -162,7 +165,7 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
             if kind == TYPE["TunnelRequest"]:
                 return parse(tunnel_wire.TunnelRequest, data).path_id in self.paths
             if kind == TYPE["Relayed"]:
-                return len(data) >= 5 and int.from_bytes(data[1:5], "big") in self.links
+                return relay_wire.session_of(data) in self.links
             if kind == TYPE["RouteDirectionToCN"] and self.grant is not None:
                 crypto.open_message(wire.NmsReply, data, self.grant.session_key)
                 return True
@@ -323,6 +326,8 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
         """One authenticated NMS request: tried over each family's NMS in
         turn (the same transaction id), `done` with (reply type, opened body)."""
         g = self.grant
+        # the driver registers and selects routes only after LoggedIn, and a grant is only ever replaced
+        assert g is not None, "NMS request before login"
         families = [family] if family else list(self.nms)
         txid = secrets.randbits(32)
         fields = dict(header=dict(type=type_, txid=txid), ticket=g.ticket)

@@ -22,14 +22,23 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cyphonic.core import tunnel as core
 from cyphonic.core.relay import RelayLink
 from cyphonic.core.signaling import events as ev
+from cyphonic.wire import relay as relay_wire
 from cyphonic.wire import tunnel as wire
 from cyphonic.wire.common import TYPE, parse
 from cyphonic.wire.tunnel import DATA_TYPES
+
+if TYPE_CHECKING:
+    from cyphonic.core.signaling.routes import Selection
+    from cyphonic.core.signaling.timers import Timers
+    from cyphonic.core.signaling.transactions import Transactions
+    from cyphonic.drops import Drops
 
 log = logging.getLogger("cyphonic.signaling")
 
@@ -55,6 +64,25 @@ class PathEntry:
 
 
 class TunnelEstablishment:
+    # What this mixin uses from SignalingMachine and its other mixins. For the
+    # type checker only: a definition here would shadow the real one further
+    # along the MRO.
+    if TYPE_CHECKING:
+        selections: dict[str, Selection]
+        punching: bool
+        drops: Drops
+        transactions: Transactions
+        timers: Timers
+        _events: deque[ev.Event]
+
+        @property
+        def me(self) -> core.PeerInfo: ...
+        def receive(self, data: bytes, source: Address, now: float) -> bytes | None: ...
+        def route_failed(self, selection: Selection, reason: str, now: float, unknown: bool = False) -> None: ...
+        def route_done(self, tunnel: core.Tunnel, now: float) -> None: ...
+        def announce(self, tunnel: core.Tunnel) -> None: ...
+        def _send(self, datagram: bytes, dest: Address) -> None: ...
+
     def __init__(self) -> None:
         self.paths: dict[int, PathEntry] = {}
         self.tunnels: dict[str, core.Tunnel] = {}  # by peer FQDN: the ones this identity established
@@ -94,7 +122,7 @@ class TunnelEstablishment:
         if path.relay:
             self._bind(path)  # at once: the initiator's request is about to reach the TRS
             for delay in BIND_AT[1:]:
-                self.timers.at(now + delay, lambda now, path=path: self._bind(path))
+                self.timers.at(now + delay, lambda now: self._bind(path))
         self._release_early(path.path_id, now)
 
     def _bind(self, path: core.Path) -> None:
@@ -165,11 +193,12 @@ class TunnelEstablishment:
         """A frame the TRS forwarded: the peer's datagram, handled as if it
         came from the TRS's address (where answers must go). Returns it if
         it is data, for the data plane; signaling is handled here."""
-        link, _ = self.links.get(int.from_bytes(frame[1:5], "big"), (None, 0)) if len(frame) >= 5 else (None, 0)
-        if link is None:
+        session = relay_wire.session_of(frame)
+        entry = self.links.get(session) if session is not None else None
+        if entry is None:
             self.drops("relayed frame for an unknown session", source)
             return None
-        inner = link.unwrap(frame)
+        inner = entry[0].unwrap(frame)
         if not inner:
             return None  # the other side's bind
         if inner[0] in DATA_TYPES:

@@ -17,12 +17,19 @@ A mixin of SignalingMachine: the punches are timers, sent by the data plane
 from __future__ import annotations
 
 import logging
+from collections import deque
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from cyphonic.core import tunnel as core
 from cyphonic.core.signaling import events as ev
 from cyphonic.errors import ParseError
 from cyphonic.wire import tunnel as tunnel_wire
 from cyphonic.wire.common import build, locator, locator_text, parse
+
+if TYPE_CHECKING:
+    from cyphonic.core.signaling.timers import Timers
+    from cyphonic.drops import Drops
 
 log = logging.getLogger("cyphonic.signaling")
 
@@ -36,6 +43,17 @@ PUNCH_INTERVAL = 0.04
 
 
 class HolePunching:
+    # What this mixin uses from SignalingMachine and its other mixins. For the
+    # type checker only: a definition here would shadow the real one further
+    # along the MRO.
+    if TYPE_CHECKING:
+        registered: dict[str, dict[str, Any]]
+        tunnels: dict[str, core.Tunnel]
+        drops: Drops
+        timers: Timers
+        _events: deque[ev.Event]
+        _actions: list[ev.Send | ev.SendOnTunnel]
+
     def __init__(self, enabled: bool) -> None:
         self.punching = enabled
 
@@ -66,7 +84,7 @@ class HolePunching:
             self.announce(tunnel)
         tunnel.punching = True
         for i in range(PUNCHES):
-            self.timers.at(now + i * PUNCH_INTERVAL, lambda now, i=i: self._punch(tunnel, address, i, now))
+            self.timers.at(now + i * PUNCH_INTERVAL, partial(self._punch, tunnel, address, i))
         self.timers.at(now + PUNCHES * PUNCH_INTERVAL, lambda now: self._punched(tunnel, address))
 
     def _punch(self, tunnel: core.Tunnel, address: Address, i: int, now: float) -> None:

@@ -17,7 +17,9 @@ import ipaddress
 import logging
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cyphonic import crypto
 from cyphonic.core import tunnel as core
@@ -27,6 +29,11 @@ from cyphonic.core.signaling import events as ev
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import build, locator_text, parse
+
+if TYPE_CHECKING:
+    from cyphonic.core.login import Grant
+    from cyphonic.core.signaling.timers import Timers
+    from cyphonic.drops import Drops
 
 log = logging.getLogger("cyphonic.signaling")
 
@@ -55,6 +62,34 @@ class Selection:
 
 
 class RouteSelection:
+    # What this mixin uses from SignalingMachine and its other mixins. For the
+    # type checker only: a definition here would shadow the real one further
+    # along the MRO.
+    if TYPE_CHECKING:
+        grant: Grant | None
+        nms: dict[str, Address]
+        drops: Drops
+        timers: Timers
+        tunnels: dict[str, core.Tunnel]
+        links: dict[int, tuple[RelayLink, float]]
+        _events: deque[ev.Event]
+        _registering: set[str]
+
+        def nms_request(
+            self,
+            type_: str,
+            body: bytes,
+            now: float,
+            *,
+            done: Callable[[tuple[str, bytes], float], None],
+            failed: Callable[[float], None],
+            family: str | None = None,
+        ) -> None: ...
+        def open_tunnel(self, path: core.Path, now: float) -> None: ...
+        def expect(self, path: core.Path, now: float) -> None: ...
+        def forget_links(self, now: float) -> None: ...
+        def _send(self, datagram: bytes, dest: Address) -> None: ...
+
     def __init__(self) -> None:
         self.selections: dict[str, Selection] = {}
         self.route_ms: deque[float] = deque(maxlen=1000)
@@ -219,6 +254,7 @@ class RouteSelection:
 
     def _ack(self, path_id: int, nms: Address, now: float) -> None:
         g = self.grant
+        assert g is not None  # _route_direction_to_cn opened the direction under it
         body = build(wire.AckBody, dict(timestamp=int(now), path_id=path_id))
         fields = dict(header=dict(type="RouteDirectionAck", txid=secrets.randbits(32)), ticket=g.ticket)
         self._send(crypto.seal_message(wire.NmsRequest, fields, g.session_key, body), nms)
