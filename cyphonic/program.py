@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from cyphonic import config, logs
+from cyphonic import config, control, logs
 from cyphonic.errors import ConfigError
+from cyphonic.udp import DatagramService, UdpServer
 
 
 def main(
@@ -43,3 +45,46 @@ def main(
         sys.exit(2)
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(serve, cfg, built)
+
+
+def cloud_status(cfg: dict[str, Any], started: float, now: float, *parts: dict[str, Any]) -> dict[str, Any]:
+    """`cyphonic status` of a cloud: the keys each service gives (`nodes`
+    from the NMS, `enrollments` from the AS), drops merged; empty for a
+    service this process does not run."""
+    document: dict[str, Any] = {
+        "role": "cloud",
+        "domain": cfg["domain"],
+        "uptime": round(now - started, 1),
+        "nodes": [],
+        "enrollments": [],
+        "drops": {},
+    }
+    for part in parts:
+        document.update({k: v for k, v in part.items() if k != "drops"})
+        document["drops"].update(part.get("drops", {}))
+    return document
+
+
+async def serve_one(
+    cfg: dict[str, Any],
+    service: DatagramService,
+    listen: list,
+    name: str,
+    status: Callable[[float], dict[str, Any]],
+    control_name: str | None,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """One cloud service on its UDP port(s); alone (`control_name` set), it
+    answers `cyphonic status` as the cloud with just its own part."""
+    started = time.time()
+
+    def document(_request: dict) -> dict:
+        now = time.time()
+        return cloud_status(cfg, started, now, status(now))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(UdpServer(service, listen, name).run)
+        if control_name:
+            await nursery.start(control.serve, control_name, document, cfg["control_group"])
+        task_status.started()

@@ -4,13 +4,11 @@ status. Shared by `python -m cyphonic.auth` and the cloud."""
 from __future__ import annotations
 
 import sqlite3
-import time
 
 import trio
 
-from cyphonic import control
 from cyphonic.auth.service import AuthenticationService
-from cyphonic.udp import UdpServer
+from cyphonic.program import serve_one
 
 
 def status(service: AuthenticationService) -> dict:
@@ -33,19 +31,6 @@ async def serve(
 ) -> None:
     """The AS of a checked cloud.toml; alone, it answers `cyphonic status`
     as the cloud (without nodes) on `control_name`."""
-    started = time.time()
-
-    def document(_request: dict) -> dict:
-        return {
-            "role": "cloud",
-            "domain": cfg["domain"],
-            "uptime": round(time.time() - started, 1),
-            "nodes": [],
-            **status(service),
-        }
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(UdpServer(service, cfg["auth"]["listen"], "AS").run)
-        if control_name:
-            await nursery.start(control.serve, control_name, document, cfg["control_group"])
-        task_status.started()
+    await serve_one(
+        cfg, service, cfg["auth"]["listen"], "AS", lambda now: status(service), control_name, task_status=task_status
+    )

@@ -19,6 +19,7 @@ from cyphonic.core.relay import RelayService
 from cyphonic.nms import serve as nms_serve
 from cyphonic.nms import settings as nms_settings
 from cyphonic.nms.service import NodeManagementService
+from cyphonic.program import cloud_status
 from cyphonic.trs import serve as trs_serve
 from cyphonic.trs import settings as trs_settings
 
@@ -51,15 +52,7 @@ async def serve(
 
     def status(_request: dict) -> dict:
         now = time.time()
-        a, n = auth_serve.status(auth), nms_serve.status(nms, now)
-        return {
-            "role": "cloud",
-            "domain": cfg["domain"],
-            "uptime": round(now - started, 1),
-            "nodes": n["nodes"],
-            "enrollments": a["enrollments"],
-            "drops": {**a["drops"], **n["drops"]},
-        }
+        return cloud_status(cfg, started, now, auth_serve.status(auth), nms_serve.status(nms, now))
 
     async with trio.open_nursery() as nursery:
         await nursery.start(auth_serve.serve, cfg, auth, None)

@@ -3,13 +3,10 @@ status. Shared by `python -m cyphonic.nms` and the cloud."""
 
 from __future__ import annotations
 
-import time
-
 import trio
 
-from cyphonic import control
 from cyphonic.nms.service import NodeManagementService
-from cyphonic.udp import UdpServer
+from cyphonic.program import serve_one
 
 
 def status(service: NodeManagementService, now: float) -> dict:
@@ -26,20 +23,12 @@ async def serve(
 ) -> None:
     """The NMS of a checked cloud.toml; alone, it answers `cyphonic status`
     as the cloud (without enrollments) on `control_name`."""
-    started = time.time()
-
-    def document(_request: dict) -> dict:
-        now = time.time()
-        return {
-            "role": "cloud",
-            "domain": cfg["domain"],
-            "uptime": round(now - started, 1),
-            "enrollments": [],
-            **status(service, now),
-        }
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(UdpServer(service, cfg["nms"]["listen"], "NMS").run)
-        if control_name:
-            await nursery.start(control.serve, control_name, document, cfg["control_group"])
-        task_status.started()
+    await serve_one(
+        cfg,
+        service,
+        cfg["nms"]["listen"],
+        "NMS",
+        lambda now: status(service, now),
+        control_name,
+        task_status=task_status,
+    )
