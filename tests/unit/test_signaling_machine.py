@@ -362,3 +362,26 @@ def test_a_lost_ack_brings_the_route_direction_again_and_the_cn_acks_it_to_the_n
     assert len(directions) == 2 and directions[0] == directions[1]  # the NMS sent it again
     assert acks == [NMS, NMS]
     assert net.of(mn, ev.RouteSelected) and len(net.of(cn, ev.TunnelEstablished)) == 1
+
+
+def test_a_dual_stack_node_registers_one_family_after_the_other_and_both_hold(net):
+    """One sequence orders all of a node's registrations at the NMS: sent
+    over two sockets at once they could arrive reversed and the later one
+    would be refused as stale; so the second waits for the first's answer."""
+    nms6 = ("2001:db8::1", 7001)
+    net.services[nms6] = net.services[NMS]
+    cert, ident = net.pki.issue("mn")
+    machine = SignalingMachine(ident, cert, net.pki.ca.sign_public, auth=[AS], nms=[NMS, nms6],
+                               families={"ipv4", "ipv6"}, port=4500, now=net.now)
+    mn = net.hosts[MN] = Host(machine, MN, ["198.51.100.10", "2001:db8:a::10"])
+    net.up(mn)
+    machine.register(net.now, mn.locators)
+    assert machine.registering
+    net.settle()
+    kinds = [(d[0], dest) for d, s, dest in net.sent if d[0] in (TYPE["RegistrationRequest"], TYPE["RegistrationResponse"])]
+    first, second = kinds[0][1], kinds[2][1]
+    assert kinds == [(TYPE["RegistrationRequest"], first), (TYPE["RegistrationResponse"], MN),
+                     (TYPE["RegistrationRequest"], second), (TYPE["RegistrationResponse"], MN)]
+    assert {first, second} == {NMS, nms6}
+    assert set(machine.registered) == {"ipv4", "ipv6"} and not machine.registering
+    assert net.services[NMS].drops.counts["stale registration"] == 0

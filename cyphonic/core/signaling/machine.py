@@ -246,15 +246,22 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
     def register(self, now: float, addresses: list[str]) -> None:
         """Register in every family we reach the NMS over; `addresses` are
         the host's own global addresses (the locators the NMS compares with
-        the source it sees: NAT detection)."""
-        for family in self.nms:
-            if family in self._registering:
-                continue
-            self._registering.add(family)
-            self._register(family, addresses, now)
-        self._arm_refresh(now)
+        the source it sees: NAT detection).
 
-    def _register(self, family: str, addresses: list[str], now: float) -> None:
+        One family after the other: the NMS orders all of a node's
+        registrations by one sequence, and two sent at once over two
+        sockets may arrive in either order (the later-numbered first would
+        make the other stale)."""
+        if self._registering:
+            return  # a round is under way; it covers every family
+        self._registering = set(self.nms)
+        self._register_next(list(self.nms), addresses, now)
+
+    def _register_next(self, families: list[str], addresses: list[str], now: float) -> None:
+        if families:
+            self._register(families[0], families[1:], addresses, now)
+
+    def _register(self, family: str, rest: list[str], addresses: list[str], now: float) -> None:
         # one sequence for every family: the NMS orders a node's registrations by it
         self._sequence = max(self._sequence + 1, int(now * 1e9))
         version = 6 if family == "ipv6" else 4
@@ -266,6 +273,7 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
             kind, plain = reply
             if kind != "RegistrationResponse":
                 self._registration_failed(family, f"registration answered with {kind}", now)
+                self._register_next(rest, addresses, now)
                 return
             ack = parse(wire.RegistrationAck, plain)
             first = family not in self.registered
@@ -275,6 +283,7 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
             if first:
                 log.info("registered over %s, seen as %s%s", family, observed, " (behind NAT)" if ack.nat else "")
             self._events.append(ev.Registered(family, observed, ack.nat, first))
+            self._register_next(rest, addresses, now)
             self._arm_refresh(now)
             self.registration_settled(now)
 
@@ -284,8 +293,12 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
             now,
             family=family,
             done=done,
-            failed=lambda now: self._registration_failed(family, "no answer from the NMS", now),
+            failed=lambda now: self._next_after_failure(family, rest, addresses, now),
         )
+
+    def _next_after_failure(self, family: str, rest: list[str], addresses: list[str], now: float) -> None:
+        self._registration_failed(family, "no answer from the NMS", now)
+        self._register_next(rest, addresses, now)
 
     def _registration_failed(self, family: str, reason: str, now: float) -> None:
         self._registering.discard(family)
