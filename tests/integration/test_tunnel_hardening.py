@@ -12,6 +12,7 @@ from cyphonic import crypto
 from cyphonic.wire import relay as relay_wire
 from tests.integration.conftest import DOMAIN, ipv4_udp
 from tests.integration.test_overlay import recv_packet, resolve
+from tests.integration.test_relayed_route import record_trs
 
 TUNNEL_UPDATE, REKEY_REQUEST, REKEY_RESPONSE = 0x33, 0x34, 0x35
 
@@ -23,18 +24,6 @@ async def start(overlay, name: str, rekey_after: int | None = None, **kwargs):
         text = toml.read_text().replace("listen_port = 4500", f"rekey_after = {rekey_after}\nlisten_port = 4500")
         toml.write_text(text)
     return await overlay.start_node(name, bundle=bundle, **kwargs)
-
-
-def record_trs(overlay) -> list[bytes]:
-    seen: list[bytes] = []
-    receive = overlay.trs.receive
-
-    def recording(data, source, now):
-        seen.append(bytes(data))
-        return receive(data, source, now)
-
-    overlay.trs.receive = recording
-    return seen
 
 
 def relayed_inner_types(frames: list[bytes], session) -> list[tuple[bool, int]]:

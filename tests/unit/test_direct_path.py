@@ -12,6 +12,7 @@ from cyphonic.core import tunnel as core
 from cyphonic.core.relay import RelayLink
 from cyphonic.node.packet import PacketHandlingModule
 from cyphonic.wire import tunnel as wire
+from tests.support.sockets import RecordingSocket
 
 T0 = 1_800_000_000.0
 MN = core.PeerInfo("mn.cyphonic.test", ipaddress.IPv4Address("10.96.0.2"), ipaddress.IPv6Address("fd7c:1f00::2"))
@@ -92,23 +93,17 @@ def test_through_the_relay_nothing_moves_a_tunnel_a_punch_made_direct():
     assert mn.endpoint == CN_DIRECT
 
 
-class RecordingSocket:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple]] = []
-
-    def sendto(self, data, address):
-        self.sent.append((bytes(data), address))
-        return len(data)
-
-    def sendmsg(self, buffers, ancdata, flags, address):
-        self.sent.append((b"".join(bytes(b) for b in buffers), address))
-        return 0
-
-
 def test_the_data_path_probes_the_candidate_and_moves_only_on_its_echo():
     mn, cn = pair()
-    cn.path = core.Path(9, "TunnelRequestToTRS", False, MN, TRS, cn.path.tunnel_key,
-                        RelayLink(9, crypto.random_key(), responder=True, sequence=0))
+    cn.path = core.Path(
+        9,
+        "TunnelRequestToTRS",
+        False,
+        MN,
+        TRS,
+        cn.path.tunnel_key,
+        RelayLink(9, crypto.random_key(), responder=True, sequence=0),
+    )
     assert cn.relayed
     mn_sock, cn_sock = RecordingSocket(), RecordingSocket()
     pm_mn = PacketHandlingModule(-1, {socket.AF_INET: mn_sock})

@@ -17,6 +17,7 @@ from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.node.packet import PacketHandlingModule
 from cyphonic.wire import tunnel as wire
 from cyphonic.wire.common import build
+from tests.support.sockets import RecordingSocket
 
 T0 = 1_800_000_000.0
 MN = core.PeerInfo("mn.cyphonic.test", ipaddress.IPv4Address("10.96.0.2"), ipaddress.IPv6Address("fd7c:1f00::2"))
@@ -141,9 +142,7 @@ def test_only_the_initiator_may_ask_and_only_its_own_request_is_answered():
         rekey.accept_request(i, rekey.start(i, T0, 1), T0, 2)
     i, r = pair()
     rekey.start(i, T0, 1)
-    other = build(
-        wire.RekeyResponseBody, dict(sender_index=5, receiver_index=99, ephemeral=crypto.Ephemeral().public)
-    )
+    other = build(wire.RekeyResponseBody, dict(sender_index=5, receiver_index=99, ephemeral=crypto.Ephemeral().public))
     with pytest.raises(AuthenticationError):
         rekey.accept_response(i, other, T0)
     with pytest.raises(ParseError):
@@ -235,19 +234,6 @@ def test_the_responder_at_its_limit_forces_the_initiators_rekey():
     assert rekey.due(i, T0 + 1, after_packets=2**64)
 
 
-class RecordingSocket:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple]] = []
-
-    def sendto(self, data, address):
-        self.sent.append((bytes(data), address))
-        return len(data)
-
-    def sendmsg(self, buffers, ancdata, flags, address):
-        self.sent.append((b"".join(bytes(b) for b in buffers), address))
-        return 0
-
-
 def test_the_data_path_drops_and_counts_at_the_limit_and_the_rekey_still_goes_out():
     i, r = pair()
     sock = RecordingSocket()
@@ -315,10 +301,22 @@ def test_core_rekey_builds_and_derives_exactly_the_golden_vectors(monkeypatch):
     mn_peer = core.PeerInfo("mn.x", ipaddress.IPv4Address("10.64.0.2"), ipaddress.IPv6Address("fd00::2"))
     i2r, r2i = hexkey("end_key_i2r"), hexkey("end_key_r2i")
     i_index, r_index = inputs["initiator_index"], inputs["responder_index"]
-    cn = core.Tunnel(core.Path(inputs["path_id"], "TunnelRequestToNATcn", True, mn_peer, MN_ADDR, mn_cn),
-                     i_index, r_index, MN_ADDR, crypto.DataCipher(i2r, r2i), T0)
-    mn = core.Tunnel(core.Path(inputs["path_id"], "TunnelRequestToNATcn", False, cn_peer, CN_ADDR, mn_cn),
-                     r_index, i_index, CN_ADDR, crypto.DataCipher(r2i, i2r), T0)
+    cn = core.Tunnel(
+        core.Path(inputs["path_id"], "TunnelRequestToNATcn", True, mn_peer, MN_ADDR, mn_cn),
+        i_index,
+        r_index,
+        MN_ADDR,
+        crypto.DataCipher(i2r, r2i),
+        T0,
+    )
+    mn = core.Tunnel(
+        core.Path(inputs["path_id"], "TunnelRequestToNATcn", False, cn_peer, CN_ADDR, mn_cn),
+        r_index,
+        i_index,
+        CN_ADDR,
+        crypto.DataCipher(r2i, i2r),
+        T0,
+    )
 
     def with_secret(name):
         secret = bytes.fromhex(inputs[name])
