@@ -11,22 +11,22 @@ CN that does not yet expect it.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cyphonic import crypto
 from cyphonic.core.budget import Budgets
 from cyphonic.core.freshness import MAX_SKEW, Freshness
-from cyphonic.core.route import FAMILIES, Attachment, Endpoints, route_selection
+from cyphonic.core.route import FAMILIES, route_selection
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, CyphonicError, ParseError
+from cyphonic.nms.registry import Registration, Registry
 from cyphonic.nms.relays import PendingRelay, RelayAssignment
 from cyphonic.wire import signaling as wire
-from cyphonic.wire.common import TYPE, build, locator, locator_text, parse
+from cyphonic.wire.common import TYPE, build, locator, parse
 
 log = logging.getLogger("cyphonic.nms")
 
@@ -40,20 +40,6 @@ REPLY_CACHE = 4096
 # Route selections a node may ask for per second (each may cost a TRS
 # session and state on the CN): steady rate, burst.
 ROUTE_SELECTIONS = (10.0, 20.0)
-
-
-@dataclass
-class Registration:
-    fqdn: str
-    vip4: bytes
-    vip6: bytes
-    session_key: bytes
-    serial: int
-    # (ticket issued, registration sequence): a registration must be newer
-    # in this order than every one accepted, whatever family it comes from
-    freshness: tuple[int, int] = (-1, -1)
-    endpoints: Endpoints = field(default_factory=Endpoints)
-    seen: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,9 +71,10 @@ class NodeManagementService:
         self.refresh = refresh
         self.revoked = revoked
         self.relays = RelayAssignment(list(trs), trs_key) if trs and trs_key else None
-        self.registry: dict[str, Registration] = {}
         self.pending: dict[int, PendingRoute] = {}
         self.drops = Drops(log)
+        self.locations = Registry(refresh, revoked, self.drops)
+        self.registry = self.locations.nodes  # by FQDN
         self.route_selections = 0
         self._replies: OrderedDict[tuple[str, int], tuple[bytes, float, Address]] = OrderedDict()
         self._directions = Freshness(MAX_SKEW)
@@ -121,7 +108,7 @@ class NodeManagementService:
         assert ticket is not None  # open_message asked session_key for the key, which parsed it
         try:
             if ticket.serial in self.revoked():
-                self._forget(ticket.fqdn, ticket.serial)
+                self.locations.forget(ticket.fqdn, ticket.serial)
                 self.drops("revoked certificate", source, ticket.fqdn)
                 return []
         except CyphonicError as exc:
@@ -146,32 +133,9 @@ class NodeManagementService:
             return []
 
     def _register(self, ticket, txid: int, body: bytes, source: Address, now: float) -> Outgoing:
-        reg_body = parse(wire.RegistrationBody, body)
-        family = "ipv6" if ":" in source[0] else "ipv4"
-        reg = self.registry.get(ticket.fqdn)
-        # freshness first, before anything changes: a replay under an older
-        # ticket, or an older registration from any family, moves nothing
-        freshness = (int(ticket.issued), int(reg_body.sequence))
-        if reg is not None and freshness <= reg.freshness:
-            self.drops("stale registration", source, ticket.fqdn)
+        nat = self.locations.register(ticket, parse(wire.RegistrationBody, body), source, now)
+        if nat is None:
             return []
-        if reg is None or reg.session_key != bytes(ticket.session_key):
-            # a newer ticket (a fresh login): its key seals what we send the
-            # node from now on; the locators other families told us stay
-            new = Registration(
-                ticket.fqdn, bytes(ticket.vip4), bytes(ticket.vip6), bytes(ticket.session_key), int(ticket.serial)
-            )
-            if reg is not None:
-                new.endpoints, new.seen = reg.endpoints, reg.seen
-            reg = self.registry[ticket.fqdn] = new
-        reg.freshness = freshness
-        reported = {locator_text(loc) for loc in reg_body.locators}
-        nat = source not in reported
-        previous = reg.endpoints.by_family.get(family)
-        reg.endpoints.by_family[family] = Attachment(observed=source, nat=nat)
-        reg.seen[family] = now
-        if previous is None or previous.observed != source:
-            log.info("registered %s %s at %s%s", ticket.fqdn, family, source, " (behind NAT)" if nat else "")
         ack = build(wire.RegistrationAck, dict(observed=locator(*source), nat=nat, refresh=self.refresh))
         return [self._reply("RegistrationResponse", txid, ticket, ack, source, now)]
 
@@ -183,14 +147,14 @@ class NodeManagementService:
         if why is not None:
             self.drops(f"{why} direction request", source, ticket.fqdn)
             return []
-        mn = self._live(ticket.fqdn, now)
+        mn = self.locations.live(ticket.fqdn, now)
         if mn is None:
             return [self._error(txid, ticket, "not_registered", "register first", source, now)]
         if not self._route_budget.take(ticket.fqdn, now):
             self.drops("route selections over the per-node rate", source, ticket.fqdn)
             return [self._error(txid, ticket, "rate_limited", "too many route selections", source, now)]
         target = request.target
-        cn = self._live(target, now)
+        cn = self.locations.live(target, now)
         if cn is None:
             return [self._error(txid, ticket, "unknown_peer", target, source, now)]
         route = route_selection(mn.endpoints, cn.endpoints)
@@ -266,7 +230,7 @@ class NodeManagementService:
             return []
         if locators is None:  # refused: the next TRS
             return relays.ask(pending, now)
-        mn, cn = self._live(pending.mn_fqdn, now), self._live(pending.cn_fqdn, now)
+        mn, cn = self.locations.live(pending.mn_fqdn, now), self.locations.live(pending.cn_fqdn, now)
         mn_trs, cn_trs = (_trs_for(node, locators) for node in (mn, cn)) if mn and cn else (None, None)
         if mn is None or cn is None or mn_trs is None or cn_trs is None:
             return [
@@ -353,30 +317,6 @@ class NodeManagementService:
 
     # -- helpers --------------------------------------------------------------
 
-    def _live(self, fqdn: str, now: float) -> Registration | None:
-        """A registration refreshed within three refresh intervals, of a
-        certificate not revoked since."""
-        reg = self.registry.get(fqdn)
-        if reg is None:
-            return None
-        try:
-            if reg.serial in self.revoked():
-                self._forget(fqdn, reg.serial)
-                return None
-        except CyphonicError:
-            return None  # fail closed: nobody is routable until the list is fixed
-        for family, seen in list(reg.seen.items()):
-            if now - seen > 3 * self.refresh:
-                reg.endpoints.by_family.pop(family, None)
-                del reg.seen[family]
-        return reg if reg.endpoints.by_family else None
-
-    def _forget(self, fqdn: str, serial: int) -> None:
-        reg = self.registry.get(fqdn)
-        if reg is not None and reg.serial == serial:
-            del self.registry[fqdn]
-            log.warning("%s: certificate serial %d revoked, registration removed", fqdn, serial)
-
     def _direction_body(
         self, now, process, initiator, path_id, peer: Registration, peer_address, key, temp=bytes(32)
     ) -> bytes:
@@ -417,23 +357,7 @@ class NodeManagementService:
             self._replies.popitem(last=False)
 
     def status(self, now: float) -> list[dict]:
-        out = []
-        for fqdn in sorted(self.registry):
-            reg = self._live(fqdn, now)
-            if reg is None:
-                continue
-            out.append(
-                {
-                    "fqdn": fqdn,
-                    "vip4": str(ipaddress.IPv4Address(reg.vip4)),
-                    "vip6": str(ipaddress.IPv6Address(reg.vip6)),
-                    "attachments": {
-                        fam: {"observed": f"{a.observed[0]}:{a.observed[1]}", "nat": a.nat}
-                        for fam, a in reg.endpoints.by_family.items()
-                    },
-                }
-            )
-        return out
+        return self.locations.status(now)
 
 
 def _sealed_reply(type_: str, txid: int, session_key: bytes, body: bytes) -> bytes:
