@@ -30,10 +30,12 @@ class Packet:
         return self.kind == "arp" or (self.kind == "icmp6" and self.icmp6_type in LINK_ICMP6)
 
 
-def read(path: Path) -> Iterator[Packet]:
+def records(path: Path) -> tuple[int, Iterator[tuple[bytes, bool]]]:
+    """(link type, every record as (frame, whole)) of a classic pcap file;
+    a frame cut by the snap length is not whole."""
     data = Path(path).read_bytes()
     if len(data) < 24:
-        return
+        return 0, iter(())
     magic = data[:4]
     if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
         endian = "<"
@@ -41,14 +43,23 @@ def read(path: Path) -> Iterator[Packet]:
         endian = ">"
     else:
         raise ValueError(f"{path}: not a pcap file (pcapng is not supported)")
-    linktype = struct.unpack(endian + "I", data[20:24])[0]
-    if linktype != LINKTYPE_ETHERNET:
+    linktype = struct.unpack(endian + "I", data[20:24])[0] & 0xFFFF
+
+    def frames() -> Iterator[tuple[bytes, bool]]:
+        off = 24
+        while off + 16 <= len(data):
+            incl, orig = struct.unpack(endian + "II", data[off + 8 : off + 16])
+            yield data[off + 16 : off + 16 + incl], incl == orig
+            off += 16 + incl
+
+    return linktype, frames()
+
+
+def read(path: Path) -> Iterator[Packet]:
+    linktype, frames = records(path)
+    if linktype and linktype != LINKTYPE_ETHERNET:
         raise ValueError(f"{path}: link type {linktype}, expected Ethernet")
-    off = 24
-    while off + 16 <= len(data):
-        incl = struct.unpack(endian + "I", data[off + 8 : off + 12])[0]
-        frame = data[off + 16 : off + 16 + incl]
-        off += 16 + incl
+    for frame, _ in frames:
         yield classify(frame)
 
 

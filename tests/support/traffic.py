@@ -61,8 +61,8 @@ class Meta:
         self.flow, self.start, self.length = flow, start, length
 
 
-class TcpFlow:
-    """One direction of a bulk TCP connection, as the TUN sees it."""
+class Flow:
+    """One direction of an application's traffic between two virtual IPs."""
 
     def __init__(
         self, rng: random.Random, v6: bool, src: core.PeerInfo, dst: core.PeerInfo, sport: int, dport: int
@@ -72,6 +72,15 @@ class TcpFlow:
         self.dst = (dst.vip6 if v6 else dst.vip4).packed
         self.sport, self.dport = sport, dport
         self.l3 = 40 if v6 else 20
+
+
+class TcpFlow(Flow):
+    """One direction of a bulk TCP connection, as the TUN sees it."""
+
+    def __init__(
+        self, rng: random.Random, v6: bool, src: core.PeerInfo, dst: core.PeerInfo, sport: int, dport: int
+    ) -> None:
+        super().__init__(rng, v6, src, dst, sport, dport)
         self.header = self.l3 + 32  # timestamps on
         self.mss = TUN_MTU - self.header
         self.label = rng.getrandbits(20)
@@ -236,17 +245,13 @@ class TcpFlow:
         return total
 
 
-class UdpFlow:
+class UdpFlow(Flow):
     """A UDP app sending with UDP_SEGMENT (USO) or one datagram at a time."""
 
     def __init__(
         self, rng: random.Random, v6: bool, src: core.PeerInfo, dst: core.PeerInfo, sport: int, dport: int
     ) -> None:
-        self.rng, self.v6 = rng, v6
-        self.src = (src.vip6 if v6 else src.vip4).packed
-        self.dst = (dst.vip6 if v6 else dst.vip4).packed
-        self.sport, self.dport = sport, dport
-        self.l3 = 40 if v6 else 20
+        super().__init__(rng, v6, src, dst, sport, dport)
         self.gso = rng.randrange(512, TUN_MTU - self.l3 - 8 + 1)
         self.label = rng.getrandbits(20)
         self.ident = rng.getrandbits(16)

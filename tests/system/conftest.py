@@ -8,6 +8,7 @@ a CI run that skipped them proved nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -62,7 +63,14 @@ def spare_prefix() -> str:
 def lab() -> Iterator[Lab]:
     """The basic lab (cloud, trs, mn, NAPT'd cn/a1/b1, IPv6-only v6), up and registered."""
     require_lab_host()
-    lab = Lab(unique_prefix("t"), dataplane=os.environ.get("CYPHONIC_DATAPLANE", "offload"))
+    with running_lab(unique_prefix("t")) as lab:
+        yield lab
+
+
+@contextlib.contextmanager
+def running_lab(prefix: str) -> Iterator[Lab]:
+    """A lab up on the data path CI chose, always torn down; a failed `up` fails the test."""
+    lab = Lab(prefix, dataplane=os.environ.get("CYPHONIC_DATAPLANE", "offload"))
     try:
         try:
             lab.up(timeout=30)

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cyphonic.lab import pcap
+
 # pcap link types (tcpdump.org/linktypes.html)
 LINKTYPE_ETHERNET = 1
 LINKTYPE_LINUX_SLL = 113
@@ -39,24 +41,10 @@ class Datagram:
 
 def read_udp(path: Path) -> list[Datagram]:
     """Every whole UDP datagram in a pcap file (fragments and cut ones are left out)."""
-    data = Path(path).read_bytes()
-    if len(data) < 24:
-        return []
-    magic = data[:4]
-    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
-        endian = "<"
-    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
-        endian = ">"
-    else:
-        raise ValueError(f"{path}: not a pcap file (pcapng is not supported)")
-    linktype = struct.unpack(endian + "I", data[20:24])[0] & 0xFFFF
+    linktype, frames = pcap.records(path)
     out = []
-    off = 24
-    while off + 16 <= len(data):
-        incl, orig = struct.unpack(endian + "II", data[off + 8:off + 16])
-        frame = data[off + 16:off + 16 + incl]
-        off += 16 + incl
-        if incl != orig:  # cut by the snap length: not the datagram that was sent
+    for frame, whole in frames:
+        if not whole:  # cut by the snap length: not the datagram that was sent
             continue
         ethertype, ip = _network_layer(linktype, frame, path)
         d = _udp(ethertype, ip)

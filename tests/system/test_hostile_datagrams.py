@@ -15,7 +15,6 @@ and a daemon it kills must not take the session's lab down with it.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -29,12 +28,13 @@ from pathlib import Path
 
 import pytest
 
-from cyphonic.lab import Lab, LabError, Role
+from cyphonic.lab import Lab, Role
 from cyphonic.lab.instance import DAEMONS
 from cyphonic.lab.processes import log_tail
 from cyphonic.lab.topology import TRS_PORT
 
 from . import hostile
+from .conftest import running_lab
 
 pytestmark = pytest.mark.system
 
@@ -77,15 +77,8 @@ class Seen:
 
 @pytest.fixture
 def own_lab(spare_prefix: str) -> Iterator[Lab]:
-    lab = Lab(spare_prefix, dataplane=os.environ.get("CYPHONIC_DATAPLANE", "offload"))
-    try:
-        try:
-            lab.up(timeout=30)
-        except LabError as e:
-            pytest.fail(f"lab up: {e}\n{e.detail}", pytrace=False)
+    with running_lab(spare_prefix) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def test_mutated_recorded_datagrams_from_a_foreign_host_kill_nothing_and_break_no_tunnel(
