@@ -64,6 +64,7 @@ class SignalingModule:
         )
         self.nursery: trio.Nursery | None = None
         self._wake = trio.Event()
+        self._armed: float | None = None  # when the timer task wakes next (None: no timer)
         self._waiters: dict[Any, list[trio.Event | Any]] = {}  # key -> [event, result]
 
     # what the daemon's status shows
@@ -96,8 +97,9 @@ class SignalingModule:
     def receive(self, data: bytes, source: Address, now: float) -> None:
         """A signaling datagram for this identity (the demultiplexer decided)."""
         inner = self.machine.receive(data, source, now)
-        if inner is not None:  # data the TRS relayed
+        if inner is not None:  # data the TRS relayed: the machine did nothing else
             self.packet.receive(inner, source, now, via_relay=True)
+            return
         self.pump()
 
     def tunnel_update(self, tunnel: core.Tunnel, body: bytes) -> None:
@@ -117,7 +119,7 @@ class SignalingModule:
                 self.packet.send(action.tunnel, action.type, action.body)
             else:
                 self.packet.send_direct(action.tunnel, action.type, action.body, action.to, action.ttl)
-        if wake:
+        if wake and self._earlier(machine.next_timer()):
             self._wake.set()
 
     def _sendto(self, data: bytes, dest: Address) -> None:
@@ -165,10 +167,14 @@ class SignalingModule:
         await waiter[0].wait()
         return waiter[1]
 
+    def _earlier(self, deadline: float | None) -> bool:
+        """Does the timer task sleep past `deadline` (so it must be woken)?"""
+        return deadline is not None and (self._armed is None or deadline < self._armed)
+
     async def run(self) -> None:
         """The machine's timers (retransmissions, refreshes, punches, expiry)."""
         while True:
-            deadline = self.machine.next_timer()  # wall-clock time, as every `now` the machine gets
+            deadline = self._armed = self.machine.next_timer()  # wall-clock time, as every `now` the machine gets
             with trio.move_on_after(math.inf if deadline is None else max(0.0, deadline - time.time())):
                 await self._wake.wait()
             self._wake = trio.Event()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import trio
 
-from tests.integration.test_overlay import resolve
-from tests.integration.conftest import DOMAIN
+from tests.integration.conftest import DOMAIN, ipv4_udp
+from tests.integration.test_overlay import recv_packet, resolve
 
 
 async def test_an_idle_node_wakes_only_for_its_timers(overlay):
@@ -27,3 +27,24 @@ async def test_an_idle_node_wakes_only_for_its_timers(overlay):
     # a handful of wake-ups, never a loop spinning on an event already set
     assert 1 <= len(calls) <= 20, len(calls)
     assert cn.daemon.signaling.registered  # and the refreshes kept working
+
+
+async def test_relayed_data_never_wakes_the_signaling_timers(relay_overlay):
+    mn = await relay_overlay.start_node("mn", locators=["192.168.1.10"], hole_punching=False)
+    cn = await relay_overlay.start_node("cn", locators=["192.168.2.10"], hole_punching=False)
+    await resolve(mn, f"cn.{DOMAIN}")
+    assert cn.daemon.status({})["peers"][0]["path"] == "relay"
+    machine = cn.daemon.signaling.machine
+    calls = []
+    handle = machine.handle_timer
+
+    def counting(now):
+        calls.append(now)
+        return handle(now)
+
+    machine.handle_timer = counting
+    for i in range(300):  # each one reaches cn's Signaling Module as a Relayed frame
+        await mn.tun.app.send(ipv4_udp(mn.vip4, cn.vip4, b"%d" % i))
+        await recv_packet(cn)
+    # only the timers' own wake-ups (refresh every 1 s here), not one per packet
+    assert len(calls) <= 10, len(calls)
