@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
 
-from cyphonic import control, crypto, keys
+from cyphonic import control, crypto, enrollment, keys
 from cyphonic.auth.settings import DEFAULT_VIP4, DEFAULT_VIP6
+from cyphonic.enrollment import DAY
 
-DAY = 86400
+GENERAL_NODE_HELP = "a general node: its MAC, its name, and ',ipv6' to serve it IPv6 too"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,15 +37,49 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("certificate", type=Path)
     revoke.set_defaults(func=ca_revoke)
 
-    enroll = sub.add_parser("enroll", help="issue a bundle for a node").add_subparsers(dest="kind", required=True)
+    enroll = sub.add_parser("enroll", help="issue a bundle for a node or an adapter").add_subparsers(
+        dest="kind", required=True
+    )
     node = enroll.add_parser("node", help="certificate, keys and node.toml for NAME.<domain>")
     node.add_argument("name")
     node.add_argument("--ca", type=Path, required=True, help="the CA directory")
     node.add_argument("--out", type=Path, required=True)
     node.add_argument("--cloud", action="append", required=True, help="cloud address (repeat per family)")
-    node.add_argument("--start", type=dt.date.fromisoformat, help="validity start (YYYY-MM-DD)")
-    node.add_argument("--days", type=int, default=365, help="validity in days")
+    _validity_arguments(node)
     node.set_defaults(func=enroll_node)
+    adapter = enroll.add_parser(
+        "adapter", help="certificates, keys and adapter.toml for NAME.<domain> and its general nodes"
+    )
+    adapter.add_argument("name")
+    adapter.add_argument("--ca", type=Path, required=True, help="the CA directory")
+    adapter.add_argument("--out", type=Path, required=True)
+    adapter.add_argument("--cloud", action="append", required=True, help="cloud address (repeat per family)")
+    adapter.add_argument("--lan", default="lan0", help="the LAN interface of the general nodes (default lan0)")
+    adapter.add_argument(
+        "--general-node", action="append", default=[], metavar="MAC=NAME[,ipv6]", help=GENERAL_NODE_HELP
+    )
+    _validity_arguments(adapter)
+    adapter.set_defaults(func=enrollment.enroll_adapter)
+
+    general = sub.add_parser("adapter", help="the general nodes an adapter serves").add_subparsers(
+        dest="adapter_command", required=True
+    )
+    add = general.add_parser("add", help="issue general nodes' identities into the bundle and record them")
+    remove = general.add_parser("remove", help="forget general nodes, revoke and delete their identities")
+    for command in (add, remove):
+        command.add_argument("--ca", type=Path, required=True, help="the CA directory")
+        command.add_argument("--bundle", type=Path, required=True, help="the adapter's bundle directory")
+        command.add_argument("--adapter", required=True, metavar="NAME")
+    add.add_argument("general_node", nargs="+", metavar="MAC=NAME[,ipv6]", help=GENERAL_NODE_HELP)
+    _validity_arguments(add)
+    add.set_defaults(func=enrollment.adapter_add)
+    remove.add_argument("general_node", nargs="+", metavar="MAC|NAME")
+    remove.set_defaults(func=enrollment.adapter_remove)
+    listing = general.add_parser("list", help="general nodes, their adapter and virtual IPs")
+    listing.add_argument("--ca", type=Path, required=True, help="the CA directory")
+    listing.add_argument("--adapter", metavar="NAME", help="only this adapter's")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=enrollment.adapter_list)
 
     status = sub.add_parser("status", help="state of the daemon in this network namespace")
     status.add_argument("--json", action="store_true")
@@ -65,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
+def _validity_arguments(parser: argparse.ArgumentParser) -> None:
+    """Of the certificates a command issues."""
+    parser.add_argument("--start", type=dt.date.fromisoformat, help="validity start (YYYY-MM-DD)")
+    parser.add_argument("--days", type=int, default=365, help="validity in days")
+
+
 def ca_init(args) -> int:
     d: Path = args.dir
     d.mkdir(parents=True, exist_ok=True)
@@ -79,7 +119,7 @@ def ca_init(args) -> int:
         holder.save(d / f"{name}.key")
         cert = crypto.issue_certificate(
             ca,
-            serial=_serial(),
+            serial=enrollment.new_serial(),
             role=role,
             fqdn=f"{name}.{args.domain}",
             sign_key=holder.sign_public,
@@ -128,41 +168,20 @@ trs_key = "nms-trs.key"
     return 0
 
 
-def _serial() -> int:
-    return secrets.randbits(63)
-
-
-def _domain(ca_dir: Path) -> str:
-    import tomllib
-
-    return tomllib.loads((ca_dir / "cloud.toml").read_text())["domain"]
-
-
 def enroll_node(args) -> int:
+    return enrollment.guarded("enroll node", lambda: _enroll_node(args))
+
+
+def _enroll_node(args) -> int:
     ca_dir: Path = args.ca
-    domain = _domain(ca_dir)
+    fqdn = f"{args.name}.{enrollment.domain_of(ca_dir)}"
     ca = crypto.Identity.load(ca_dir / "ca.key")
-    start = int(dt.datetime.combine(args.start, dt.time(), dt.UTC).timestamp()) if args.start else int(time.time()) - 60
-    node = crypto.Identity.generate()
-    fqdn = f"{args.name}.{domain}"
-    cert = crypto.issue_certificate(
-        ca,
-        serial=_serial(),
-        role="node",
-        fqdn=fqdn,
-        sign_key=node.sign_public,
-        dh_key=node.dh_public,
-        not_before=start,
-        not_after=start + args.days * DAY,
-    )
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    node.save(out / "node.key")
-    (out / "node.crt").write_text(keys.certificate_to_pem(cert))
+    enrollment.write_identity(
+        out, "node", *enrollment.issue(ca, "node", fqdn, enrollment.validity(args.start, args.days))
+    )
     (out / "ca.crt").write_text((ca_dir / "ca.crt").read_text())
-    clouds = [f"[{a}]" if ":" in a else a for a in args.cloud]
-    auth = ", ".join(f'"{a}:7000"' for a in clouds)
-    nms = ", ".join(f'"{a}:7001"' for a in clouds)
+    auth, nms = enrollment.cloud_lists(args.cloud)
     (out / "node.toml").write_text(
         f"""# CYPHONIC node {fqdn}
 certificate = "node.crt"
@@ -188,8 +207,7 @@ def ca_revoke(args) -> int:
     from cyphonic.wire.common import parse
 
     cert = parse(wire_cert.Certificate, keys.read_certificate(args.certificate)).body.value
-    with open(args.ca / "revoked.txt", "a") as f:
-        f.write(f"{cert.serial}  # {cert.fqdn} revoked {dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}\n")
+    enrollment.append_revoked(args.ca, cert.serial, cert.fqdn)
     print(f"revoked {cert.fqdn} (serial {cert.serial})")
     return 0
 

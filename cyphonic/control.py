@@ -30,7 +30,12 @@ from cyphonic.errors import ConfigError
 
 log = logging.getLogger("cyphonic.control")
 
-NAMES = {"node": "\0cyphonic/node", "cloud": "\0cyphonic/cloud", "trs": "\0cyphonic/trs"}
+NAMES = {
+    "node": "\0cyphonic/node",
+    "adapter": "\0cyphonic/adapter",
+    "cloud": "\0cyphonic/cloud",
+    "trs": "\0cyphonic/trs",
+}
 MAX_REQUEST = 4096
 MAX_CLIENTS = 16  # connections beyond this are closed at once
 TIMEOUT = 2.0  # for a whole exchange: request in, reply out

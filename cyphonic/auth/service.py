@@ -5,6 +5,11 @@ request; the AS answers with the FQDN, the virtual IPs it assigned (kept in
 SQLite), an MN–NMS session key and a ticket the NMS can open. The grant is
 sealed under a key from both sides' ephemeral X25519 keys, and the whole
 answer is signed by the AS, whose certificate the same CA issued.
+
+An adapter asks for the general nodes it serves the same way (seed:
+"Sequence of Get General Node information"): a Node Information Request is
+built, checked and answered like a Login Request, and the list comes back
+sealed like the grant.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class AuthenticationService:
         self.ticket_lifetime = ticket_lifetime
         self.drops = Drops(log)
         self.logins = 0
+        self.node_informations = 0
         self.refusals = 0
         self._replies: OrderedDict[bytes, tuple[Address, float, bytes]] = OrderedDict()
         self._nonces = Freshness(MAX_SKEW)
@@ -93,32 +99,38 @@ class AuthenticationService:
         return [(reply, source)] if reply is not None else []
 
     def _answer(self, data: bytes, source: Address, now: float) -> bytes | None:
-        if not data or data[0] != TYPE["LoginRequest"]:
-            self.drops("not a login request", source)
+        kind = data[0] if data else None
+        if kind == TYPE["LoginRequest"]:
+            what, schema, decide = "login", wire.LoginRequest, self._login
+        elif kind == TYPE["NodeInformationRequest"]:
+            what, schema, decide = "node information", wire.NodeInformationRequest, self._node_information
+        else:
+            self.drops("not an AS request", source)
             return None
         try:
-            request = parse(wire.LoginRequest, data)
+            request = parse(schema, data)
         except ParseError as exc:
-            self.drops("malformed login request", source, str(exc).splitlines()[0])
+            self.drops(f"malformed {what} request", source, str(exc).splitlines()[0])
             return None
         nonce = bytes(request.nonce)
-        cached = self._replies.get(nonce)
+        key = data[:1] + nonce
+        cached = self._replies.get(key)
         if cached is not None and cached[0] == source and now - cached[1] < REPLY_TTL:
             return cached[2]  # a retransmission: same answer, no new session
         if cached is not None or self._nonces.seen(nonce):
-            self.drops("replayed login request", source)
+            self.drops(f"replayed {what} request", source)
             return None
         if not (self._per_source.take(source[0], now) and self._global.take(None, now)):
             self.drops("verification budget exhausted", source)
             return None
         try:
-            reply = self._login(request, data, source, now)
+            reply = decide(request, data, source, now)
         except ParseError as exc:  # e.g. a certificate field that is no certificate
-            self.drops("malformed login request", source, str(exc).splitlines()[0])
+            self.drops(f"malformed {what} request", source, str(exc).splitlines()[0])
             return None
         except AuthenticationError as exc:
             self.refusals += 1
-            self.drops("login refused", source, exc.reason, per_detail=True)
+            self.drops(f"{what} refused", source, exc.reason, per_detail=True)
             reply = self._reject(request, exc.reason)
             if len(reply) > len(data):
                 # never more bytes to an unproven source than it sent us
@@ -126,9 +138,9 @@ class AuthenticationService:
                 return None
         except Unavailable as exc:
             self.refusals += 1
-            log.error("login from %s not decided: %s", source, exc)
+            log.error("%s from %s not decided: %s", what, source, exc)
             reply = self._reject(request, "unavailable")
-        self._replies[nonce] = (source, now, reply)
+        self._replies[key] = (source, now, reply)
         while len(self._replies) > REPLY_CACHE:
             self._replies.popitem(last=False)
         return reply
@@ -150,7 +162,9 @@ class AuthenticationService:
             replies.popitem(last=False)
         return []
 
-    def _login(self, request, data: bytes, source, now: float) -> bytes:
+    def _authenticate(self, request, data: bytes, now: float):
+        """The certificate of a Login or Node Information Request whose
+        certificate, signature, freshness, serial and domain check out."""
         cert = crypto.verify_certificate(bytes(request.certificate), self.ca_public, now)
         crypto.verify_signature(bytes(cert.sign_key), data[:-64], bytes(request.signature))
         why = self._nonces.refuse(bytes(request.nonce), request.timestamp, now)
@@ -162,10 +176,27 @@ class AuthenticationService:
             raise Unavailable(f"revocation list unreadable, refusing every login until it is fixed: {exc}") from None
         if cert.serial in revoked:
             raise AuthenticationError("revoked")
-        if str(cert.role) not in ("node", "adapter"):
-            raise AuthenticationError("wrong role")
         if not cert.fqdn.endswith("." + self.domain):
             raise AuthenticationError("outside the domain")
+        return cert
+
+    def _may_log_in(self, cert) -> bool:
+        role = str(cert.role)
+        if role in ("node", "adapter"):
+            return True
+        if role != "general":
+            return False
+        # A general node's certificate is good only while an adapter serves
+        # it: removing it from its adapter locks it out, as does revoking it.
+        try:
+            return self.store.general_node_by_fqdn(cert.fqdn) is not None
+        except sqlite3.Error as exc:
+            raise Unavailable(f"database: {exc}") from None
+
+    def _login(self, request, data: bytes, source: Address, now: float) -> bytes:
+        cert = self._authenticate(request, data, now)
+        if not self._may_log_in(cert):
+            raise AuthenticationError("wrong role")
         try:
             enrollment = self.store.enroll(cert.fqdn, cert.serial, bytes(cert.sign_key), now)
         except PoolExhausted:
@@ -204,20 +235,53 @@ class AuthenticationService:
                 expires=expires,
             ),
         )
+        self.logins += 1
+        log.info("login %s from %s: vip4 %s vip6 %s", cert.fqdn, source, enrollment.vip4, enrollment.vip6)
+        return self._sealed_answer("LoginResponse", wire.LoginResponse, request, grant)
+
+    def _node_information(self, request, data: bytes, source: Address, now: float) -> bytes:
+        """The general nodes of the adapter that asks, with their virtual
+        IPs (assigned now if they have none yet), for its DHCP leases."""
+        cert = self._authenticate(request, data, now)
+        if str(cert.role) != "adapter":
+            raise AuthenticationError("wrong role")
+        try:
+            nodes = self.store.general_nodes(cert.fqdn)
+            addresses = [self.store.reserve(node.fqdn, now) for node in nodes]
+        except PoolExhausted:
+            raise AuthenticationError("virtual IP pool exhausted") from None
+        except sqlite3.Error as exc:
+            raise Unavailable(f"database: {exc}") from None
+        nodes_body = [
+            dict(
+                mac=bytes.fromhex(node.mac.replace(":", "")),
+                fqdn=node.fqdn,
+                ipv6=node.ipv6,
+                vip4=enrollment.vip4.packed,
+                vip6=enrollment.vip6.packed,
+            )
+            for node, enrollment in zip(nodes, addresses, strict=True)
+        ]
+        body = build(wire.NodeInformationBody, dict(nodes=nodes_body))
+        self.node_informations += 1
+        log.info("node information for %s from %s: %d general nodes", cert.fqdn, source, len(nodes))
+        return self._sealed_answer("NodeInformationResponse", wire.NodeInformationResponse, request, body)
+
+    def _sealed_answer(self, kind: str, schema, request, plaintext: bytes) -> bytes:
+        """`plaintext` sealed under the login key of `request`'s ephemeral
+        and a fresh one of ours; the answer signed over the request nonce."""
         ephemeral = crypto.Ephemeral()
         key = crypto.login_key(ephemeral.agree(bytes(request.ephemeral)), bytes(request.nonce))
         body = build(
-            wire.LoginResponse,
+            schema,
             dict(
-                header=dict(type="LoginResponse", txid=request.header.txid),
+                header=dict(type=kind, txid=request.header.txid),
                 certificate=self.certificate,
                 ephemeral=ephemeral.public,
-                sealed=crypto.seal(key, grant),
+                sealed=crypto.seal(key, plaintext),
                 signature=bytes(64),
             ),
         )[:-64]
-        self.logins += 1
-        log.info("login %s from %s: vip4 %s vip6 %s", cert.fqdn, source, enrollment.vip4, enrollment.vip6)
         return body + self.identity.sign(bytes(request.nonce) + body)
 
     def _reject(self, request, reason: str) -> bytes:

@@ -15,7 +15,7 @@ import ipaddress
 import math
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cyphonic import crypto
 from cyphonic.core.relay import RelayLink
@@ -135,6 +135,9 @@ class Tunnel:
     # the data path must probe (it shares one list among its tunnels)
     candidates: dict[tuple[str, int], Candidate] = field(default_factory=dict)
     probes: list = field(default_factory=list)
+    # the identity this end of the tunnel belongs to, where one process runs
+    # several (the adapter: a general node); None on a node
+    owner: Any = None
 
     @property
     def peer(self) -> PeerInfo:

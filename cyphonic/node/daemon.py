@@ -56,6 +56,37 @@ def open_sockets(port: int) -> dict[int, socket.socket]:
     return sockets
 
 
+async def read_sockets(sock: socket.socket, packet: PacketHandlingModule, demux: Demultiplexer, drops) -> None:
+    """Drain the socket on every wake-up (GRO: many datagrams per call);
+    data is handled in place and coalesced writes flushed per batch."""
+    buf = PacketBuffer(MAX_DATAGRAM)
+    data, view = buf.data, buf.view
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        now = time.time()
+        while True:
+            try:
+                batch = batch_io.receive_into(sock, data)
+            except OSError:
+                continue
+            if batch is None:
+                break
+            n, size, source = batch
+            source = source[:2]
+            for start in range(0, n, size):
+                end = min(start + size, n)
+                try:
+                    if data[start] in DATA_TYPES:
+                        packet.receive_at(buf, start, end, source, now)
+                    else:
+                        demux.receive(bytes(view[start:end]), source, now)
+                except (ParseError, AuthenticationError) as exc:
+                    # the modules count their own; this boundary keeps the reader alive
+                    drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
+            # the next read reuses the buffer: write what it still holds
+            packet.flush()
+
+
 class NodeDaemon:
     """`tun_factory`, `local_addresses` and `control_name` are the seams the
     integration tests use (an in-memory TUN, loopback locators, no control
@@ -106,7 +137,7 @@ class NodeDaemon:
             if self.control_name:
                 await nursery.start(control.serve, self.control_name, self.status, self.cfg["control_group"])
             for sock in self.sockets.values():
-                nursery.start_soon(self.socket_reader, sock)
+                nursery.start_soon(read_sockets, sock, self.packet, self.demux, self.signaling.drops)
             grant = await self.signaling.login()
             self.tun = self.tun_factory(self.cfg["tun"], offload=self.cfg["offload"])
             self.tun.configure(self.cfg["mtu"], grant.vip4, grant.vip4_prefix, grant.vip6, grant.vip6_prefix)
@@ -118,37 +149,6 @@ class NodeDaemon:
             await nursery.start(self.resolver.run)
             log.info("node %s ready on %s", grant.fqdn, self.tun.name)
             task_status.started(self)
-
-    async def socket_reader(self, sock: socket.socket) -> None:
-        """Drain the socket on every wake-up (GRO: many datagrams per call);
-        data is handled in place and coalesced writes flushed per batch."""
-        packet, signaling, demux = self.packet, self.signaling, self.demux
-        buf = PacketBuffer(MAX_DATAGRAM)
-        data, view = buf.data, buf.view
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            now = time.time()
-            while True:
-                try:
-                    batch = batch_io.receive_into(sock, data)
-                except OSError:
-                    continue
-                if batch is None:
-                    break
-                n, size, source = batch
-                source = source[:2]
-                for start in range(0, n, size):
-                    end = min(start + size, n)
-                    try:
-                        if data[start] in DATA_TYPES:
-                            packet.receive_at(buf, start, end, source, now)
-                        else:
-                            demux.receive(bytes(view[start:end]), source, now)
-                    except (ParseError, AuthenticationError) as exc:
-                        # the modules count their own; this boundary keeps the reader alive
-                        signaling.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
-                # the next read reuses the buffer: write what it still holds
-                packet.flush()
 
     def dataplane(self) -> dict:
         return {

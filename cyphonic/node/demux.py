@@ -8,6 +8,7 @@ Packet Handling Module by receiver index, never through here."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from cyphonic.drops import Drops
 from cyphonic.wire.common import TYPE
@@ -21,12 +22,23 @@ TUNNEL_REQUEST = TYPE["TunnelRequest"]
 class Demultiplexer:
     def __init__(self) -> None:
         self.identities: list = []  # SignalingModule, one per identity
+        # exchanges outside any identity's machine (the adapter's Node
+        # Information Request): (claims, receive)
+        self.handlers: list[tuple[Callable[[bytes], bool], Callable[[bytes, Address, float], None]]] = []
         self.drops = Drops(log)
 
     def add(self, signaling) -> None:
         self.identities.append(signaling)
 
+    def remove(self, signaling) -> None:
+        if signaling in self.identities:
+            self.identities.remove(signaling)
+
     def receive(self, data: bytes, source: Address, now: float) -> None:
+        for claims, receive in self.handlers:
+            if claims(data):
+                receive(data, source, now)
+                return
         identities = self.identities
         if len(identities) == 1:  # the machine checks and counts everything itself
             identities[0].receive(data, source, now)

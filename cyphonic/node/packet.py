@@ -58,7 +58,9 @@ class PacketHandlingModule(TunnelControl):
         self.by_index: dict[int, core.Tunnel] = {}  # current keys' index -> tunnel
         self._others: dict[int, core.Tunnel] = {}  # previous / next keys' index -> tunnel
         self._probes: list[tuple[core.Tunnel, Address]] = []  # shared by every tunnel
-        self.by_vip: dict[bytes, core.Tunnel] = {}
+        # destination -> tunnel: the peer's virtual IPs (the adapter: the
+        # general node's and the peer's, `route_keys`)
+        self.routes: dict[bytes, core.Tunnel] = {}
         self.drops = Drops(log)
         self.coalescer = offload.Coalescer(self._write_frame)
         self._tun_buffer = bytearray(TUN_READ)
@@ -75,17 +77,22 @@ class PacketHandlingModule(TunnelControl):
 
     # -- tunnel table ---------------------------------------------------------
 
+    def route_keys(self, tunnel: core.Tunnel) -> tuple[bytes, bytes]:
+        """The keys `_route` finds `tunnel` under: the peer's virtual IPv4 and IPv6."""
+        return tunnel.peer.vip4_bytes, tunnel.peer.vip6_bytes
+
     def install(self, tunnel: core.Tunnel) -> core.Tunnel | None:
         """Add `tunnel`; returns the tunnel it replaces for the same peer."""
-        old = self.by_vip.get(tunnel.peer.vip4.packed)
+        keys = self.route_keys(tunnel)
+        old = self.routes.get(keys[0])
         if old is not None:
             self.remove(old)
         tunnel.probes = self._probes
         self.by_index[tunnel.local_index] = tunnel
         for index in tunnel.indices()[1:]:
             self._others[index] = tunnel
-        self.by_vip[tunnel.peer.vip4.packed] = tunnel
-        self.by_vip[tunnel.peer.vip6.packed] = tunnel
+        for key in keys:
+            self.routes[key] = tunnel
         return old
 
     def remove(self, tunnel: core.Tunnel) -> None:
@@ -94,9 +101,9 @@ class PacketHandlingModule(TunnelControl):
                 del self.by_index[index]
             if self._others.get(index) is tunnel:
                 del self._others[index]
-        for vip in (tunnel.peer.vip4.packed, tunnel.peer.vip6.packed):
-            if self.by_vip.get(vip) is tunnel:
-                del self.by_vip[vip]
+        for key in self.route_keys(tunnel):
+            if self.routes.get(key) is tunnel:
+                del self.routes[key]
 
     def tunnel_to(self, fqdn: str) -> core.Tunnel | None:
         for t in self.by_index.values():
@@ -159,9 +166,9 @@ class PacketHandlingModule(TunnelControl):
     def _route(self, packet: bytes | memoryview) -> core.Tunnel | None:
         version = packet[0] >> 4 if packet else 0
         if version == 4:
-            return self.by_vip.get(bytes(packet[16:20]))
+            return self.routes.get(bytes(packet[16:20]))
         if version == 6:
-            return self.by_vip.get(bytes(packet[24:40]))
+            return self.routes.get(bytes(packet[24:40]))
         return None
 
     async def tun_reader(self) -> None:

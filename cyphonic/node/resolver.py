@@ -27,8 +27,11 @@ UPSTREAM_TIMEOUT = 3.0
 
 
 class ResolverModule:
-    def __init__(self, domain: str, signaling, listen, upstream, ttl: int) -> None:
+    def __init__(
+        self, domain: str, signaling, listen, upstream, ttl: int, route_timeout: float = ROUTE_TIMEOUT
+    ) -> None:
         self.domain = domain.lower().rstrip(".")
+        self.route_timeout = route_timeout
         self.signaling = signaling
         self.listen = listen
         self.upstream = upstream
@@ -90,7 +93,7 @@ class ResolverModule:
             if fqdn == self.signaling.grant.fqdn:
                 peer = self.signaling.me
             else:
-                with trio.fail_after(ROUTE_TIMEOUT):
+                with trio.fail_after(self.route_timeout):
                     peer = await self.signaling.route_to(fqdn)
         except UnknownPeer:
             response.set_rcode(dns.rcode.NXDOMAIN)

@@ -174,3 +174,41 @@ SignalingErrorBody = Struct(
 )
 
 AckBody = Struct("timestamp" / Int64ub, "path_id" / Int32ub, Terminated)
+
+# --- AS: Node Information Request / Response (an adapter's general nodes) ----
+# The adapter asks exactly as a node logs in (its certificate, a fresh nonce,
+# an ephemeral key, its signature); the list comes back sealed under the
+# login key of that exchange, so MACs and names never cross the wire in the
+# clear. A refusal is a LoginReject.
+
+NodeInformationRequest = Struct(
+    "header" / Header,
+    "certificate" / Blob,  # the adapter's certificate (role adapter)
+    "nonce" / Bytes(16),
+    "timestamp" / Int64ub,
+    "ephemeral" / Bytes(32),
+    "signature" / Bytes(64),  # by the adapter's identity over all bytes before it
+    Terminated,
+)
+
+NodeInformationResponse = Struct(
+    "header" / Header,
+    "certificate" / Blob,  # the AS's own certificate
+    "ephemeral" / Bytes(32),
+    "sealed" / Blob,  # NodeInformationBody under the login key (X25519 of both ephemerals)
+    "signature" / Bytes(64),  # by the AS over request nonce + all bytes before it
+    Terminated,
+)
+
+GeneralNodeEntry = Struct(
+    "mac" / Bytes(6),
+    "fqdn" / Fqdn,
+    "ipv6" / Flag,  # the adapter also serves it IPv6 (RA, DHCPv6)
+    "vip4" / Bytes(4),
+    "vip6" / Bytes(16),
+)
+
+NodeInformationBody = Struct(
+    "nodes" / PrefixedArray(Int16ub, GeneralNodeEntry),
+    Terminated,
+)

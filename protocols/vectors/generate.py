@@ -175,7 +175,10 @@ MN_SIGN, MN_DH = ed25519(fixed("mn sign")), fixed("mn dh")
 CN_SIGN, CN_DH = ed25519(fixed("cn sign")), fixed("cn dh")
 AS_SIGN, AS_DH = ed25519(fixed("as sign")), fixed("as dh")
 
+AD_SIGN, AD_DH = ed25519(fixed("adapter sign")), fixed("adapter dh")  # an adapter (Node Information)
+
 MN_FQDN, CN_FQDN, AS_FQDN = "mn.cyphonic.example", "cn.cyphonic.example", "as.cyphonic.example"
+AD_FQDN = "adapter.cyphonic.example"
 MN_VIP4, MN_VIP6 = ip("10.64.0.2"), ip("fd00:c0ff:ee::2")
 CN_VIP4, CN_VIP6 = ip("10.64.0.3"), ip("fd00:c0ff:ee::3")
 
@@ -185,6 +188,7 @@ CN_SESSION = fixed("cn session key")
 MN_CN_KEY = fixed("mn-cn key")
 PATH_ID = 0x0000A001
 MN_SERIAL, CN_SERIAL = 0x1001, 0x1002  # certificate serials, copied into the tickets
+AD_SERIAL = 0x1003
 CERT_NOT_AFTER = NOW + 365 * DAY
 # The AS's ticket lifetime. A ticket never outlives its certificate:
 # expires = min(now + lifetime, not_after), here now + lifetime. The
@@ -349,7 +353,82 @@ def authentication() -> Protocol:
             dict(unsigned, signature=AS_SIGN.sign(nonce + before).signature),
             signed_by={"public": bytes(AS_SIGN.verify_key), "data": nonce + before},
         )
+    node_information(p, as_cert)
     return p
+
+
+def node_information(p: Protocol, as_cert: bytes) -> None:
+    """An adapter's Node Information Request and the AS's answer listing its
+    two general nodes. The answer's checks are recorded under their own keys
+    (`signed_over_nonce`, `sealed_with_login_key`): signed over the request
+    nonce and sealed without AAD like a Login Response."""
+    ad_body = certificate.CertificateBody.build(
+        cert_fields(AD_SERIAL, "adapter", AD_FQDN, AD_SIGN, AD_DH)
+    )
+    ad_cert = ad_body + CA.sign(ad_body).signature
+    nonce = fixed("node information nonce", 16)
+    ad_eph, as_eph = fixed("adapter information ephemeral"), fixed("as information ephemeral")
+    txid = 0x00ADA001
+    shared = x25519(as_eph, x25519_public(ad_eph))
+    key = kdf(b"cyphonic login", shared, nonce)
+    seal_nonce = fixed("node information seal nonce", 24)
+    p.inputs.update(
+        {
+            "adapter_sign_seed": fixed("adapter sign"),
+            "adapter_information_ephemeral_secret": ad_eph,
+            "as_information_ephemeral_secret": as_eph,
+            "information_request_nonce": nonce,
+            "information_seal_nonce": seal_nonce,
+        }
+    )
+    p.derived.update({"information_shared": shared, "information_key": key})
+
+    header = {"type": "NodeInformationRequest", "version": 1, "txid": txid}
+    unsigned = {
+        "header": header,
+        "certificate": ad_cert,
+        "nonce": nonce,
+        "timestamp": NOW,
+        "ephemeral": x25519_public(ad_eph),
+        "signature": bytes(64),
+    }
+    before = signaling.NodeInformationRequest.build(unsigned)[:-64]
+    p.message(
+        "Node Information Request",
+        "signaling.NodeInformationRequest",
+        dict(unsigned, signature=AD_SIGN.sign(before).signature),
+        signed_by={"public": bytes(AD_SIGN.verify_key), "data": before},
+    )
+    listing = p.message(
+        "Node Information Body (plaintext)",
+        "signaling.NodeInformationBody",
+        {
+            "nodes": [
+                {"mac": bytes.fromhex("02005e005301"), "fqdn": "tv.cyphonic.example", "ipv6": True,
+                 "vip4": ip("10.64.0.4"), "vip6": ip("fd00:c0ff:ee::4")},
+                {"mac": bytes.fromhex("02005e005302"), "fqdn": "cam.cyphonic.example", "ipv6": False,
+                 "vip4": ip("10.64.0.5"), "vip6": ip("fd00:c0ff:ee::5")},
+            ]
+        },
+    )
+    header = {"type": "NodeInformationResponse", "version": 1, "txid": txid}
+    unsigned = {
+        "header": header,
+        "certificate": as_cert,
+        "ephemeral": x25519_public(as_eph),
+        "sealed": xseal(key, seal_nonce, listing, b""),
+        "signature": bytes(64),
+    }
+    before = signaling.NodeInformationResponse.build(unsigned)[:-64]
+    p.message(
+        "Node Information Response",
+        "signaling.NodeInformationResponse",
+        dict(unsigned, signature=AS_SIGN.sign(nonce + before).signature),
+        signed_over_nonce={"public": bytes(AS_SIGN.verify_key), "nonce": nonce, "data": nonce + before},
+        sealed_with_login_key={
+            "field": "sealed", "key": key, "aad": b"", "plaintext": "Node Information Body (plaintext)"
+        },
+    )
 
 
 def nms_request(p: Protocol, name: str, mtype: str, txid: int, ticket: bytes, key: bytes,

@@ -119,7 +119,7 @@ async def test_stress_every_byte_checked(pair, nursery):
 
 async def test_udp_gso_send_and_gro_receive_keep_every_datagram(nursery):
     """The sender's tun_reader sends with UDP_SEGMENT over loopback, the
-    receiver reads with UDP_GRO (receive_batch) as socket_reader does:
+    receiver reads with UDP_GRO (receive_batch) as read_sockets does:
     every segment arrives whole, in far fewer system calls."""
     now = time.time()
     mn_tunnel, cn_tunnel = handshake(now)

@@ -6,7 +6,7 @@ module's own `tun_reader` reads it, its `os.write`s land on the other end),
 and each UDP socket is a stand-in (`FakeUdp`) that cuts UDP_SEGMENT sends
 the way the kernel does. A `Link` hands the datagrams to the receiver,
 losing, reordering and duplicating some, in batches of `receive()` +
-`flush()` (what `socket_reader` does per GRO batch), and a `Checker`
+`flush()` (what `read_sockets` does per GRO batch), and a `Checker`
 verifies every frame the receiver writes to its TUN.
 
 The `pair` fixture (tests/integration/conftest.py) builds one `node_pair`;
@@ -140,7 +140,7 @@ def read_tun(node: Node) -> list[bytes]:
 
 
 def socket_batch(node: Node, datagrams: list[bytes], source, now: float) -> None:
-    """One GRO batch, as NodeDaemon.socket_reader handles it."""
+    """One GRO batch, as node.daemon.read_sockets handles it."""
     for data in datagrams:
         if data and data[0] in DATA_TYPES:
             node.module.receive(data, source, now)
