@@ -29,6 +29,7 @@ import trio
 
 from cyphonic import crypto
 from cyphonic.adapter.lan_packets import LanPacketHandling, OwnedPackets
+from cyphonic.core import tunnel as core
 from cyphonic.core.login import LoginRefused
 from cyphonic.core.node_information import GeneralNodeInfo, NodeInformationClient
 from cyphonic.drops import Drops
@@ -129,6 +130,14 @@ class GeneralNodeManagement:
         gn = self.by_mac.get(mac)
         return gn.vip6 if gn is not None and gn.ipv6 and gn.state == "ready" else None
 
+    def neighbour(self, fqdn: str) -> core.PeerInfo | None:
+        """Another general node on this LAN: its address is answered here,
+        and the LAN carries its packets (no route selection, no tunnel)."""
+        for gn in self.by_mac.values():
+            if gn.fqdn == fqdn and gn.state == "ready" and gn.vip4 and gn.vip6:
+                return core.PeerInfo(gn.fqdn, gn.vip4, gn.vip6)
+        return None
+
     # -- Get General Node information ------------------------------------------
 
     async def fetch_forever(self) -> None:
@@ -219,6 +228,7 @@ class GeneralNodeManagement:
         resolver = ResolverModule(self.domain, signaling, None, r["upstream"], r["ttl"], r["route_timeout"])
         gn = GeneralNode(info.mac, info.fqdn, info.ipv6, signaling, resolver)
         packets.owner = gn
+        resolver.neighbours = self.neighbour
         gn.peers = self._saved_peers.get(mac_text(info.mac), {})
         self.by_mac[info.mac] = gn
         self.demux.add(signaling)
@@ -268,7 +278,8 @@ class GeneralNodeManagement:
             return
         gn.vip4_bytes, gn.vip6_bytes = grant.vip4.packed, grant.vip6.packed
         self.by_vip[gn.vip4_bytes] = gn
-        self.by_vip[gn.vip6_bytes] = gn
+        if gn.ipv6:
+            self.by_vip[gn.vip6_bytes] = gn
         await gn.signaling.register_all()
         gn.state = "ready"
         log.info(
@@ -288,7 +299,7 @@ class GeneralNodeManagement:
         self.remember(gn, peer.vip6_bytes, peer.fqdn)
 
     def remember(self, gn: GeneralNode, vip: bytes, fqdn: str) -> None:
-        if gn.peers.get(vip) == fqdn:
+        if gn.peers.get(vip) == fqdn or not any(vip):
             return
         if len(gn.peers) >= MAX_PEERS:
             del gn.peers[next(iter(gn.peers))]

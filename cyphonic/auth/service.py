@@ -14,6 +14,7 @@ sealed like the grant.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sqlite3
 from collections import OrderedDict
@@ -37,6 +38,8 @@ Outgoing = list[tuple[bytes, Address]]
 # same source gets the same answer again (no second session); a replay from
 # anywhere else, or later, gets nothing.
 REPLY_TTL = 10.0
+# the virtual IPv6 of a general node enrolled without IPv6: none (::)
+NO_VIP6 = bytes(16)
 REPLY_CACHE = 4096
 # Each Login Request costs two Ed25519 verifications before anything about
 # it is known. An address may cause this many per second (a burst of logins
@@ -193,6 +196,13 @@ class AuthenticationService:
         except sqlite3.Error as exc:
             raise Unavailable(f"database: {exc}") from None
 
+    def _serves_ipv6(self, fqdn: str) -> bool:
+        try:
+            node = self.store.general_node_by_fqdn(fqdn)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"database: {exc}") from None
+        return node is not None and node.ipv6
+
     def _login(self, request, data: bytes, source: Address, now: float) -> bytes:
         cert = self._authenticate(request, data, now)
         if not self._may_log_in(cert):
@@ -204,6 +214,10 @@ class AuthenticationService:
         except sqlite3.Error as exc:
             raise Unavailable(f"database: {exc}") from None
 
+        vip6 = enrollment.vip6.packed
+        if str(cert.role) == "general" and not self._serves_ipv6(cert.fqdn):
+            # an IPv4-only device: peers get no AAAA for it (protocols/adapter.md)
+            vip6 = NO_VIP6
         session_key = crypto.random_key()
         # a ticket never outlives the certificate it was issued for
         expires = min(int(now) + self.ticket_lifetime, int(cert.not_after))
@@ -214,7 +228,7 @@ class AuthenticationService:
                 dict(
                     fqdn=cert.fqdn,
                     vip4=enrollment.vip4.packed,
-                    vip6=enrollment.vip6.packed,
+                    vip6=vip6,
                     session_key=session_key,
                     expires=expires,
                     serial=cert.serial,
@@ -227,7 +241,7 @@ class AuthenticationService:
             dict(
                 fqdn=cert.fqdn,
                 vip4=enrollment.vip4.packed,
-                vip6=enrollment.vip6.packed,
+                vip6=vip6,
                 vip4_prefix=self.store.pool4.prefixlen,
                 vip6_prefix=self.store.pool6.prefixlen,
                 session_key=session_key,
@@ -236,7 +250,7 @@ class AuthenticationService:
             ),
         )
         self.logins += 1
-        log.info("login %s from %s: vip4 %s vip6 %s", cert.fqdn, source, enrollment.vip4, enrollment.vip6)
+        log.info("login %s from %s: vip4 %s vip6 %s", cert.fqdn, source, enrollment.vip4, ipaddress.IPv6Address(vip6))
         return self._sealed_answer("LoginResponse", wire.LoginResponse, request, grant)
 
     def _node_information(self, request, data: bytes, source: Address, now: float) -> bytes:
@@ -258,7 +272,7 @@ class AuthenticationService:
                 fqdn=node.fqdn,
                 ipv6=node.ipv6,
                 vip4=enrollment.vip4.packed,
-                vip6=enrollment.vip6.packed,
+                vip6=enrollment.vip6.packed if node.ipv6 else NO_VIP6,
             )
             for node, enrollment in zip(nodes, addresses, strict=True)
         ]

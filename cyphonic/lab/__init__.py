@@ -5,14 +5,19 @@ As root:  cyphonic lab up [--prefix P]     build, enroll, start, wait for regist
           cyphonic lab exec mn -- ping cn.cyphonic.test
           cyphonic lab down                 also cleans up after a crash
           cyphonic lab demo                 up, a tour with stock tools, down
-From Python: `Lab(prefix).up()`, `lab.run("mn", [...])`, `lab.status("cn")`, `lab.down()`.
+From Python: `Lab(prefix).up()`, `lab.run("mn", [...])`, `lab.status("cn")`, `lab.down()`;
+general nodes (stock devices behind an adapter): `lab.lease("gn1")`,
+`lab.dhcp_renew("gn1")`, `lab.dhcp_release("gn1")`.
 State (CA, bundles, logs, pids) is under /run/cyphonic-lab/<prefix>/.
 
     topology.py    what a lab is: hosts, links, addresses (data only)
-    netns.py       builds and removes it with ip/sysctl/nft
+    netns.py       builds and removes it with ip/sysctl/nft (switches are bridges)
     state.py       its files under /run/cyphonic-lab/<prefix>/
-    enrollment.py  CA and node bundles, via `cyphonic ca` / `cyphonic enroll`
+    enrollment.py  CA, node and adapter bundles, via `cyphonic ca` / `cyphonic enroll`
     processes.py   starting daemons, `cyphonic status --json`
+    readiness.py   waiting until the daemons answer and register
+    dhcp_clients.py  dhclient/udhcpc files and scripts that stay inside the lab
+    general_nodes.py running them: start, lease, renew, release
     apps.py        stock programs as users run them: http.server, iperf3, ping
     pcap.py        what kinds of packets a tcpdump capture holds
     instance.py    Lab: one topology, up under one prefix

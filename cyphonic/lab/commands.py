@@ -31,7 +31,12 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     )
 
     p = sub.add_parser("up", parents=[common], help="build the topology and start the daemons")
-    p.add_argument("--timeout", type=float, default=20, help="seconds to wait for the cloud and every node to register")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=20,
+        help="seconds to wait for the cloud, nodes and adapters to register (and again for the DHCP leases)",
+    )
     p.add_argument(
         "--dataplane",
         choices=("offload", "plain"),
@@ -133,12 +138,18 @@ def _print_table(shown: dict) -> None:
                 h["fqdn"] or "-",
                 h["vip4"] or "-",
                 h["vip6"] or "-",
-                " ".join(h["addresses"]),
+                _addresses(h),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+def _addresses(h: dict) -> str:
+    if h["role"] == "general":  # a stock device: what its DHCP client got
+        return f"{h['dhcp']} {h['mac']} lease {h['lease'] or '-'}"
+    return " ".join(h["addresses"])
 
 
 def cmd_exec(args: argparse.Namespace) -> int:

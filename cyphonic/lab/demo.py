@@ -15,6 +15,7 @@ from collections.abc import Callable
 from . import apps
 from .errors import LabError
 from .instance import Lab
+from .topology import Role
 
 FILE_SIZE = 1 << 20
 
@@ -36,7 +37,11 @@ def run_demo(prefix: str) -> int:
             h = shown[name]
             print(f"{name}: {' '.join(h['addresses'])} -> {h['fqdn']} vip4 {h['vip4']} vip6 {h['vip6']}")
         print(f"trs: {' '.join(shown['trs']['addresses'])} (Tunnel Relay Service)")
-        print("cn, a1 and b1 sit behind NAPT routers; v6 has IPv6 only. Steps run in mn unless a host is named.")
+        for name, h in shown.items():
+            if h["role"] == "general":
+                print(f"{name}: {h['dhcp']} {h['mac']}, leased {h['lease']} -> {h['fqdn']}")
+        print("cn, a1 and b1 sit behind NAPT routers; v6 has IPv6 only; gn1-gn3 and gn6 are stock devices")
+        print("behind the adapters, running only a DHCP client. Steps run in mn unless a host is named.")
         return _tour(lab)
     except LabError as e:
         print(f"cyphonic lab: {e}", file=sys.stderr)
@@ -70,7 +75,7 @@ def _tour(lab: Lab) -> int:
     for line in (done.stdout + done.stderr).splitlines():
         print(f"    {line}")
     # NAPT to NAPT (relay, then a hole punch) and IPv6-only to IPv4 behind NAPT (relay)
-    for client, server in (("a1", "b1"), ("v6", "cn")):
+    for client, server in (("a1", "b1"), ("v6", "cn"), ("gn1", "cn")):
         label = f"{client}: ping -c 3 {server}.cyphonic.test"
         try:
             print(f"  {label:<44} {_ping(lab, f'{server}.cyphonic.test', client)}, path {_path(lab, client, server)}")
@@ -82,7 +87,13 @@ def _tour(lab: Lab) -> int:
 
 def _path(lab: Lab, client: str, server: str) -> str:
     time.sleep(0.5)  # a hole punch settles within a few hundred ms
-    peers = {p["fqdn"]: p for p in (lab.status(client) or {}).get("peers", [])}
+    if lab.topology.host(client).role == Role.GENERAL:  # its adapter keeps its tunnels
+        fqdn = lab.fqdn(client)
+        adapters = [lab.status(h.name) or {} for h in lab.topology.with_role(Role.ADAPTER)]
+        st: dict = next((g for a in adapters for g in a.get("general_nodes", []) if g.get("fqdn") == fqdn), {})
+    else:
+        st = lab.status(client) or {}
+    peers = {p["fqdn"]: p for p in st.get("peers", [])}
     peer = peers.get(f"{server}.cyphonic.test")
     return f"{peer['path']} via {peer['endpoint']}" if peer else "unknown"
 

@@ -1,4 +1,4 @@
-"""CA and node enrollment for a lab, through the operator's own CLI.
+"""CA, node and adapter enrollment for a lab, through the operator's own CLI.
 
 The lab uses `cyphonic ca ...` / `cyphonic enroll ...` exactly as an operator
 would, so the demo and the system tests exercise those commands too.
@@ -7,12 +7,15 @@ would, so the demo and the system tests exercise those commands too.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tomllib
 from pathlib import Path
 
 from .errors import LabError
 from .processes import cyphonic_cli, tool_env
+from .state import LabPaths
+from .topology import Role, Topology, trs_public
 
 
 def _cli(*args: str) -> None:
@@ -75,6 +78,47 @@ def enroll_node(
     return out / "node.toml"
 
 
+def enroll_adapter(
+    name: str, ca_dir: Path, out: Path, clouds: list[str], lan: str | None, general: list[tuple[str, str, bool]]
+) -> Path:
+    """Writes adapter.toml and general/<name>.{key,crt} to `out`; returns adapter.toml.
+
+    `general` lists the adapter's general nodes as (MAC, name, enrolled with IPv6).
+    """
+    args = ["enroll", "adapter", name, "--ca", str(ca_dir), "--out", str(out)]
+    for addr in clouds:
+        args += ["--cloud", addr]
+    if lan:
+        args += ["--lan", lan]
+    for mac, node, ipv6 in general:
+        args += ["--general-node", f"{mac}={node}{',ipv6' if ipv6 else ''}"]
+    _cli(*args)
+    return out / "adapter.toml"
+
+
+def enroll_lab(topology: Topology, paths: LabPaths, changes: dict[str, object]) -> None:
+    """The CA, the relays, every node and every adapter (with its general
+    nodes) of the topology; `changes` go into each node.toml and adapter.toml."""
+    ca_init(paths.ca, topology.domain)
+    relays = topology.with_role(Role.TRS)
+    if relays:
+        trs_init(paths.ca, {h.name: trs_public(topology, h.name) for h in relays})
+    for host in topology.with_role(Role.NODE):
+        config = enroll_node(host.name, paths.ca, paths.bundle(host.name), topology.cloud_addresses_for(host.name))
+        if changes:
+            derive_node_config(config, config, changes)
+    for host in topology.with_role(Role.ADAPTER):
+        general = []
+        for node, port in topology.general_nodes(host.name):
+            if port.mac is None:
+                raise LabError(f"{node.name}: a general node needs a fixed MAC on {port.ifname}")
+            general.append((port.mac, node.name, node.ipv6))
+        clouds = topology.cloud_addresses_for(host.name)
+        config = enroll_adapter(host.name, paths.ca, paths.bundle(host.name), clouds, host.lan, general)
+        if changes:
+            derive_node_config(config, config, changes)
+
+
 def revoke(ca_dir: Path, certfile: Path) -> None:
     _cli("ca", "revoke", "--ca", str(ca_dir), str(certfile))
 
@@ -99,14 +143,20 @@ def derive_node_config(src: Path, dst: Path, changes: dict[str, object]) -> Path
 
 
 def _toml(config: dict) -> str:
-    """TOML for the shapes node.toml uses: scalars, lists of scalars, one level of tables."""
-    top = [f"{k} = {_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    """TOML for the shapes node.toml and adapter.toml use: scalars and lists,
+    one level of tables; deeper tables and tables in a list are written inline."""
+    top = [f"{_key(k)} = {_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
     tables = [
-        f"\n[{k}]\n" + "".join(f"{kk} = {_value(vv)}\n" for kk, vv in v.items())
+        f"\n[{_key(k)}]\n" + "".join(f"{_key(kk)} = {_value(vv)}\n" for kk, vv in v.items())
         for k, v in config.items()
         if isinstance(v, dict)
     ]
     return "\n".join(top) + "\n" + "".join(tables)
+
+
+def _key(k: str) -> str:
+    # A MAC address as a key ("02:00:5e:10:00:01") must be quoted.
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
 
 
 def _value(v: object) -> str:
@@ -118,4 +168,6 @@ def _value(v: object) -> str:
         return json.dumps(v)  # a JSON string is a valid TOML basic string
     if isinstance(v, list):
         return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import enrollment, netns
+from . import enrollment, general_nodes, netns, readiness
 from .errors import LabError
-from .processes import log_tail, start_daemon, status, tool_env
+from .processes import start_daemon, status, tool_env
 from .state import LabPaths, check_prefix
-from .topology import BASIC, TOPOLOGIES, Role, Topology, trs_public
+from .topology import BASIC, TOPOLOGIES, Role, Topology
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,16 @@ class Program:
     control: str  # its name for `cyphonic status --daemon`
 
 
-# Which program a role runs. A role not listed here (router, nat) runs nothing.
+# Which program a role runs. A role not listed here (router, nat, host,
+# switch) runs nothing; a general node runs a stock DHCP client (general_nodes.py).
 DAEMONS: dict[Role, Program] = {
     Role.CLOUD: Program("cyphonic.cloud", "cloud"),
     Role.TRS: Program("cyphonic.trs", "trs"),
     Role.NODE: Program("cyphonic.node", "node"),
 }
+# Kept out of DAEMONS, which test_hostile_datagrams floods and checks daemon
+# by daemon: it does not send the adapters anything (yet).
+PROGRAMS: dict[Role, Program] = {**DAEMONS, Role.ADAPTER: Program("cyphonic.adapter", "adapter")}
 
 DEFAULT_PREFIX = "cyp"
 # Which data path the nodes run: TUN offloads + UDP GSO/GRO, or the plain
@@ -80,9 +84,13 @@ class Lab:
         return bool(netns.list_namespaces(self.prefix))
 
     def up(self, timeout: float = 20, programs: bool = True) -> None:
-        """Build the namespaces, enroll the nodes, start and wait for the programs.
+        """Build the namespaces, enroll the nodes and adapters, start and wait for the programs.
 
-        On failure the lab is left as it is, for inspection; `down` removes it.
+        Relays and cloud, then nodes and adapters until all are registered
+        (`timeout` s for all that), then the general nodes' DHCP clients until
+        each has its virtual address on its interface (another `timeout` s).
+        `programs=False` builds the bare network only. On failure the lab is
+        left as it is, for inspection; `down` removes it.
         """
         if self.is_up():
             raise LabError(
@@ -100,28 +108,25 @@ class Lab:
         for host in self.topology.with_role(Role.TRS) + self.topology.with_role(Role.CLOUD):
             self.start(host.name)
         self.wait_cloud(deadline)
-        for host in self.topology.with_role(Role.NODE):
-            self.start(host.name)
+        for role in (Role.NODE, Role.ADAPTER):
+            for host in self.topology.with_role(role):
+                self.start(host.name)
         self.wait_trs(deadline)
-        self.wait_registered([h.name for h in self.topology.with_role(Role.NODE)], deadline)
+        named = self.topology.with_role(Role.NODE) + self.topology.with_role(Role.ADAPTER)
+        self.wait_registered([h.name for h in named], deadline)
+        # Only now the devices: an adapter registers each one at its first DHCP message.
+        general = [h.name for h in self.topology.with_role(Role.GENERAL)]
+        for name in general:
+            self.start(name)
+        general_nodes.wait_leases(self, general, time.monotonic() + timeout)
 
     def enroll_all(self) -> None:
-        enrollment.ca_init(self.paths.ca, self.topology.domain)
-        relays = self.topology.with_role(Role.TRS)
-        if relays:
-            enrollment.trs_init(self.paths.ca, {h.name: trs_public(self.topology, h.name) for h in relays})
-        for host in self.topology.with_role(Role.NODE):
-            enrollment.enroll_node(
-                host.name, self.paths.ca, self.paths.bundle(host.name), self.topology.cloud_addresses_for(host.name)
-            )
-            changes: dict[str, object] = {}
-            if self.dataplane == "plain":
-                changes["offload"] = False
-            if not self.hole_punching:  # show the relay path on demand
-                changes["hole_punching"] = False
-            if changes:
-                config = self.paths.node_config(host.name)
-                enrollment.derive_node_config(config, config, changes)
+        changes: dict[str, object] = {}
+        if self.dataplane == "plain":
+            changes["offload"] = False
+        if not self.hole_punching:  # show the relay path on demand
+            changes["hole_punching"] = False
+        enrollment.enroll_lab(self.topology, self.paths, changes)
 
     def config(self, host: str) -> Path:
         role = self.topology.host(host).role
@@ -129,11 +134,15 @@ class Lab:
             return self.paths.cloud_config
         if role == Role.TRS:
             return self.paths.trs_config(host)
+        if role == Role.ADAPTER:
+            return self.paths.adapter_config(host)
         return self.paths.node_config(host)
 
     def start(self, host: str) -> subprocess.Popen:
         """Start the host's program (again, e.g. after `kill`), logging to <host>.log."""
-        program = DAEMONS[self.topology.host(host).role]
+        if self.topology.host(host).role == Role.GENERAL:
+            return general_nodes.start(self, host)
+        program = PROGRAMS[self.topology.host(host).role]
         proc = start_daemon(
             self.ns(host), program.module, self.config(host), self.paths.log(host), self.paths.pid(host)
         )
@@ -158,55 +167,26 @@ class Lab:
     def down(self) -> list[str]:
         return down(self.prefix)
 
-    # -- waiting -----------------------------------------------------------
+    # -- waiting (readiness.py) -----------------------------------------
 
-    def _check_alive(self, host: str) -> None:
-        proc = self.procs.get(host)
-        if proc is not None and proc.poll() is not None:
-            raise LabError(
-                f"{host}: {DAEMONS[self.topology.host(host).role].module} exited "
-                f"with status {proc.returncode} (log: {self.paths.log(host)})",
-                log_tail(self.paths.log(host)),
-            )
+    def check_alive(self, host: str) -> None:
+        """LabError with its log tail if the host's program, started by this Lab, has exited."""
+        readiness.check_alive(self, host)
 
     def wait_cloud(self, deadline: float) -> None:
-        self._wait_role(Role.CLOUD, deadline)
+        readiness.wait_role(self, Role.CLOUD, deadline)
 
     def wait_trs(self, deadline: float) -> None:
-        self._wait_role(Role.TRS, deadline)
-
-    def _wait_role(self, role: Role, deadline: float) -> None:
-        """Wait until every host of `role` answers `cyphonic status` as that role."""
-        for host in self.topology.with_role(role):
-            while True:
-                self._check_alive(host.name)
-                st = self.status(host.name)
-                if st is not None and st.get("role") == str(role):
-                    break
-                if time.monotonic() > deadline:
-                    raise LabError(
-                        f"{host.name}: {role} does not answer `cyphonic status` (log: {self.paths.log(host.name)})",
-                        log_tail(self.paths.log(host.name)),
-                    )
-                time.sleep(0.2)
+        readiness.wait_role(self, Role.TRS, deadline)
 
     def wait_registered(self, hosts: list[str], deadline: float) -> None:
-        waiting = list(hosts)
-        while waiting:
-            for host in list(waiting):
-                self._check_alive(host)
-                st = self.status(host)
-                if st is not None and st.get("registered"):
-                    waiting.remove(host)
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                host = waiting[0]
-                raise LabError(
-                    f"{host}: node not registered with the cloud in time (log: {self.paths.log(host)})",
-                    log_tail(self.paths.log(host)),
-                )
-            time.sleep(0.2)
+        """Until each node says it is registered, and each adapter answers
+        `cyphonic status` and the cloud lists its FQDN as registered."""
+        readiness.wait_registered(self, hosts, deadline)
+
+    def registered_fqdns(self) -> set[str]:
+        """The FQDNs the cloud's NMS holds a live registration for."""
+        return readiness.registered_fqdns(self)
 
     # -- using it ----------------------------------------------------------
 
@@ -227,14 +207,33 @@ class Lab:
         return subprocess.Popen(self.argv(host, cmd), **kw)
 
     def status(self, host: str) -> dict | None:
-        program = DAEMONS.get(self.topology.host(host).role)
+        program = PROGRAMS.get(self.topology.host(host).role)
         return status(self.ns(host), program.control if program else None)
+
+    # -- general nodes -------------------------------------------------------
+
+    def lease(self, host: str) -> str | None:
+        """The address a general node's DHCP client put on its interface (IPv6 for dhclient -6)."""
+        return general_nodes.lease(self, host)
+
+    def dhcp_renew(self, host: str, timeout: float = 20) -> str | None:
+        """Renew a general node's lease (or get one after a release); its address afterwards."""
+        return general_nodes.renew(self, host, timeout)
+
+    def dhcp_release(self, host: str, timeout: float = 20) -> None:
+        """Release a general node's lease; its address is gone afterwards."""
+        general_nodes.release(self, host, timeout)
 
     def show(self) -> dict:
         hosts = {}
+        adapters = {h.name: self.status(h.name) for h in self.topology.with_role(Role.ADAPTER)}
+        served = {  # MAC -> the adapter's entry for that general node
+            g["mac"].lower(): g for st in adapters.values() for g in (st or {}).get("general_nodes", []) if "mac" in g
+        }
         for host in self.topology.hosts:
-            st = self.status(host.name) if host.role == Role.NODE else None
-            hosts[host.name] = {
+            st = self.status(host.name) if host.role == Role.NODE else adapters.get(host.name)
+            ports = self.topology.ports(host.name)
+            entry = {
                 "netns": self.ns(host.name),
                 "role": str(host.role),
                 "fqdn": self.fqdn(host.name),
@@ -242,6 +241,13 @@ class Lab:
                 "vip6": (st or {}).get("vip6"),
                 "addresses": self.topology.addresses(host.name),
             }
+            if host.role == Role.GENERAL:
+                # What its adapter reports, and what its DHCP client configured.
+                mac = ports[0].mac if ports else None
+                seen = served.get((mac or "").lower(), {})
+                entry.update(vip4=seen.get("vip4"), vip6=seen.get("vip6"), mac=mac, dhcp=host.dhcp)
+                entry.update(registered=seen.get("registered"), lease=self.lease(host.name))
+            hosts[host.name] = entry
         return {"domain": self.topology.domain, "prefix": self.prefix, "hosts": hosts}
 
 

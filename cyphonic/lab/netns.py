@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from .errors import LabError
-from .topology import Host, Link, Topology
+from .topology import Host, Link, Role, Topology
 
 NETNS_ETC = Path("/etc/netns")
+BRIDGE = "br0"  # the one bridge in a SWITCH namespace; every port of the host joins it
 
 
 def ns_name(prefix: str, host: str) -> str:
@@ -53,7 +54,7 @@ def build(topology: Topology, prefix: str) -> None:
     for host in topology.hosts:
         _add_host(ns_name(prefix, host.name), host)
     for link in topology.links:
-        _add_link(prefix, link)
+        _add_link(prefix, link, topology)
     for host in topology.hosts:
         _add_routes(ns_name(prefix, host.name), host)
         if host.nat:
@@ -67,9 +68,14 @@ def _add_host(ns: str, host: Host) -> None:
         # nothing in a lab can clash, so addresses are usable at once.
         "net.ipv6.conf.all.accept_dad=0",
         "net.ipv6.conf.default.accept_dad=0",
-        # No one sends router advertisements here; do not wait for them.
-        "net.ipv6.conf.default.accept_ra=0",
     ]
+    if host.role != Role.GENERAL:
+        # No one sends router advertisements here; do not wait for them. A
+        # general node is a stock device: it takes its adapter's (M=1, O=1).
+        sysctls.append("net.ipv6.conf.default.accept_ra=0")
+    if host.role == Role.SWITCH:
+        # A plain L2 box: no link-local address, no MLD or RS of its own.
+        sysctls += ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]
     if host.forwarding:
         sysctls += ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
     sh(*in_ns(ns, ["sysctl", "-q", "-w", *sysctls]))
@@ -80,13 +86,28 @@ def _add_host(ns: str, host: Host) -> None:
     etc = NETNS_ETC / ns
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    if host.role == Role.SWITCH:
+        # No STP, no forwarding delay, no multicast snooping: every frame
+        # (DHCPv6 and RA multicast included) reaches every port at once.
+        bridge = ["type", "bridge", "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0"]
+        sh("ip", "-n", ns, "link", "add", BRIDGE, *bridge)
+        sh("ip", "-n", ns, "link", "set", BRIDGE, "up")
 
 
-def _add_link(prefix: str, link: Link) -> None:
+def _add_link(prefix: str, link: Link, topology: Topology) -> None:
     a_ns, b_ns = ns_name(prefix, link.a.host), ns_name(prefix, link.b.host)
     # Both ends are created directly in their namespaces: nothing ever
     # appears in the machine's own namespace, so names cannot clash there.
     sh("ip", "link", "add", link.a.ifname, "netns", a_ns, "type", "veth", "peer", "name", link.b.ifname, "netns", b_ns)
+    # While still down: a fixed MAC, IPv6 off (no link-local address is ever
+    # made), a switch's side into its bridge. Offloads stay at veth's defaults.
+    for ns, port in ((a_ns, link.a), (b_ns, link.b)):
+        if port.mac:
+            sh("ip", "-n", ns, "link", "set", port.ifname, "address", port.mac)
+        if not port.ipv6:
+            sh(*in_ns(ns, ["sysctl", "-q", "-w", f"net.ipv6.conf.{port.ifname}.disable_ipv6=1"]))
+        if topology.host(port.host).role == Role.SWITCH:
+            sh("ip", "-n", ns, "link", "set", port.ifname, "master", BRIDGE)
     # Up first, addresses second: an IPv6 address added to a device that is
     # down joins its solicited-node group only later, asynchronously, and the
     # first neighbour solicitation for it went unanswered (1 s stall).

@@ -37,16 +37,21 @@ def tool_env() -> dict[str, str]:
 
 
 def start_daemon(ns: str, module: str, config: Path, log: Path, pidfile: Path | None = None) -> subprocess.Popen:
-    """Run `python -m <module> --config <config>` detached inside `ns`.
+    """Run `python -m <module> --config <config>` detached inside `ns`."""
+    return start_program(ns, [sys.executable, "-m", module, "--config", str(config)], log, pidfile)
 
-    `ip netns exec` execs the program, so the pid we get is the daemon's.
+
+def start_program(ns: str, argv: list[str], log: Path, pidfile: Path | None = None) -> subprocess.Popen:
+    """Run `argv` detached inside `ns`, appending its output to `log`.
+
+    `ip netns exec` execs the program, so the pid we get is the program's.
     A new session keeps it out of the caller's terminal and process group:
     Ctrl-C on `lab up` or a test run does not take the daemons down with it.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            in_ns(ns, [sys.executable, "-m", module, "--config", str(config)]),
+            in_ns(ns, argv),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -61,7 +66,7 @@ def start_daemon(ns: str, module: str, config: Path, log: Path, pidfile: Path | 
 def status(ns: str, daemon: str | None = None, timeout: float = 5) -> dict | None:
     """`cyphonic status --json` inside `ns`; None while the daemon does not answer.
 
-    `daemon` ("node", "cloud") picks one when a namespace runs several.
+    `daemon` ("node", "cloud", "adapter") picks one when a namespace runs several.
     """
     which = ["--daemon", daemon] if daemon else []
     try:

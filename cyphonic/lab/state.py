@@ -1,8 +1,8 @@
 """Where a lab keeps its files: /run/cyphonic-lab/<prefix>/.
 
 /run is a tmpfs, so a reboot clears a lab the same way it clears its
-namespaces. Everything a lab writes (CA, node bundles, logs, pids) lives here
-and `down` removes the whole directory.
+namespaces. Everything a lab writes (CA, node and adapter bundles, the DHCP
+clients' leases, logs, pids) lives here and `down` removes the whole directory.
 """
 
 from __future__ import annotations
@@ -57,6 +57,17 @@ class LabPaths:
 
     def node_config(self, host: str) -> Path:
         return self.bundle(host) / "node.toml"
+
+    def adapter_config(self, host: str) -> Path:
+        """`cyphonic enroll adapter` writes it beside general/<name>.{key,crt}."""
+        return self.bundle(host) / "adapter.toml"
+
+    def dhcp(self, host: str) -> Path:
+        """A general node's DHCP client files: its lease, pid, config and script.
+
+        Never /var/lib/dhcp, /run or /etc/resolv.conf: those are the machine's.
+        """
+        return self.root / host
 
     def log(self, host: str) -> Path:
         return self.root / f"{host}.log"

@@ -22,6 +22,13 @@ class Role(StrEnum):
     TRS = "trs"  # python -m cyphonic.trs (Tunnel Relay Service)
     NODE = "node"  # python -m cyphonic.node
     HOST = "host"  # a plain host on the internet: runs no CYPHONIC program
+    ADAPTER = "adapter"  # python -m cyphonic.adapter: serves general nodes on its LAN port
+    SWITCH = "switch"  # a Linux bridge over all its ports: plain L2, runs nothing
+    GENERAL = "general"  # a stock device behind an adapter: runs only a stock DHCP client
+
+
+# The stock DHCP clients a general node can run (Debian's isc-dhcp-client, busybox).
+DHCP_CLIENTS = ("dhclient", "udhcpc", "dhclient6")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class Port:
     host: str
     ifname: str  # <= 15 characters (IFNAMSIZ); unique within its host only
     addresses: tuple[str, ...] = ()
+    mac: str | None = None  # fixed MAC (general nodes are enrolled by MAC); None = random
+    ipv6: bool = True  # False: net.ipv6.conf.<ifname>.disable_ipv6=1, set before it comes up
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,9 @@ class Host:
     gateway6: str | None = None
     forwarding: bool = False
     nat: Nat | None = None
+    lan: str | None = None  # ADAPTER: its LAN port (no addresses; the daemon opens it raw)
+    dhcp: str | None = None  # GENERAL: which stock client it runs, one of DHCP_CLIENTS
+    ipv6: bool = False  # GENERAL: enrolled with IPv6 (its adapter serves it DHCPv6)
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,11 @@ class Topology:
                     raise ValueError(f"link to unknown host {port.host!r}")
                 if len(port.ifname) > 15:
                     raise ValueError(f"interface name too long: {port.ifname!r}")
+        for h in self.hosts:
+            if h.role == Role.GENERAL and h.dhcp not in DHCP_CLIENTS:
+                raise ValueError(f"{h.name}: dhcp client must be one of {', '.join(DHCP_CLIENTS)}")
+            if h.role == Role.ADAPTER and h.lan not in [p.ifname for p in self.ports(h.name)]:
+                raise ValueError(f"{h.name}: adapter without a LAN port {h.lan!r}")
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -98,8 +115,37 @@ class Topology:
         return [cidr.split("/")[0] for p in self.ports(host) for cidr in p.addresses]
 
     def fqdn(self, host: str) -> str | None:
-        # Only hosts that enroll get a name in the CYPHONIC domain.
-        return f"{host}.{self.domain}" if self.host(host).role == Role.NODE else None
+        # Only hosts that enroll get a name in the CYPHONIC domain; a general
+        # node is enrolled by its adapter.
+        return f"{host}.{self.domain}" if self.host(host).role in NAMED else None
+
+    def peer(self, host: str, ifname: str) -> Port | None:
+        """The other end of the link on `host`'s `ifname`."""
+        for link in self.links:
+            for mine, other in ((link.a, link.b), (link.b, link.a)):
+                if mine.host == host and mine.ifname == ifname:
+                    return other
+        return None
+
+    def general_nodes(self, adapter: str) -> list[tuple[Host, Port]]:
+        """The general nodes on the adapter's LAN and the port each has there,
+        found through any switches in between, in topology order."""
+        lan = self.host(adapter).lan
+        first = self.peer(adapter, lan) if lan else None
+        todo: list[Port] = [first] if first else []
+        seen: set[str] = set()
+        found: dict[str, tuple[Host, Port]] = {}
+        while todo:
+            port = todo.pop()
+            if port.host in seen:
+                continue
+            seen.add(port.host)
+            host = self.host(port.host)
+            if host.role == Role.GENERAL:
+                found[host.name] = (host, port)
+            elif host.role == Role.SWITCH:
+                todo += [p for p in (self.peer(host.name, q.ifname) for q in self.ports(host.name)) if p]
+        return [found[h.name] for h in self.hosts if h.name in found]
 
     def cloud_addresses_for(self, host: str) -> list[str]:
         """The cloud addresses a node can reach: those of the families it routes.
@@ -115,6 +161,9 @@ class Topology:
         if not clouds:
             return []
         return [a for a in self.addresses(clouds[0].name) if ipaddress.ip_address(a).version in families]
+
+
+NAMED = (Role.NODE, Role.ADAPTER, Role.GENERAL)
 
 
 def _link(a: str, a_if: str, a_addrs: tuple[str, ...], b: str, b_if: str, b_addrs: tuple[str, ...]) -> Link:
@@ -147,6 +196,18 @@ BASIC = Topology(
         # A foreign host on the internet, dual-stack, with no certificate and
         # no CYPHONIC program: the system tests send hostile datagrams from it.
         Host("attacker", Role.HOST, gateway4="198.18.99.1", gateway6="2001:db8:99::1"),
+        # An adapter behind an IPv4-only NAPT, with three stock devices on a
+        # switch behind it; a second one with a device straight on its LAN
+        # port. The devices run a DHCP client and nothing else of ours.
+        Host("nat-ad", Role.NAT, gateway4="198.18.3.1", forwarding=True, nat=Nat(wan="wan", lan="lan")),
+        Host("adapter", Role.ADAPTER, gateway4="192.168.50.1", lan="lan0"),
+        Host("sw1", Role.SWITCH),
+        Host("gn1", Role.GENERAL, dhcp="dhclient"),
+        Host("gn2", Role.GENERAL, dhcp="udhcpc"),
+        Host("gn6", Role.GENERAL, dhcp="dhclient6", ipv6=True),
+        Host("nat-ad2", Role.NAT, gateway4="198.18.4.1", forwarding=True, nat=Nat(wan="wan", lan="lan")),
+        Host("adapter2", Role.ADAPTER, gateway4="192.168.60.1", lan="lan0"),
+        Host("gn3", Role.GENERAL, dhcp="dhclient"),
     ),
     links=(
         _link(
@@ -197,6 +258,16 @@ BASIC = Topology(
             "eth0",
             ("198.18.99.66/24", "2001:db8:99::66/64"),
         ),
+        _link("inet", "nat-ad", ("198.18.3.1/24",), "nat-ad", "wan", ("198.18.3.10/24",)),
+        _link("nat-ad", "lan", ("192.168.50.1/24",), "adapter", "eth0", ("192.168.50.10/24",)),
+        # The adapter's LAN port: no address of either family in the kernel.
+        Link(Port("adapter", "lan0", ipv6=False), Port("sw1", "adapter")),
+        Link(Port("sw1", "gn1"), Port("gn1", "eth0", mac="02:00:5e:10:00:01")),
+        Link(Port("sw1", "gn2"), Port("gn2", "eth0", mac="02:00:5e:10:00:02")),
+        Link(Port("sw1", "gn6"), Port("gn6", "eth0", mac="02:00:5e:10:00:06")),
+        _link("inet", "nat-ad2", ("198.18.4.1/24",), "nat-ad2", "wan", ("198.18.4.10/24",)),
+        _link("nat-ad2", "lan", ("192.168.60.1/24",), "adapter2", "eth0", ("192.168.60.10/24",)),
+        Link(Port("adapter2", "lan0", ipv6=False), Port("gn3", "eth0", mac="02:00:5e:10:00:03")),
     ),
 )
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -32,6 +34,9 @@ class ResolverModule:
     ) -> None:
         self.domain = domain.lower().rstrip(".")
         self.route_timeout = route_timeout
+        # names answered here without route selection (the adapter: the
+        # general nodes on its own LAN, switched locally)
+        self.neighbours: Callable[[str], Any] | None = None
         self.signaling = signaling
         self.listen = listen
         self.upstream = upstream
@@ -90,8 +95,11 @@ class ResolverModule:
         if question.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA):
             return response  # the name may exist; it has no such record
         try:
+            neighbour = self.neighbours(fqdn) if self.neighbours is not None else None
             if fqdn == self.signaling.grant.fqdn:
                 peer = self.signaling.me
+            elif neighbour is not None:
+                peer = neighbour
             else:
                 with trio.fail_after(self.route_timeout):
                     peer = await self.signaling.route_to(fqdn)
@@ -103,6 +111,8 @@ class ResolverModule:
             response.set_rcode(dns.rcode.SERVFAIL)
             return response
         address = peer.vip4 if question.rdtype == dns.rdatatype.A else peer.vip6
+        if address.is_unspecified:  # a general node enrolled without IPv6: no AAAA
+            return response
         rdtype = "A" if question.rdtype == dns.rdatatype.A else "AAAA"
         response.answer.append(dns.rrset.from_text(question.name, self.ttl, "IN", rdtype, str(address)))
         return response

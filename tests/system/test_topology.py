@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
-from cyphonic.lab import Lab, down
+from cyphonic.lab import Lab, Role, down
 from cyphonic.lab.apps import wait_listening
 from cyphonic.lab.netns import NETNS_ETC, list_namespaces, ns_name
 from cyphonic.lab.state import LabPaths
@@ -67,6 +68,49 @@ def test_lookups_in_a_node_go_to_its_own_resolver(network: Lab) -> None:
     # `ip netns exec` binds /etc/netns/<ns>/resolv.conf over /etc/resolv.conf.
     out = network.run("mn", ["cat", "/etc/resolv.conf"]).stdout
     assert out.split() == ["nameserver", "127.0.0.1"]
+
+
+GENERAL = {"gn1": "02:00:5e:10:00:01", "gn2": "02:00:5e:10:00:02", "gn6": "02:00:5e:10:00:06",
+           "gn3": "02:00:5e:10:00:03"}
+
+
+def test_adapter_sites_have_the_expected_hosts(network: Lab) -> None:
+    topo = network.topology
+    assert [h.name for h in topo.with_role(Role.ADAPTER)] == ["adapter", "adapter2"]
+    assert [h.name for h in topo.with_role(Role.SWITCH)] == ["sw1"]
+    assert {h.name: h.dhcp for h in topo.with_role(Role.GENERAL)} == {
+        "gn1": "dhclient", "gn2": "udhcpc", "gn6": "dhclient6", "gn3": "dhclient"}
+    assert [(h.name, p.mac) for h, p in topo.general_nodes("adapter")] == [
+        ("gn1", GENERAL["gn1"]), ("gn2", GENERAL["gn2"]), ("gn6", GENERAL["gn6"])]
+    assert [h.name for h, _ in topo.general_nodes("adapter2")] == ["gn3"]
+    assert network.fqdn("gn6") == "gn6.cyphonic.test" and network.fqdn("sw1") is None
+
+
+def test_adapter_lan_port_has_no_address_of_either_family(network: Lab) -> None:
+    for adapter in ("adapter", "adapter2"):
+        link = json.loads(network.run(adapter, ["ip", "-j", "addr", "show", "dev", "lan0"]).stdout)
+        assert link[0]["operstate"] == "UP" and link[0]["addr_info"] == []
+        sysctl = network.run(adapter, ["sysctl", "-n", "net.ipv6.conf.lan0.disable_ipv6"]).stdout
+        assert sysctl.strip() == "1"
+    # The adapter itself reaches the internet through its NAPT router.
+    assert network.run("adapter", ["ping", "-c", "1", "-W", "2", "203.0.113.10"]).returncode == 0
+
+
+@pytest.mark.parametrize("host", sorted(GENERAL))
+def test_general_node_has_its_mac_and_nothing_configured(network: Lab, host: str) -> None:
+    link = json.loads(network.run(host, ["ip", "-j", "addr", "show", "dev", "eth0"]).stdout)[0]
+    assert link["address"] == GENERAL[host]
+    assert [a["scope"] for a in link["addr_info"]] == ["link"]  # an IPv6 link-local, nothing else
+    assert network.run(host, ["ip", "route", "show", "default"]).stdout == ""
+    assert network.lease(host) is None
+
+
+def test_switch_is_one_l2_segment_and_the_lans_are_apart(network: Lab) -> None:
+    # gn1 -> gn2 over sw1's bridge by link-local address; gn3 is on another LAN.
+    assert network.run("gn1", ["ping", "-c", "1", "-W", "2", "fe80::5eff:fe10:2%eth0"]).returncode == 0
+    assert network.run("gn3", ["ping", "-c", "1", "-W", "1", "fe80::5eff:fe10:1%eth0"]).returncode != 0
+    bridged = json.loads(network.run("sw1", ["ip", "-j", "link", "show", "master", "br0"]).stdout)
+    assert sorted(port["ifname"] for port in bridged) == ["adapter", "gn1", "gn2", "gn6"]
 
 
 def test_down_removes_everything_even_after_a_crash(spare_prefix: str) -> None:
