@@ -253,6 +253,8 @@ def format_status(s: dict) -> str:
         if not s["peers"]:
             lines.append("(no peers)")
         return "\n".join(lines)
+    if s.get("role") == "adapter":
+        return format_adapter(s)
     if s.get("role") == "cloud":
         lines = [f"cloud for {s['domain']}, up {s['uptime']}s", "registered nodes:"]
         for n in s["nodes"]:
@@ -268,6 +270,26 @@ def format_status(s: dict) -> str:
             lines.append(f"  {r['session']}  idle {r['idle']}s  {ends}")
         return "\n".join(lines)
     return json.dumps(s, indent=2)
+
+
+def format_adapter(s: dict) -> str:
+    lines = [
+        f"adapter {s['fqdn']}  vip4 {s['vip4']}  vip6 {s['vip6']}  LAN {s['lan']} ({s['mac']})",
+        f"registered: {'yes' if s['registered'] else 'no'}  data path: {s['dataplane']['path']}",
+        f"{'general node':<24} {'mac':<18} {'vip4':<14} {'lease':>7} {'tx bytes':>12} {'rx bytes':>12}  peers",
+    ]
+    for gn in s["general_nodes"]:
+        lease = f"{gn['lease_expires']:.0f}s" if gn["lease_expires"] is not None else "-"
+        peers = ", ".join(f"{p['fqdn']} ({p['path']})" for p in gn["peers"]) or "-"
+        lines.append(
+            f"{gn['fqdn']:<24} {gn['mac']:<18} {gn['vip4'] or '-':<14} {lease:>7} {gn['tx_bytes']:>12}"
+            f" {gn['rx_bytes']:>12}  {peers}"
+        )
+        if gn["ipv6"]:
+            lines.append(f"{'':<24} {'':<18} {gn['vip6']}")
+    if not s["general_nodes"]:
+        lines.append("(no general nodes)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,12 @@ class AddressConfiguration:
             if lease.expires > now and self.gns.known(mac):
                 log.info("lease of %s (%s) kept across the restart", mac_text(mac), lease.address)
                 self.gns.configure(mac)
+        # DHCPv6 bindings are not kept on disk; the address is the AS's for
+        # good, so an IPv6 general node is logged in at once, without waiting
+        # for its client to renew
+        for mac, gn in list(self.gns.by_mac.items()):
+            if gn.ipv6:
+                self.gns.configure(mac)
 
     # -- replies and events -----------------------------------------------------
 

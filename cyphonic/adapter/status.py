@@ -53,7 +53,8 @@ def status_document(daemon, now: float) -> dict[str, Any]:
                 "state": gn.state,
                 "registered": bool(gn.signaling.registered),
                 "vip4": str(gn.vip4) if gn.vip4 else None,
-                "vip6": str(gn.vip6) if gn.vip6 else None,
+                # without IPv6 the AS grants "::" (no address), not one to show
+                "vip6": str(gn.vip6) if gn.ipv6 and gn.vip6 else None,
                 "lease_expires": round(gn.lease4 - now, 1) if gn.lease4 else None,
                 "lease6_expires": round(gn.lease6 - now, 1) if gn.lease6 else None,
                 "tx_bytes": sum(t.rx_bytes for t in tunnels),  # what the general node received...
