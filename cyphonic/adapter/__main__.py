@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import trio
+from pyroute2.netlink.exceptions import NetlinkError
 
 from cyphonic import config, logs
 from cyphonic.adapter.daemon import AdapterDaemon
@@ -24,7 +25,7 @@ def main() -> None:
     logs.setup(cfg["log_level"])
     try:
         daemon = AdapterDaemon(cfg)
-    except (OSError, ValueError, KeyError, ParseError, AuthenticationError) as exc:
+    except (OSError, ValueError, KeyError, ParseError, AuthenticationError, NetlinkError) as exc:
         print(f"cyphonic.adapter: cannot start: {exc}", file=sys.stderr)
         sys.exit(2)
     fatal = None

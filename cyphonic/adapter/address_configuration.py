@@ -175,6 +175,8 @@ class AddressConfiguration:
                 log.error(
                     "%s declined %s: another device on the LAN uses that address", mac_text(event.mac), event.address
                 )
+                if gn is not None:
+                    self._unbind(gn, version)
             if version == 4:
                 self._save()
 
@@ -208,6 +210,8 @@ class AddressConfiguration:
             now = time.time()
             self.dhcp.expire(now)
             self._events(self.dhcp, now)
+            self.dhcp6.expire(now)
+            self._events(self.dhcp6, now)
             for gn in self.gns.by_mac.values():
                 if gn.lease6 is not None and gn.lease6 < now:
                     self._unbind(gn, 6)

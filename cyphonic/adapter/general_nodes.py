@@ -44,7 +44,7 @@ log = logging.getLogger("cyphonic.general")
 
 Address = tuple[str, int]
 REROUTE_EVERY = 2.0  # seconds between route selections a general node's packets may trigger
-MAX_PEERS = 64  # remembered per general node
+MAX_PEERS = 64  # peer addresses remembered per general node (two per peer)
 
 
 def mac_text(mac: bytes) -> str:

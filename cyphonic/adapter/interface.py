@@ -192,7 +192,10 @@ class InterfaceHandling:
             return
         end = ip + total
         dst = bytes(buf[ip + 24 : ip + 40])
-        if dst[0] == 0xFF or dst == self.vip6_bytes or dst == self.link_local_bytes:
+        # neighbour discovery is answered here even when unicast to a peer's
+        # address (a device re-checking a neighbour entry: RFC 4861 7.3.3)
+        ndp = buf[ip + 6] == ICMPV6 and end - ip > 40 and buf[ip + 40] in (133, 135)
+        if ndp or dst[0] == 0xFF or dst == self.vip6_bytes or dst == self.link_local_bytes:
             self.ipv6_control(buf, view, e, end, hdr, dst, now)
             return
         gn = self._sender(buf, e, ip + 8, 6)
@@ -213,6 +216,9 @@ class InterfaceHandling:
         if nh == ICMPV6 and end - ip > 40:
             kind = buf[ip + 40]
             if kind == 135:
+                if bytes(buf[e + 6 : e + 12]) not in self.gns.by_mac:
+                    self.drops("neighbour solicitation from a stranger")
+                    return
                 reply = self.ndp.answer(frame, self._answers_ndp)
                 if reply is not None:
                     self.packet.send_frame(reply)

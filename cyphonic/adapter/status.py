@@ -65,7 +65,12 @@ def status_document(daemon, now: float) -> dict[str, Any]:
     drops: dict[str, int] = {}
     parts = [packet.drops, daemon.signaling.drops, daemon.general_nodes.drops, daemon.demux.drops]
     if daemon.interface is not None:
-        parts += [daemon.interface.drops, daemon.addresses.drops, daemon.addresses.dhcp.drops]
+        parts += [
+            daemon.interface.drops,
+            daemon.addresses.drops,
+            daemon.addresses.dhcp.drops,
+            daemon.addresses.dhcp6.drops,
+        ]
     for gn in daemon.general_nodes.by_mac.values():
         parts += [gn.signaling.drops, gn.resolver.drops]
     for d in parts:

@@ -136,7 +136,10 @@ def isolate(ifname: str) -> None:
     except OSError as exc:
         log.warning("cannot disable IPv6 on %s: %s", ifname, exc)
     with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=ifname)[0]
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise OSError(f"no interface named {ifname!r}")
+        index = found[0]
         for msg in ipr.get_addr(index=index, family=socket.AF_INET):
             ipr.addr("del", index=index, address=msg.get_attr("IFA_ADDRESS"), prefixlen=msg["prefixlen"])
             log.warning("removed %s from %s: the LAN port carries no address", msg.get_attr("IFA_ADDRESS"), ifname)

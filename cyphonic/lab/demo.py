@@ -75,14 +75,22 @@ def _tour(lab: Lab) -> int:
     for line in (done.stdout + done.stderr).splitlines():
         print(f"    {line}")
     # NAPT to NAPT (relay, then a hole punch) and IPv6-only to IPv4 behind NAPT (relay)
-    for client, server in (("a1", "b1"), ("v6", "cn"), ("gn1", "cn")):
+    # stock devices behind the adapter (DHCP, DNS and ARP answered by it):
+    # to cn, to gn3 behind a second adapter (both behind NAPT), to each
+    # other; cn reaching gn1; the IPv6 device gn6 reaching mn
+    pairs = (("a1", "b1"), ("v6", "cn"), ("gn1", "cn"), ("gn1", "gn3"), ("gn2", "gn1"), ("cn", "gn1"), ("gn6", "mn"))
+    for client, server in pairs:
         label = f"{client}: ping -c 3 {server}.cyphonic.test"
         try:
             print(f"  {label:<44} {_ping(lab, f'{server}.cyphonic.test', client)}, path {_path(lab, client, server)}")
         except LabError as e:
             failed += 1
             print(f"  {label:<44} FAILED: {e}")
-    return 1 if failed or done.returncode else 0
+    print("  cyphonic status (on the adapter):")
+    shown = lab.run("adapter", ["cyphonic", "status"], timeout=10)
+    for line in (shown.stdout + shown.stderr).splitlines():
+        print(f"    {line}")
+    return 1 if failed or done.returncode or shown.returncode else 0
 
 
 def _path(lab: Lab, client: str, server: str) -> str:

@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 PROTOCOLS = HERE.parent
 sys.path.insert(0, str(PROTOCOLS.parent))
 
-from cyphonic.wire import certificate, common, relay, signaling, tunnel  # noqa: E402
+from cyphonic.wire import certificate, common, lan, relay, signaling, tunnel  # noqa: E402
 
 # 2026-01-01T00:00:00Z: "now" for every vector.
 NOW = 1767225600
@@ -124,7 +124,8 @@ def layout(schema: Construct, fields: dict) -> list[tuple[str, bytes]]:
             for bsub in sub.subcon.subcon.subcons:
                 out.append((f"{sub.name}.{bsub.name}", bsub.build(value["value"][bsub.name])))
             continue
-        out.append((sub.name, sub.build(value)))
+        # the other fields as context, for a Switch on an earlier field (an option's `code`)
+        out.append((sub.name, sub.build(value, **fields)))
     return out
 
 
@@ -834,8 +835,157 @@ def relay_vectors() -> Protocol:
     return p
 
 
+# --- adapter: the LAN side (protocols/adapter.md) ------------------------------------
+#
+# No cryptography: these are the standard frames and options the adapter
+# reads and writes on its LAN port. The test suite parses every vector with
+# its schema and fuzzes it by truncation, so a vector's schema must reject
+# every cut of it; a whole DHCP message or an ND message with options does
+# not (a cut at an option boundary is a shorter valid message), so those are
+# quoted option by option.
+
+GN_MAC = bytes.fromhex("02c0ffee0005")  # a general node (a known MAC)
+AD_MAC = bytes.fromhex("02c0ffee0001")  # the adapter's LAN port
+GN_VIP4, AD_VIP4 = ip("10.96.0.5"), ip("10.96.0.1")  # its address, A4
+AD_LINK_LOCAL = ip("fe80::c0:ffff:feee:1")  # modified EUI-64 of AD_MAC
+GN_LINK_LOCAL = ip("fe80::c0:ffff:feee:5")
+AD_VIP6 = ip("fd7c:1f00::1")  # A6
+LEASE_TIME = 3600
+MTU = 1400
+
+
+def arp(operation: int, sender_mac: bytes, sender_ip: bytes, target_mac: bytes, target_ip: bytes) -> dict:
+    return {
+        "hardware_type": lan.ARPHRD_ETHER,
+        "protocol_type": lan.ETH_P_IP,
+        "hardware_length": 6,
+        "protocol_length": 4,
+        "operation": operation,
+        "sender_mac": sender_mac,
+        "sender_ip": sender_ip,
+        "target_mac": target_mac,
+        "target_ip": target_ip,
+    }
+
+
+def duid_ll(mac: bytes) -> bytes:
+    """RFC 8415 §11.4: DUID type 3 (DUID-LL), hardware type 1, the MAC."""
+    return struct.pack("!HH", 3, 1) + mac
+
+
+def adapter() -> Protocol:
+    p = Protocol("adapter", "Adapter: the LAN side")
+    p.inputs = {
+        "general_node_mac": GN_MAC,
+        "adapter_mac": AD_MAC,
+        "general_node_vip4": GN_VIP4,
+        "adapter_vip4": AD_VIP4,
+        "adapter_vip6": AD_VIP6,
+        "adapter_link_local": AD_LINK_LOCAL,
+        "general_node_link_local": GN_LINK_LOCAL,
+        "ipv4_overlay_prefix": "10.96.0.0/16",
+        "ipv6_overlay_prefix": "fd7c:1f00::/64",
+        "lease_time": LEASE_TIME,
+        "mtu": MTU,
+    }
+
+    # ARP: a general node asks for A4 (a 42-byte frame padded to ETH_ZLEN),
+    # the adapter answers unicast with its MAC, the fields swapped (RFC 826).
+    request = arp(lan.ARP_REQUEST, GN_MAC, GN_VIP4, bytes(6), AD_VIP4)
+    p.message(
+        "ARP request (general node, for A4)",
+        "lan.ArpFrame",
+        {
+            "ethernet": {"dst": lan.BROADCAST, "src": GN_MAC, "ethertype": lan.ETH_P_ARP},
+            "arp": request,
+            "padding": bytes(lan.ETH_ZLEN - lan.ETH_HLEN - lan.ARP_LEN),
+        },
+    )
+    p.message(
+        "ARP reply (adapter)",
+        "lan.ArpFrame",
+        {
+            "ethernet": {"dst": GN_MAC, "src": AD_MAC, "ethertype": lan.ETH_P_ARP},
+            "arp": arp(lan.ARP_REPLY, AD_MAC, AD_VIP4, GN_MAC, GN_VIP4),
+            "padding": b"",
+        },
+    )
+    p.message(
+        "ARP reply to a probe (sender IP 0.0.0.0)",
+        "lan.Arp",
+        arp(lan.ARP_REPLY, AD_MAC, ip("10.96.0.9"), GN_MAC, ip("0.0.0.0")),
+    )
+
+    # DHCPv4 (RFC 2132): the options of a DHCPDISCOVER and of the DHCPOFFER.
+    p.message("DHCPDISCOVER option 53 (Message Type)", "dhcp.Option", {"code": 53, "data": bytes([1])})
+    p.message("DHCPOFFER option 53 (Message Type)", "dhcp.Option", {"code": 53, "data": bytes([2])})
+    p.message("DHCPOFFER option 54 (Server Identifier = A4)", "dhcp.Option", {"code": 54, "data": AD_VIP4})
+    p.message(
+        "DHCPOFFER option 51 (Lease Time)", "dhcp.Option", {"code": 51, "data": LEASE_TIME.to_bytes(4, "big")}
+    )
+    p.message(
+        "DHCPOFFER option 1 (Subnet Mask)", "dhcp.Option", {"code": 1, "data": ip("255.255.0.0")}
+    )
+    p.message("DHCPOFFER option 26 (Interface MTU)", "dhcp.Option", {"code": 26, "data": MTU.to_bytes(2, "big")})
+
+    # DHCPv6 (RFC 8415): the options of a Solicit, and the server's DUID.
+    # (Not as dhcp6.DuidLinkLayer: a top-level `type` field is taken for a
+    # CYPHONIC message type by the tests.)
+    p.message(
+        "Solicit option 1 (Client Identifier, DUID-LL)", "dhcp6.Option", {"code": 1, "data": duid_ll(GN_MAC)}
+    )
+    p.message("Solicit option 8 (Elapsed Time, 0)", "dhcp6.Option", {"code": 8, "data": bytes(2)})
+    p.message(
+        "Solicit option 3 (IA_NA, IAID 1, no addresses)",
+        "dhcp6.Option",
+        {"code": 3, "data": struct.pack("!III", 1, 0, 0)},
+    )
+    p.message(
+        "Advertise option 2 (Server Identifier, DUID-LL of the LAN port)",
+        "dhcp6.Option",
+        {"code": 2, "data": duid_ll(AD_MAC)},
+    )
+
+    # Neighbor Discovery (RFC 4861): the adapter's advertisement's IPv6
+    # header, and the Prefix Information and MTU options of its RA.
+    p.message(
+        "Neighbor Advertisement, IPv6 header (link-local to the solicitor)",
+        "lan.IPv6Header",
+        {
+            "first_word": {"version": 6, "traffic_class": 0, "flow_label": 0},
+            "payload_length": 32,  # 24-byte NA + target link-layer address option
+            "next_header": lan.PROTO_ICMPV6,
+            "hop_limit": lan.ND_HOP_LIMIT,
+            "src": AD_LINK_LOCAL,
+            "dst": GN_LINK_LOCAL,
+        },
+    )
+    p.message(
+        "Router Advertisement, Prefix Information option body (L=1, A=0)",
+        "lan.PrefixInformation",
+        {
+            "prefix_length": 64,
+            "flags": {"on_link": True, "autonomous": False, "reserved": 0},
+            "valid_lifetime": 2592000,
+            "preferred_lifetime": 604800,
+            "reserved": 0,
+            "prefix": ip("fd7c:1f00::"),
+        },
+    )
+    p.message("Router Advertisement, MTU option body", "lan.MtuOption", {"reserved": 0, "mtu": MTU})
+    return p
+
+
 # One function per protocol document; add new ones here.
-GENERATORS = (certificates, authentication, registration, route_selection, tunnel_and_rekey_vectors, relay_vectors)
+GENERATORS = (
+    certificates,
+    authentication,
+    registration,
+    route_selection,
+    tunnel_and_rekey_vectors,
+    relay_vectors,
+    adapter,
+)
 
 
 def build_all() -> list[Protocol]:
