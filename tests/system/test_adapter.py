@@ -149,20 +149,35 @@ def test_cn_reaches_a_general_node_by_name(lab: Lab) -> None:
     assert CN in [p["fqdn"] for p in peers]
 
 
-def test_a_general_node_reaches_one_behind_another_adapter(lab: Lab) -> None:
-    ping_ok(lab, "gn1", GN3)
-    iperf = apps.serve_iperf3(lab, "gn3", port=5212)
+@pytest.mark.parametrize("target, host, port", [(GN3, "gn3", 5212), (V6, "v6", 5214)])
+def test_a_general_node_reaches_gn3_and_v6_with_ping_curl_and_iperf3(
+    lab: Lab, tmp_path: Path, target: str, host: str, port: int
+) -> None:
+    ping_ok(lab, "gn1", target)
+    (tmp_path / "hello.txt").write_text(f"hello from {host}\n")
+    server = apps.serve_http(lab, host, tmp_path, port=port + 3000)
     try:
-        tcp = apps.iperf3(lab, "gn1", GN3, seconds=2, port=5212)
+        done = lab.run("gn1", ["curl", "-sS", "--max-time", "10", f"http://{target}:{port + 3000}/hello.txt"])
+        assert done.returncode == 0 and done.stdout == f"hello from {host}\n", done.stderr
+    finally:
+        apps.stop(server)
+    iperf = apps.serve_iperf3(lab, host, port=port)
+    try:
+        tcp = apps.iperf3(lab, "gn1", target, seconds=2, port=port)
         assert tcp["end"]["sum_received"]["bytes"] > 100_000
+        udp = apps.iperf3(lab, "gn1", target, seconds=2, udp_rate="20M", port=port)
+        assert udp["end"]["sum"]["lost_percent"] < 5
     finally:
         apps.stop(iperf)
-    # both adapters behind NAPT: relayed first, then hole-punched direct
-    path = wait_for(
-        lambda: next((p["path"] for p in general_node(lab, "gn1")["peers"] if p["fqdn"] == GN3), None),
-        "gn1's tunnel to gn3",
+
+
+def test_two_adapters_behind_napt_start_relayed_and_punch_a_direct_path(lab: Lab) -> None:
+    ping_ok(lab, "gn1", GN3)
+    wait_for(
+        lambda: any(p["fqdn"] == GN3 and p["path"] == "direct" for p in general_node(lab, "gn1")["peers"]),
+        "gn1's tunnel to gn3 to leave the relay for a hole-punched direct path",
     )
-    assert path in ("relay", "direct")
+    ping_ok(lab, "gn1", GN3)
 
 
 def test_a_general_node_reaches_the_ipv6_only_node_through_the_relay(lab: Lab) -> None:
@@ -259,3 +274,73 @@ def test_an_adapter_restart_keeps_every_address_and_the_tunnels_come_back(lab: L
     ping(lab, "gn1", CN, count=3)
     ping_ok(lab, "gn1", CN)
     wait_for(lambda: ping(lab, "cn", GN2, "-4", count=1).returncode == 0, "cn to reach gn2 again", 60)
+
+
+# -- the LAN is hostile too ---------------------------------------------------------------
+
+FLOOD = """
+import os, random, sys
+from scapy.all import ARP, BOOTP, DHCP, IP, UDP, Ether, Raw, sendp, conf
+conf.verb = 0
+adapter_mac, adapter_ip = sys.argv[1:3]
+rng = random.Random(14)
+def rmac():
+    return "02:%02x:%02x:%02x:%02x:%02x" % tuple(rng.randrange(256) for _ in range(5))
+frames = []
+for _ in range(3000):  # a DHCP storm from random MACs
+    m = rmac()
+    frames.append(Ether(src=m, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255")
+                  / UDP(sport=68, dport=67) / BOOTP(chaddr=bytes.fromhex(m.replace(":", "")), xid=rng.getrandbits(32))
+                  / DHCP(options=[("message-type", "discover"), "end"]))
+for _ in range(3000):  # an ARP flood for overlay addresses, from random MACs
+    frames.append(Ether(src=rmac(), dst="ff:ff:ff:ff:ff:ff")
+                  / ARP(op=1, hwsrc=rmac(), psrc="10.96.%d.%d" % (rng.randrange(256), rng.randrange(256)),
+                        pdst="10.96.%d.%d" % (rng.randrange(256), rng.randrange(256))))
+for _ in range(2000):  # garbage and truncated headers to the adapter's MAC
+    kind = rng.choice([0x0800, 0x0806, 0x86DD])
+    frames.append(Ether(src=rmac(), dst=adapter_mac, type=kind) / Raw(os.urandom(rng.randrange(0, 120))))
+for _ in range(1000):  # DNS and data to the adapter from sources that hold no lease
+    frames.append(Ether(src=rmac(), dst=adapter_mac) / IP(src="10.96.0.77", dst=adapter_ip)
+                  / UDP(sport=rng.randrange(1024, 65535), dport=rng.choice([53, 67, 9])) / Raw(os.urandom(40)))
+sendp(frames, iface="eth0")
+print(len(frames))
+"""
+
+
+def rss_kib(lab: Lab, host: str) -> int:
+    pid = int(lab.paths.pid(host).read_text())
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {host}")
+
+
+def test_a_storm_of_hostile_frames_on_the_lan_is_counted_and_changes_nothing(lab: Lab) -> None:
+    adapter = lab.status("adapter")
+    assert adapter is not None
+    before_drops = sum(adapter["drops"].values())
+    before_rss = rss_kib(lab, "adapter")
+    python = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python")
+    done = lab.run("gn2", [python, "-c", FLOOD, adapter["mac"], adapter["vip4"]], timeout=240)
+    assert done.returncode == 0, done.stderr
+    sent = int(done.stdout.split()[-1])
+    after = lab.status("adapter")
+    assert after is not None, "the adapter stopped answering after the storm"
+    counted = sum(after["drops"].values()) - before_drops
+    # every hostile frame is a counted drop; ARP for addresses it serves
+    # only to strangers is refused silently, unknown MACs once each
+    assert counted >= sent // 4, (counted, sent, after["drops"])
+    # no state per unknown MAC: no new general node, memory about the same
+    assert [g["mac"] for g in after["general_nodes"]] == [g["mac"] for g in adapter["general_nodes"]]
+    assert rss_kib(lab, "adapter") - before_rss < 8 * 1024
+    lab.check_alive("adapter")
+    # and the devices it serves notice nothing
+    ping_ok(lab, "gn1", CN)
+    assert lab.dhcp_renew("gn2") == general_node(lab, "gn2")["vip4"]
+
+
+def test_dig_of_an_unknown_cyphonic_name_is_nxdomain_at_once(lab: Lab) -> None:
+    started = time.monotonic()
+    done = lab.run("gn1", ["dig", "+time=5", "+tries=1", f"nobody.{DOMAIN}"], timeout=15)
+    assert done.returncode == 0 and "status: NXDOMAIN" in done.stdout, done.stdout
+    assert time.monotonic() - started < 5
