@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import adapter
 from .stats import fmt
 
 REPO = Path(__file__).resolve().parent.parent
@@ -263,6 +264,7 @@ def markdown(result: dict) -> str:
         *abc_table(result),
         "",
         *relay_table(result),
+        *adapter.markdown(result),
         "## Details",
         "",
         "| metric | median | min | max | p99 | n | unit |",

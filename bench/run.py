@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import cpu, loss, nebula, report, rtt, summary
+from bench import adapter, cpu, loss, nebula, report, rtt, summary
 from bench.measure import measure
 from bench.notes import notes
 from bench.progress import log
@@ -61,6 +61,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-restarts", action="store_true", help="same as --restarts 0")
     ap.add_argument(
         "--no-relay", action="store_true", help="skip the relayed (TRS) vs direct (hole punched) measurements"
+    )
+    ap.add_argument(
+        "--adapter",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="1 (default): after the other stages, the adapter stage (general node gn1 vs node mn); 0: skip it",
+    )
+    ap.add_argument(
+        "--only",
+        choices=("adapter",),
+        help="run only this stage (for testing it; latest.* are not replaced)",
     )
     ap.add_argument(
         "--family",
@@ -101,6 +113,8 @@ def mode_of(args: argparse.Namespace) -> dict:
     mode["outside_limit"] = max(0.0, args.outside_limit)
     mode["wait_idle"] = args.wait_idle
     mode["relay"] = not args.no_relay
+    mode["adapter"] = bool(args.adapter) or args.only == "adapter"
+    mode["only"] = args.only
     return mode
 
 
@@ -130,6 +144,8 @@ def config(args: argparse.Namespace, mode: dict) -> dict:
         "ping_interval": rtt.PING_INTERVAL,
         "restarts": mode["restarts"],
         "relay": mode["relay"],
+        "adapter": mode["adapter"],
+        "only": mode["only"],
         "relay_goals": {k: f"relayed/direct {op} {b}" for k, (op, b) in summary.RELAY_GOALS.items()},
         "outside_limit_pct": mode["outside_limit"],
         "wait_idle_s": mode["wait_idle"],
@@ -169,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     result["series"] = summary.series(result)
     result["summary"] = summary.summary(result["series"])
     result["goals"] = summary.goals(result["summary"])
+    adapter.summarize(result)
     result["notes"] = notes(result)
-    written = report.write(result, args.out, stamp, latest=result["complete"])
+    written = report.write(result, args.out, stamp, latest=result["complete"] and not args.only)
     print(report.markdown(result))
     log("wrote " + ", ".join(str(p) for p in written))
     return rc
@@ -186,7 +203,11 @@ def run_lab(prefix: str, mode: dict, result: dict, family: int) -> int:
             down(prefix)
         log(f"lab up (prefix {prefix})")
         lab.up(timeout=30)
-        measure(lab, mode, result, family)
+        if not mode.get("only"):
+            measure(lab, mode, result, family)
+        if mode.get("adapter"):
+            log("adapter stage: general node gn1 (behind adapter) vs node mn")
+            adapter.stage(lab, mode, result)
         result["complete"] = True
     except BaseException as e:  # noqa: BLE001 - keep what was measured, whatever stopped us
         result["error"] = f"{type(e).__name__}: {e}"

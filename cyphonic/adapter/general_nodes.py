@@ -44,6 +44,10 @@ log = logging.getLogger("cyphonic.general")
 
 Address = tuple[str, int]
 REROUTE_EVERY = 2.0  # seconds between route selections a general node's packets may trigger
+# packets a general node sends to a peer whose tunnel is being established
+# (its DNS answer went out when the NMS named the path): held, then sent
+STAGE_PACKETS = 64
+STAGE_SECONDS = 5.0
 MAX_PEERS = 64  # peer addresses remembered per general node (two per peer)
 
 
@@ -68,6 +72,8 @@ class GeneralNode:
     peers: dict[bytes, str] = field(default_factory=dict)
     rerouted: float = 0.0
     scope: trio.CancelScope | None = None
+    # peer virtual IP -> (since when, TUN-shaped frames held for its tunnel)
+    staged: dict[bytes, tuple[float, list[bytes]]] = field(default_factory=dict)
 
     @property
     def vip4(self) -> ipaddress.IPv4Address | None:
@@ -229,6 +235,8 @@ class GeneralNodeManagement:
         gn = GeneralNode(info.mac, info.fqdn, info.ipv6, signaling, resolver)
         packets.owner = gn
         resolver.neighbours = self.neighbour
+        resolver.early = True
+        signaling.on_directed = lambda peer: self._directed(gn, peer)
         gn.peers = self._saved_peers.get(mac_text(info.mac), {})
         self.by_mac[info.mac] = gn
         self.demux.add(signaling)
@@ -297,6 +305,34 @@ class GeneralNodeManagement:
         gn, peer = tunnel.owner, tunnel.peer
         self.remember(gn, peer.vip4_bytes, peer.fqdn)
         self.remember(gn, peer.vip6_bytes, peer.fqdn)
+        held = [frame for vip in (peer.vip4_bytes, peer.vip6_bytes) for frame in gn.staged.pop(vip, (0.0, []))[1]]
+        for frame in held:
+            self.packet._send_frame(memoryview(frame))
+        if held:
+            self.packet._flush_run()
+
+    def _directed(self, gn: GeneralNode, peer: core.PeerInfo) -> None:
+        """The route to `peer` is chosen, its tunnel not yet up: hold what
+        the general node sends it until then."""
+        now = time.monotonic()
+        for vip, (since, _) in list(gn.staged.items()):
+            if now - since > STAGE_SECONDS:
+                del gn.staged[vip]
+        for vip in (peer.vip4_bytes, peer.vip6_bytes):
+            if any(vip):
+                gn.staged.setdefault(vip, (now, []))
+
+    def stage(self, gn: GeneralNode, destination: bytes, frame: bytes) -> bool:
+        """Hold `frame` (TUN-shaped) for a tunnel being established to
+        `destination`; False if none is."""
+        entry = gn.staged.get(destination)
+        if entry is None or time.monotonic() - entry[0] > STAGE_SECONDS:
+            return False
+        if len(entry[1]) < STAGE_PACKETS:
+            entry[1].append(frame)
+        else:
+            self.drops("held packets for a tunnel being established: queue full")
+        return True
 
     def remember(self, gn: GeneralNode, vip: bytes, fqdn: str) -> None:
         if gn.peers.get(vip) == fqdn or not any(vip):

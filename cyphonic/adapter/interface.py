@@ -36,7 +36,7 @@ from cyphonic.core.ndp import NeighborProxy, is_router_solicitation
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.kernel.packet_socket import ETH_HLEN, MAX_FRAME, PacketSocket
-from cyphonic.wire.virtio import F_NEEDS_CSUM, VNET_HDR_LEN
+from cyphonic.wire.virtio import F_NEEDS_CSUM, PLAIN_HEADER, VNET_HDR_LEN
 
 log = logging.getLogger("cyphonic.lan")
 
@@ -72,10 +72,13 @@ class InterfaceHandling:
         self.vip4, self.vip4_bytes, self.prefix4 = vip4, vip4.packed, prefix4
         self.vip6, self.vip6_bytes, self.prefix6 = vip6, vip6.packed, prefix6
         self.link_local_bytes = addresses.link_local.packed
+        # the overlay prefix as integers: the ARP path compares one per request
+        self._net4, self._mask4 = int(prefix4.network_address), int(prefix4.netmask)
         self.arp = ArpResponder(self.mac)
         self.ndp = NeighborProxy(self.mac)
         self.drops = Drops(log)
         self.arp_ms: deque[float] = deque(maxlen=1000)  # the seed's "ARP process time"
+        self.arp_send_ms: deque[float] = deque(maxlen=1000)
         self.frames_in = 0
         self._dns = trio.CapacityLimiter(MAX_DNS_INFLIGHT)
         self.nursery: trio.Nursery | None = None
@@ -122,8 +125,12 @@ class InterfaceHandling:
             started = time.perf_counter()
             reply = self.arp.answer(view[e:end], self._answers_arp)
             if reply is not None:
+                built = time.perf_counter()
                 self.packet.send_frame(reply)
-                self.arp_ms.append((time.perf_counter() - started) * 1000)
+                # processing (frame read to reply built) apart from the send:
+                # on veth the send runs the receiver's stack in this call
+                self.arp_ms.append((built - started) * 1000)
+                self.arp_send_ms.append((time.perf_counter() - built) * 1000)
         else:
             self.drops("not ARP, IPv4 or IPv6")
 
@@ -302,6 +309,8 @@ class InterfaceHandling:
             packet.lan_send([view[PAD:end]] if hdr else [b"", view[e:end]])
             return
         if packet.routes.get(key) is None:
+            if gn.staged and self.gns.stage(gn, dst, self._tun_frame(buf, view, e, end, hdr)):
+                return
             if self.gns.reroute(gn, dst, now):
                 self.drops("no tunnel yet: selecting the route again")
             else:
@@ -315,6 +324,12 @@ class InterfaceHandling:
         else:
             packet.send(packet.routes[key], 0x30, bytes(view[e + ETH_HLEN : end]))
 
+    @staticmethod
+    def _tun_frame(buf: bytearray, view: memoryview, e: int, end: int, hdr: int) -> bytes:
+        """A copy of the packet as the node's TUN would give it: virtio header + IP."""
+        header = bytes(buf[PAD : PAD + VNET_HDR_LEN]) if hdr else PLAIN_HEADER
+        return header + bytes(view[e + ETH_HLEN : end])
+
     # -- ARP, NDP, DNS -------------------------------------------------------
 
     def _answers_arp(self, target: bytes, sender_mac: bytes) -> bool:
@@ -322,7 +337,7 @@ class InterfaceHandling:
         nodes it serves; never for a general node's own address."""
         if sender_mac not in self.gns.by_mac or target in self.gns.by_vip:
             return False
-        return target == self.vip4_bytes or ipaddress.IPv4Address(target) in self.prefix4
+        return target == self.vip4_bytes or int.from_bytes(target, "big") & self._mask4 == self._net4
 
     def _answers_ndp(self, target: bytes) -> bool:
         if target in self.gns.by_vip:

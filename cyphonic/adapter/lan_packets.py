@@ -133,9 +133,10 @@ class OwnedPackets:
 
     def install(self, tunnel: core.Tunnel) -> core.Tunnel | None:
         tunnel.owner = self.owner
+        old = self.packet.install(tunnel)
         if self.on_install is not None:
             self.on_install(tunnel)
-        return self.packet.install(tunnel)
+        return old
 
     def tunnel_to(self, fqdn: str) -> core.Tunnel | None:
         return self.packet.tunnel_for(self.owner, fqdn)

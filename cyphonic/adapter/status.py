@@ -95,5 +95,6 @@ def status_document(daemon, now: float) -> dict[str, Any]:
             "route_selection_ms": _percentiles(route_ms),
             "tunnel_establishment_ms": _percentiles(tunnel_ms),
             "arp_ms": _percentiles(interface.arp_ms if interface else []),
+            "arp_send_ms": _percentiles(interface.arp_send_ms if interface else []),
         },
     }

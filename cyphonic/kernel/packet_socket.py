@@ -24,6 +24,7 @@ import struct
 
 from pyroute2 import IPRoute
 
+from cyphonic.udp import size_buffers
 from cyphonic.wire.virtio import VNET_HDR_LEN
 
 log = logging.getLogger("cyphonic.lan")
@@ -88,8 +89,9 @@ class PacketSocket:
             sock.bind((ifname, ETH_P_ALL))
             mreq = struct.pack("iHH8s", self.index, PACKET_MR_ALLMULTI, 0, b"")
             sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            # a burst from the LAN must not overflow the receive buffer
+            # (net.core.rmem_max alone holds ~70 full-size frames)
+            size_buffers(sock)
             sock.setblocking(False)
         except BaseException:
             sock.close()

@@ -37,6 +37,9 @@ class ResolverModule:
         # names answered here without route selection (the adapter: the
         # general nodes on its own LAN, switched locally)
         self.neighbours: Callable[[str], Any] | None = None
+        # answer once the NMS has named the path, not after the tunnel is
+        # up (the adapter holds the first packets until it is)
+        self.early = False
         self.signaling = signaling
         self.listen = listen
         self.upstream = upstream
@@ -102,7 +105,7 @@ class ResolverModule:
                 peer = neighbour
             else:
                 with trio.fail_after(self.route_timeout):
-                    peer = await self.signaling.route_to(fqdn)
+                    peer = await self.signaling.route_to(fqdn, early=self.early)
         except UnknownPeer:
             response.set_rcode(dns.rcode.NXDOMAIN)
             return response

@@ -66,6 +66,9 @@ class SignalingModule:
         self._wake = trio.Event()
         self._armed: float | None = None  # when the timer task wakes next (None: no timer)
         self._waiters: dict[Any, list[trio.Event | Any]] = {}  # key -> [event, result]
+        # told when the NMS has named a path, before the tunnel is up (the
+        # adapter holds a general node's first packets for it meanwhile)
+        self.on_directed: Callable[[core.PeerInfo], None] | None = None
 
     # what the daemon's status shows
     @property
@@ -147,7 +150,12 @@ class SignalingModule:
         elif isinstance(event, (machine_events.Registered, machine_events.RegistrationFailed)):
             if not self.machine.registering:
                 self._resolve("registration", event)
+        elif isinstance(event, machine_events.RouteDirected):
+            if self.on_directed is not None:
+                self.on_directed(event.peer)
+            self._resolve(("directed", event.fqdn), event)
         elif isinstance(event, (machine_events.RouteSelected, machine_events.RouteFailed)):
+            self._resolve(("directed", event.fqdn), event)
             resolved = self._resolve(("route", event.fqdn), event)
             if not resolved and isinstance(event, machine_events.RouteFailed):  # a re-route nobody waited for
                 log.warning("route to %s not re-established: %s", event.fqdn, event.reason)
@@ -202,18 +210,24 @@ class SignalingModule:
         if self.machine.registering:
             await self._wait("registration")
 
-    async def route_to(self, fqdn: str) -> core.PeerInfo:
-        """Route selection (triggered by DNS) and tunnel establishment."""
+    async def route_to(self, fqdn: str, early: bool = False) -> core.PeerInfo:
+        """Route selection (triggered by DNS) and tunnel establishment.
+        `early`: return once the NMS has named the path, while the tunnel
+        is still being established (the caller holds packets until then)."""
         tunnel = self.packet.tunnel_to(fqdn)
         if tunnel is not None:
             return tunnel.peer
         key = ("route", fqdn)
-        if key not in self._waiters:
+        first = key not in self._waiters
+        if first:
             self._waiters[key] = [trio.Event(), None]
+            if early:
+                self._waiters[("directed", fqdn)] = [trio.Event(), None]
             self.machine.route_to(fqdn, time.time())
             self.pump()
-        event = await self._wait(key)
-        if isinstance(event, machine_events.RouteSelected):
+        # a later query joins the selection and waits for the whole of it
+        event = await self._wait(("directed", fqdn) if early and first else key)
+        if isinstance(event, (machine_events.RouteSelected, machine_events.RouteDirected)):
             return event.peer
         if event.unknown:
             raise UnknownPeer(fqdn)

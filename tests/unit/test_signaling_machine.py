@@ -210,6 +210,16 @@ def test_direct_route_selection_opens_the_tunnel_from_the_mn(net):
     assert cn.machine.paths[theirs.tunnel.path.path_id].state == paths.ANSWERED
 
 
+def test_the_path_is_announced_as_directed_before_the_tunnel_is_selected(net):
+    mn, cn = registered_pair(net)
+    mn.machine.route_to(f"cn.{DOMAIN}", net.now)
+    net.settle()
+    kinds = [type(e) for e in mn.events if isinstance(e, (ev.RouteDirected, ev.RouteSelected))]
+    assert kinds == [ev.RouteDirected, ev.RouteSelected]
+    [directed] = net.of(mn, ev.RouteDirected)
+    assert directed.peer == net.of(mn, ev.RouteSelected)[0].peer
+
+
 def test_reverse_route_selection_the_cn_behind_napt_opens_it(net):
     mn, cn = registered_pair(net, cn_locators=["192.168.20.10"])
     mn.machine.route_to(f"cn.{DOMAIN}", net.now)

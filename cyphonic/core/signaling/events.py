@@ -56,6 +56,15 @@ class TunnelEstablished(Event):
 
 
 @dataclass(frozen=True)
+class RouteDirected(Event):
+    """The NMS named the path to `fqdn`; its tunnel is being established
+    (RouteSelected or RouteFailed follows)."""
+
+    fqdn: str
+    peer: core.PeerInfo
+
+
+@dataclass(frozen=True)
 class RouteSelected(Event):
     fqdn: str
     peer: core.PeerInfo

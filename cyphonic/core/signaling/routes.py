@@ -140,6 +140,7 @@ class RouteSelection:
         self.route_ms.append((now - selection.started) * 1000)
         log.info("route selection %s: %s, path %08x", selection.fqdn, path.process, path.path_id)
         selection.opened, selection.path_id = now, path.path_id
+        self._events.append(ev.RouteDirected(selection.fqdn, path.peer))
         if path.initiator:
             selection.state = "opening"
             self.open_tunnel(path, now)
