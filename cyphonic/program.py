@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from pyroute2.netlink.exceptions import NetlinkError
 
 from cyphonic import config, control, logs
 from cyphonic.errors import ConfigError
@@ -45,6 +47,36 @@ def main(
         sys.exit(2)
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(serve, cfg, built)
+
+
+def run_daemon(program: str, file: str, schema: config.Schema, make: Callable[[dict[str, Any]], Any]) -> None:
+    """`python -m program --config FILE` of a daemon (node, adapter):
+    make(cfg).run() until killed. A bad config or a key it cannot read is
+    one line and exit 2; a Fatal (e.g. the AS refused the certificate) one
+    line and exit 1."""
+    from cyphonic.errors import AuthenticationError, ParseError
+    from cyphonic.node.signaling import Fatal
+
+    parser = argparse.ArgumentParser(prog=f"python -m {program}")
+    parser.add_argument("--config", required=True, type=Path, help=file)
+    args = parser.parse_args()
+    cfg = config.load_or_exit(program, args.config, schema)
+    logs.setup(cfg["log_level"])
+    try:
+        daemon = make(cfg)
+    except (OSError, ValueError, KeyError, ParseError, AuthenticationError, NetlinkError) as exc:
+        print(f"{program}: cannot start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    fatal = None
+    try:
+        trio.run(daemon.run)
+    except* Fatal as group:
+        fatal = group.exceptions[0]
+    except* KeyboardInterrupt:
+        pass
+    if fatal is not None:  # one line, not a traceback: it is the operator's to fix
+        logging.getLogger(program).error("%s", fatal)
+        sys.exit(1)
 
 
 def cloud_status(cfg: dict[str, Any], started: float, now: float, *parts: dict[str, Any]) -> dict[str, Any]:

@@ -96,6 +96,7 @@ class AdapterDaemon:
             demux=self.demux,
             local_addresses=local_addresses,
             on_ready=self._general_node_ready,
+            send=self.signaling.sendto,
         )
         self.addresses: AddressConfiguration | None = None
         self.interface: InterfaceHandling | None = None

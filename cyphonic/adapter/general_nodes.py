@@ -100,8 +100,10 @@ class GeneralNodeManagement:
         demux: Demultiplexer,
         local_addresses: Callable[[set[str]], list[str]],
         on_ready: Callable[[GeneralNode], None],
+        send: Callable[[bytes, Address], None],
     ) -> None:
         self.cfg = cfg
+        self.send = send  # a datagram out of the shared sockets (the adapter's own Signaling Module)
         self.identity = identity
         self.certificate = certificate
         self.ca_public = ca_public
@@ -181,7 +183,7 @@ class GeneralNodeManagement:
             self.demux.handlers.append(handler)
             try:
                 for address in self.cfg["auth"]:
-                    self._sendto(client.request, address)
+                    self.send(client.request, address)
                 with trio.move_on_after(delay):
                     await answered.wait()
             finally:
@@ -192,15 +194,6 @@ class GeneralNodeManagement:
                     return None
                 return result[0]
             delay = min(delay * 2, 30.0)
-
-    def _sendto(self, data: bytes, address: Address) -> None:
-        sock = self.sockets.get(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
-        if sock is None:
-            return
-        try:
-            sock.sendto(data, address)
-        except OSError as exc:
-            self.drops("send failed", address, str(exc))
 
     def update(self, infos: list[GeneralNodeInfo]) -> None:
         wanted = {info.mac: info for info in infos}

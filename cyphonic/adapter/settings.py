@@ -1,15 +1,10 @@
 """adapter.toml: what `cyphonic enroll adapter` writes, checked strictly."""
 
 from cyphonic import config as c
-from cyphonic import control
+from cyphonic.node.settings import DAEMON
 
 SCHEMA: c.Schema = {
-    "certificate": c.Key(c.path),
-    "key": c.Key(c.path),
-    "ca": c.Key(c.path),
-    "auth": c.Key(c.addresses),
-    "nms": c.Key(c.addresses),
-    "listen_port": c.Key(c.integer(1, 65535), 4500),
+    **DAEMON,
     # the LAN port: the kernel keeps no address on it, the adapter owns it
     "lan": c.Key(c.text, "lan0"),
     # the overlay MTU the general nodes get (DHCP option 26, RA MTU); larger
@@ -22,13 +17,7 @@ SCHEMA: c.Schema = {
     "lease_time": c.Key(c.integer(60, 7 * 86400), 3600),
     # how often the adapter asks the AS for its general nodes again
     "general_node_refresh": c.Key(c.integer(5, 86400), 30),
-    "keepalive": c.Key(c.integer(1, 600), 10),
-    "rekey_after": c.Key(c.integer(1, 86400), 120),
-    "offload": c.Key(c.boolean, True),
-    "hole_punching": c.Key(c.boolean, True),
-    "log_level": c.Key(c.text, "INFO"),
     "control": c.Key(c.text, "adapter"),
-    "control_group": c.Key(control.existing_group, ""),
     "resolver": {
         "upstream": c.Key(c.addresses, []),
         "ttl": c.Key(c.integer(0, 86400), 30),

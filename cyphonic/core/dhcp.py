@@ -27,13 +27,12 @@ from cyphonic.core.leases import (
     HOLD,
     AddressNeeded,
     Event,
+    Gate,
     Lease,
     LeaseDeclined,
     LeaseGranted,
     LeaseReleased,
     Leases,
-    Strangers,
-    Waiting,
 )
 from cyphonic.drops import Drops
 from cyphonic.errors import ParseError
@@ -105,31 +104,27 @@ class DhcpServer:
         self.server_ip = server_ip
         self.lease_time = lease_time
         self.leases = leases
-        self.address_of = address_of
-        self.known = known
         self.drops = Drops(log)
         self.counters: Counter[str] = Counter()
-        self.unknown = Strangers(self.drops)
+        self._events: deque[Event] = deque()
+        self.gate: Gate[_Request, IPv4Address] = Gate(self.drops, self.counters, self._events, known, address_of)
+        self.unknown, self.waiting = self.gate.unknown, self.gate.waiting
         self._configured = _configuration(prefix_len, router, dns, domain_search, mtu)
-        self.waiting: Waiting[_Request] = Waiting()
         self._offers: dict[bytes, float] = {}
         self._declined: dict[bytes, float] = {}  # MAC -> until when its decline is remembered
-        self._events: deque[Event] = deque()
 
     def receive(self, payload: bytes, src_mac: bytes, now: float) -> list[Reply]:
         """A DHCP message from the LAN port, `src_mac` the frame's source."""
         request = self._admit(parse(wire.Message, payload), src_mac)
         if request is None:
             return []
-        if not self.known(request.mac):
-            self.unknown.saw(request.mac)
+        if self.gate.stranger(request.mac):
             return []
         return self._handle(request, now)
 
     def address_ready(self, mac: bytes, now: float) -> list[Reply]:
         """`mac`'s identity logged in: answer the message held for it, if any."""
-        held = self.waiting.ready(mac, now)
-        return [] if held is None else self._handle(held, now)
+        return self.gate.ready(mac, now, self._handle)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -177,11 +172,8 @@ class DhcpServer:
         if request.kind == MessageType.INFORM:  # §4.3.5: configuration only, no lease to check
             self.counters["inform"] += 1
             return [self._reply(request, MessageType.ACK, ZERO, lease=False)]
-        address = self.address_of(request.mac)
+        address = self.gate.address(request.mac, request, now)
         if address is None:
-            self.counters["held"] += 1
-            if self.waiting.hold(request.mac, request, now):
-                self._events.append(AddressNeeded(request.mac))
             return []
         if request.kind == MessageType.DISCOVER:
             return [self._offer(request, address, now)]

@@ -22,13 +22,11 @@ from ipaddress import IPv6Address
 from typing import Any
 
 from cyphonic.core.leases import (
-    AddressNeeded,
     Event,
+    Gate,
     LeaseDeclined,
     LeaseGranted,
     LeaseReleased,
-    Strangers,
-    Waiting,
 )
 from cyphonic.drops import Drops
 from cyphonic.wire import dhcp6 as wire
@@ -89,12 +87,11 @@ class Dhcp6Server:
     ) -> None:
         self.duid = wire.duid_ll(mac)  # our server identifier
         self.lifetime = lifetime
-        self.address_of = address_of
-        self.known = known
         self.drops = Drops(log)
         self.counters: Counter[str] = Counter()
-        self.unknown = Strangers(self.drops)
-        self.waiting: Waiting[_Request] = Waiting()
+        self._events: deque[Event] = deque()
+        self.gate: Gate[_Request, IPv6Address] = Gate(self.drops, self.counters, self._events, known, address_of)
+        self.unknown, self.waiting = self.gate.unknown, self.gate.waiting
         self.bindings: dict[bytes, tuple[IPv6Address, float]] = {}  # MAC -> (address, expires)
         self._configuration: list[Option] = []
         if dns:
@@ -102,7 +99,6 @@ class Dhcp6Server:
             self._configuration.append(wire.option(wire.DNS_SERVERS, servers))
         if domain_search:
             self._configuration.append(wire.option(wire.DOMAIN_LIST, wire.encode_domain_list(domain_search)))
-        self._events: deque[Event] = deque()
 
     def receive(self, payload: bytes, src_mac: bytes, now: float) -> list[bytes]:
         """A DHCPv6 message from the LAN port, `src_mac` the frame's source; the reply payloads."""
@@ -112,15 +108,13 @@ class Dhcp6Server:
         request = self._admit(parse(wire.Message, payload), src_mac)
         if request is None:
             return []
-        if not self.known(src_mac):
-            self.unknown.saw(src_mac)
+        if self.gate.stranger(src_mac):
             return []
         return self._handle(request, now)
 
     def address_ready(self, mac: bytes, now: float) -> list[bytes]:
         """`mac`'s identity logged in: answer the message held for it, if any."""
-        held = self.waiting.ready(mac, now)
-        return [] if held is None else self._handle(held, now)
+        return self.gate.ready(mac, now, self._handle)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -164,11 +158,8 @@ class Dhcp6Server:
             return [self._reply(request, wire.REPLY, [*self._configuration])]
         if request.kind in (wire.RELEASE, wire.DECLINE):
             return [self._give_back(request)]
-        address = self.address_of(request.mac)
+        address = self.gate.address(request.mac, request, now)
         if address is None:
-            self.counters["held"] += 1
-            if self.waiting.hold(request.mac, request, now):
-                self._events.append(AddressNeeded(request.mac))
             return []
         if request.kind == wire.CONFIRM:
             return self._confirm(request, address)

@@ -1,6 +1,6 @@
 """What the adapter's DHCP servers remember and tell (shared by DHCPv4 and
-DHCPv6): the lease events, the persistent DHCPv4 lease table, and the
-bounded memory of unknown MACs.
+DHCPv6): the lease events, the persistent DHCPv4 lease table, the
+bounded memory of unknown MACs, and the messages held for a login.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import json
 import math
 import os
 import tempfile
-from collections import OrderedDict
-from collections.abc import Iterator, MutableMapping
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -21,6 +21,8 @@ from cyphonic.errors import ParseError
 
 IPAddress = IPv4Address | IPv6Address
 Message = TypeVar("Message")
+Address = TypeVar("Address", IPv4Address, IPv6Address)
+Reply = TypeVar("Reply")
 
 HOLD = 60.0  # seconds a message waits for its node's login, and AddressNeeded is not repeated
 
@@ -187,3 +189,46 @@ class Waiting(Generic[Message]):
     def expire(self, now: float) -> None:
         self._held = {mac: held for mac, held in self._held.items() if now - held[1] <= HOLD}
         self._asked = {mac: asked for mac, asked in self._asked.items() if now - asked <= HOLD}
+
+
+class Gate(Generic[Message, Address]):
+    """What the DHCPv4 and DHCPv6 servers do alike before they answer a
+    message: drop those from unknown MACs (`Strangers`), and hold those from
+    known general nodes whose address is not known yet (`Waiting`), asking
+    for it with AddressNeeded, until `address_ready` answers them."""
+
+    def __init__(
+        self,
+        drops: Drops,
+        counters: Counter[str],
+        events: deque[Event],
+        known: Callable[[bytes], bool],
+        address_of: Callable[[bytes], Address | None],
+    ) -> None:
+        self.known = known
+        self.address_of: Callable[[bytes], Address | None] = address_of
+        self.unknown = Strangers(drops)
+        self.waiting: Waiting[Message] = Waiting()
+        self._counters = counters
+        self._events = events
+
+    def stranger(self, mac: bytes) -> bool:
+        """True, and counted, if `mac` is no known general node."""
+        if self.known(mac):
+            return False
+        self.unknown.saw(mac)
+        return True
+
+    def address(self, mac: bytes, message: Message, now: float) -> Address | None:
+        """`mac`'s address; if it is not known yet, `message` is held and the address asked for."""
+        address = self.address_of(mac)
+        if address is None:
+            self._counters["held"] += 1
+            if self.waiting.hold(mac, message, now):
+                self._events.append(AddressNeeded(mac))
+        return address
+
+    def ready(self, mac: bytes, now: float, handle: Callable[[Message, float], list[Reply]]) -> list[Reply]:
+        """`mac`'s identity logged in: `handle` the message held for it, if any."""
+        held = self.waiting.ready(mac, now)
+        return [] if held is None else handle(held, now)

@@ -132,16 +132,16 @@ class PacketSocket:
 def isolate(ifname: str) -> None:
     """No IPv4 address and no IPv6 on the LAN port, and the link up: the
     kernel must neither answer the general nodes nor route their frames."""
-    try:
-        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
-            f.write("1")
-    except OSError as exc:
-        log.warning("cannot disable IPv6 on %s: %s", ifname, exc)
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
             raise OSError(f"no interface named {ifname!r}")
         index = found[0]
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
+                f.write("1")
+        except OSError as exc:
+            log.warning("cannot disable IPv6 on %s: %s", ifname, exc)
         for msg in ipr.get_addr(index=index, family=socket.AF_INET):
             ipr.addr("del", index=index, address=msg.get_attr("IFA_ADDRESS"), prefixlen=msg["prefixlen"])
             log.warning("removed %s from %s: the LAN port carries no address", msg.get_attr("IFA_ADDRESS"), ifname)

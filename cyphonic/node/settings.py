@@ -3,31 +3,36 @@
 from cyphonic import config as c
 from cyphonic import control
 
-SCHEMA: c.Schema = {
+# What every daemon with an identity has (the node, the adapter).
+DAEMON: c.Schema = {
     "certificate": c.Key(c.path),
     "key": c.Key(c.path),
     "ca": c.Key(c.path),
     "auth": c.Key(c.addresses),
     "nms": c.Key(c.addresses),
     "listen_port": c.Key(c.integer(1, 65535), 4500),
-    "tun": c.Key(c.text, "cyph0"),
-    "mtu": c.Key(c.integer(576, 65000), 1400),
     "keepalive": c.Key(c.integer(1, 600), 10),
     # seconds after which a tunnel's initiator replaces the End Keys
     # (protocols/tunnel.md#rekeying)
     "rekey_after": c.Key(c.integer(1, 86400), 120),
-    # TUN offloads + UDP GSO/GRO when the kernel has them; false forces the
-    # plain one-packet-per-system-call path
+    # offloads (TUN or LAN socket) + UDP GSO/GRO when the kernel has them;
+    # false forces the plain one-packet-per-system-call path
     "offload": c.Key(c.boolean, True),
     # when both ends are behind NAPT: try a direct path beside the relay
     "hole_punching": c.Key(c.boolean, True),
     "log_level": c.Key(c.text, "INFO"),
-    # name of the control socket (abstract, per network namespace); a second
-    # daemon in the same namespace needs its own
-    "control": c.Key(c.text, "node"),
     # besides root and the daemon's uid, members of this group (name or
     # gid) may read the status through the control socket
     "control_group": c.Key(control.existing_group, ""),
+}
+
+SCHEMA: c.Schema = {
+    **DAEMON,
+    "tun": c.Key(c.text, "cyph0"),
+    "mtu": c.Key(c.integer(576, 65000), 1400),
+    # name of the control socket (abstract, per network namespace); a second
+    # daemon in the same namespace needs its own
+    "control": c.Key(c.text, "node"),
     "resolver": {
         "listen": c.Key(c.address, ("127.0.0.1", 53)),
         "upstream": c.Key(c.addresses, []),

@@ -117,7 +117,7 @@ class SignalingModule:
             self._event(event)
         for action in machine.datagrams_to_send():
             if isinstance(action, machine_events.Send):
-                self._sendto(action.datagram, action.dest)
+                self.sendto(action.datagram, action.dest)
             elif action.to is None:
                 self.packet.send(action.tunnel, action.type, action.body)
             else:
@@ -125,7 +125,7 @@ class SignalingModule:
         if wake and self._earlier(machine.next_timer()):
             self._wake.set()
 
-    def _sendto(self, data: bytes, dest: Address) -> None:
+    def sendto(self, data: bytes, dest: Address) -> None:
         sock = self.sockets.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
         if sock is None:
             return

@@ -175,6 +175,12 @@ def encode_domain_search(names: Iterable[str]) -> bytes:
 
 def decode_domain_search(data: bytes) -> list[str]:
     """The names in an option 119 value (compression pointers followed)."""
+    return decode_names(data, "domain search")
+
+
+def decode_names(data: bytes, what: str) -> list[str]:
+    """Consecutive names in DNS wire format (DHCPv4 option 119, DHCPv6 option
+    24), compression pointers followed; ParseError naming `what` if malformed."""
     names, current = [], 0
     try:
         while current < len(data):
@@ -182,5 +188,5 @@ def decode_domain_search(data: bytes) -> list[str]:
             names.append(name.to_text(omit_final_dot=True))
             current += used
     except (dns.exception.DNSException, IndexError, ValueError) as exc:
-        raise ParseError(f"domain search: {exc}") from None
+        raise ParseError(f"{what}: {exc}") from None
     return names

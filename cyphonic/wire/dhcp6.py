@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from ipaddress import IPv6Address
 from typing import Any
 
-import dns.exception
 import dns.name
 from construct import (
     Bytes,
@@ -30,7 +29,7 @@ from construct import (
     Terminated,
 )
 
-from cyphonic.errors import ParseError
+from cyphonic.wire.dhcp import decode_names
 
 CLIENT_PORT = 546
 SERVER_PORT = 547
@@ -148,12 +147,4 @@ def encode_domain_list(names: Iterable[str]) -> bytes:
 
 def decode_domain_list(data: bytes) -> list[str]:
     """The names in an option 24 value."""
-    names, current = [], 0
-    try:
-        while current < len(data):
-            name, used = dns.name.from_wire(data, current)
-            names.append(name.to_text(omit_final_dot=True))
-            current += used
-    except (dns.exception.DNSException, IndexError, ValueError) as exc:
-        raise ParseError(f"domain list: {exc}") from None
-    return names
+    return decode_names(data, "domain list")

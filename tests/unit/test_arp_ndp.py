@@ -10,12 +10,10 @@ and bad bytes only ever raise ParseError.
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 from ipaddress import IPv6Address, IPv6Network
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cyphonic.core import ndp
@@ -23,11 +21,9 @@ from cyphonic.core.arp import ArpResponder
 from cyphonic.errors import ParseError
 from cyphonic.wire import lan
 from cyphonic.wire.common import build, parse
-
-logging.getLogger("scapy.runtime").setLevel(logging.ERROR)  # quiet scapy's import-time warnings
-
-from scapy.all import (  # noqa: E402
+from tests.support.scapy import (
     ARP,
+    FUZZ,
     Ether,
     ICMPv6EchoRequest,
     ICMPv6ND_NA,
@@ -41,17 +37,13 @@ from scapy.all import (  # noqa: E402
     ICMPv6NDOptSrcLLAddr,
     IPv6,
     Raw,
+    in6_mactoifaceid,
+    mac,
 )
-from scapy.utils6 import in6_mactoifaceid  # noqa: E402
 
-FUZZ = settings(max_examples=int(os.environ.get("CYPHONIC_FUZZ_EXAMPLES", "200")), deadline=None)
 GN_MAC, ADAPTER_MAC = "02:aa:bb:cc:dd:02", "02:00:00:00:00:01"
 GN4, PEER4 = "10.64.0.2", "10.64.0.9"
 GN_LL, GN6, PEER6 = "fe80::aa:bbff:fecc:dd02", "fd00:64::2", "fd00:64::9"
-
-
-def mac(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
 
 
 def ip4(text: str) -> bytes:

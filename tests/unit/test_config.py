@@ -43,9 +43,22 @@ def test_missing_required_key_is_named(tmp_path):
     assert info.value.key == "key"
 
 
-@pytest.mark.parametrize("program", ["cyphonic.node", "cyphonic.cloud"])
+@pytest.mark.parametrize("program", ["cyphonic.node", "cyphonic.adapter", "cyphonic.cloud"])
 def test_programs_exit_2_with_one_line(tmp_path, program):
     (tmp_path / "bad.toml").write_text("bogus = true\n")
     proc = subprocess.run([sys.executable, "-m", program, "--config", str(tmp_path / "bad.toml")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "bogus" in proc.stderr
+
+
+def test_an_adapter_whose_lan_port_does_not_exist_exits_2_with_one_line(tmp_path):
+    from cyphonic import cli
+
+    ca, bundle = tmp_path / "ca", tmp_path / "bundle"
+    assert cli.main(["ca", "init", "--dir", str(ca), "--domain", "example.test"]) == 0
+    assert cli.main(["enroll", "adapter", "box", "--ca", str(ca), "--out", str(bundle), "--cloud", "127.0.0.1",
+                     "--lan", "nosuchlan9"]) == 0
+    proc = subprocess.run([sys.executable, "-m", "cyphonic.adapter", "--config", str(bundle / "adapter.toml")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "nosuchlan9" in proc.stderr

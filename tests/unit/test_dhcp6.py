@@ -4,11 +4,10 @@ client messages built and replies dissected by scapy (RFC 8415 §18.3)."""
 from __future__ import annotations
 
 import logging
-import os
 import random
 from ipaddress import IPv6Address
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scapy.all import raw
 from scapy.layers.dhcp6 import (
@@ -40,8 +39,7 @@ from cyphonic.core.dhcp6 import Dhcp6Server
 from cyphonic.core.leases import AddressNeeded, LeaseDeclined, LeaseGranted, LeaseReleased
 from cyphonic.errors import ParseError
 from cyphonic.wire import dhcp6 as wire
-
-FUZZ = settings(max_examples=int(os.environ.get("CYPHONIC_FUZZ_EXAMPLES", "200")), deadline=None)
+from tests.support.scapy import FUZZ
 
 ADAPTER = bytes.fromhex("020000000a0a")
 NODE = bytes.fromhex("020000000001")

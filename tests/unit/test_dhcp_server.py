@@ -6,12 +6,11 @@ server is checked against an encoder that is not ours (RFC 2131 §4.3)."""
 from __future__ import annotations
 
 import logging
-import os
 import random
 from ipaddress import IPv4Address
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scapy.all import raw
 from scapy.layers.dhcp import BOOTP, DHCP
@@ -28,8 +27,7 @@ from cyphonic.core.dhcp import (
 )
 from cyphonic.errors import ParseError
 from cyphonic.wire import dhcp as wire
-
-FUZZ = settings(max_examples=int(os.environ.get("CYPHONIC_FUZZ_EXAMPLES", "200")), deadline=None)
+from tests.support.scapy import FUZZ
 
 SERVER = IPv4Address("10.77.0.1")
 NODE = bytes.fromhex("020000000001")

@@ -5,11 +5,10 @@ dissects to the same fields. Plus the robustness rules of RFC 2131/3396."""
 from __future__ import annotations
 
 import contextlib
-import os
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scapy.all import raw
 from scapy.layers.dhcp import BOOTP, DHCP
@@ -32,8 +31,8 @@ from scapy.layers.dns import dns_get_str
 from cyphonic.errors import ParseError
 from cyphonic.wire import dhcp, dhcp6
 from cyphonic.wire.common import build, parse
+from tests.support.scapy import FUZZ
 
-FUZZ = settings(max_examples=int(os.environ.get("CYPHONIC_FUZZ_EXAMPLES", "200")), deadline=None)
 MAC = bytes.fromhex("020000aa0001")
 MAC_TEXT = "02:00:00:aa:00:01"
 

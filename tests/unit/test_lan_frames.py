@@ -9,13 +9,11 @@ and MSS clamping never raises at all.
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import struct
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cyphonic.core import frames
@@ -23,10 +21,8 @@ from cyphonic.errors import ParseError
 from cyphonic.wire import lan
 from cyphonic.wire.common import parse
 from tests.support.checksum import l4_checksum_ok
-
-logging.getLogger("scapy.runtime").setLevel(logging.ERROR)  # quiet scapy's import-time warnings
-
-from scapy.all import (  # noqa: E402
+from tests.support.scapy import (
+    FUZZ,
     ICMP,
     IP,
     TCP,
@@ -41,16 +37,12 @@ from scapy.all import (  # noqa: E402
     IPv6,
     IPv6ExtHdrHopByHop,
     Raw,
+    mac,
 )
 
-FUZZ = settings(max_examples=int(os.environ.get("CYPHONIC_FUZZ_EXAMPLES", "200")), deadline=None)
 GN_MAC, ADAPTER_MAC = "02:aa:bb:cc:dd:02", "02:00:00:00:00:01"
 GN4, ADAPTER4, PEER4 = "10.64.0.2", "10.64.0.1", "10.64.0.9"
 GN6, ADAPTER6, PEER6 = "fd00:64::2", "fd00:64::1", "fd00:64::9"
-
-
-def mac(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
 
 
 def from_gn(*layers, v6: bool = False) -> bytes:

@@ -8,21 +8,17 @@ field. Random and mutated bytes only ever raise ParseError.
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cyphonic.errors import ParseError
 from cyphonic.wire import lan
 from cyphonic.wire.common import build, parse
-
-logging.getLogger("scapy.runtime").setLevel(logging.ERROR)  # quiet scapy's import-time warnings
-
-from scapy.all import (  # noqa: E402
+from tests.support.scapy import (
     ARP,
+    FUZZ,
     ICMP,
     IP,
     UDP,
@@ -41,14 +37,10 @@ from scapy.all import (  # noqa: E402
     IPOption_Router_Alert,
     IPv6,
     Raw,
+    mac,
 )
 
-FUZZ = settings(max_examples=int(os.environ.get("CYPHONIC_FUZZ_EXAMPLES", "200")), deadline=None)
 MAC_A, MAC_B = "02:00:00:00:00:01", "02:aa:bb:cc:dd:02"
-
-
-def mac(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
 
 
 # --- Ethernet, ARP --------------------------------------------------------------------------
