@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import adapter
+from . import adapter_report
 from .stats import fmt
 
 REPO = Path(__file__).resolve().parent.parent
@@ -264,7 +264,7 @@ def markdown(result: dict) -> str:
         *abc_table(result),
         "",
         *relay_table(result),
-        *adapter.markdown(result),
+        *adapter_report.markdown(result),
         "## Details",
         "",
         "| metric | median | min | max | p99 | n | unit |",

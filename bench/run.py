@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import adapter, cpu, loss, nebula, report, rtt, summary
+from bench import adapter, adapter_report, cpu, loss, nebula, report, rtt, summary
 from bench.measure import measure
 from bench.notes import notes
 from bench.progress import log
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     result["series"] = summary.series(result)
     result["summary"] = summary.summary(result["series"])
     result["goals"] = summary.goals(result["summary"])
-    adapter.summarize(result)
+    adapter_report.summarize(result)
     result["notes"] = notes(result)
     written = report.write(result, args.out, stamp, latest=result["complete"] and not args.only)
     print(report.markdown(result))

@@ -8,7 +8,7 @@ compares the C/B and relayed/direct medians with the issue's goals.
 
 from __future__ import annotations
 
-from . import adapter, report
+from . import adapter_report, report
 from .datapaths import PATHS
 from .stats import dig, ratio, summarize
 
@@ -33,7 +33,7 @@ def series(result: dict) -> dict[str, list]:
     if any(r.get("relay") for r in reps):
         s.update(_relay_series(reps))
     s.update(_restart_series(result["samples"]["restarts"]))
-    s.update({f"adapter_{k}": v for k, v in adapter.series(result).items() if result.get("adapter")})
+    s.update({f"adapter_{k}": v for k, v in adapter_report.series(result).items() if result.get("adapter")})
     return s
 
 
