@@ -57,8 +57,9 @@ def status_document(daemon, now: float) -> dict[str, Any]:
                 "vip6": str(gn.vip6) if gn.ipv6 and gn.vip6 else None,
                 "lease_expires": round(gn.lease4 - now, 1) if gn.lease4 else None,
                 "lease6_expires": round(gn.lease6 - now, 1) if gn.lease6 else None,
-                "tx_bytes": sum(t.rx_bytes for t in tunnels),  # what the general node received...
-                "rx_bytes": sum(t.tx_bytes for t in tunnels),  # ...and sent, through its tunnels
+                # as its peers' rows count them: tx = sent by the general node into its tunnels
+                "tx_bytes": sum(t.tx_bytes for t in tunnels),
+                "rx_bytes": sum(t.rx_bytes for t in tunnels),
                 "peers": sorted((_peer(t, now) for t in tunnels), key=lambda p: p["fqdn"]),
             }
         )

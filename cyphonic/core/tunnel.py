@@ -135,9 +135,7 @@ class Tunnel:
     # the data path must probe (it shares one list among its tunnels)
     candidates: dict[tuple[str, int], Candidate] = field(default_factory=dict)
     probes: list = field(default_factory=list)
-    # the identity this end of the tunnel belongs to, where one process runs
-    # several (the adapter: a general node); None on a node
-    owner: Any = None
+    owner: Any = None  # whose tunnel it is where a process runs several identities (the adapter's general nodes)
 
     @property
     def peer(self) -> PeerInfo:

@@ -398,6 +398,7 @@ async def test_the_status_document_lists_the_general_node_its_lease_and_peers(ov
     [peer] = gn["peers"]
     assert peer["fqdn"] == f"cn.{DOMAIN}" and peer["vip4"] == cn.vip4 and peer["path"] == "direct"
     assert peer["tx_bytes"] == len(ping[IP])  # into the tunnel to cn
+    assert gn["tx_bytes"] == peer["tx_bytes"]  # the general node's own row counts the same way
     assert status["lan_frames"]["in"] >= 4 and status["lan_frames"]["out"] >= 3
     json.dumps(status)  # what the control socket sends
 
