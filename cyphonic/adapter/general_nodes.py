@@ -196,13 +196,24 @@ class GeneralNodeManagement:
             delay = min(delay * 2, 30.0)
 
     def update(self, infos: list[GeneralNodeInfo]) -> None:
+        """The AS's list now: general nodes gone are removed, new ones
+        added; one whose name or IPv6 flag changed starts again (logged in
+        at once if it was, so its lease keeps working)."""
         wanted = {info.mac: info for info in infos}
-        for mac in list(self.by_mac):
-            if mac not in wanted or wanted[mac].fqdn != self.by_mac[mac].fqdn:
-                self.remove(self.by_mac[mac])
+        again = []
+        for mac, gn in list(self.by_mac.items()):
+            info = wanted.get(mac)
+            if info is None or (info.fqdn, info.ipv6) != (gn.fqdn, gn.ipv6):
+                if info is not None and info.fqdn == gn.fqdn:
+                    self._saved_peers[mac_text(mac)] = gn.peers
+                    if gn.state == "ready":
+                        again.append(mac)
+                self.remove(gn)
         for mac, info in wanted.items():
             if mac not in self.by_mac:
                 self._add(info)
+        for mac in again:
+            self.configure(mac)
 
     def _add(self, info: GeneralNodeInfo) -> None:
         name = info.fqdn.split(".", 1)[0]
@@ -344,6 +355,7 @@ class GeneralNodeManagement:
             return False
         if now - gn.rerouted >= REROUTE_EVERY:
             gn.rerouted = now
+            gn.staged[destination] = (time.monotonic(), [])
             assert self.nursery is not None
             self.nursery.start_soon(self._route, gn, fqdn)
         return True

@@ -309,12 +309,14 @@ class InterfaceHandling:
             packet.lan_send([view[PAD:end]] if hdr else [b"", view[e:end]])
             return
         if packet.routes.get(key) is None:
-            if gn.staged and self.gns.stage(gn, dst, self._tun_frame(buf, view, e, end, hdr)):
+            # a tunnel being established (after DNS, or again to a peer the
+            # general node talked to before) holds the packet for it
+            gns = self.gns
+            if (dst in gn.staged or gns.reroute(gn, dst, now)) and gns.stage(
+                gn, dst, self._tun_frame(buf, view, e, end, hdr)
+            ):
                 return
-            if self.gns.reroute(gn, dst, now):
-                self.drops("no tunnel yet: selecting the route again")
-            else:
-                self.drops("no tunnel for destination (ask the adapter's DNS first)")
+            self.drops("no tunnel for destination (ask the adapter's DNS first)")
             return
         if hdr:
             # the virtio header onto the Ethernet header's last bytes: a TUN frame

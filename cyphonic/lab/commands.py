@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 from .errors import LabError
 from .instance import DEFAULT_PREFIX, Lab, down
+from .mobility import check, describe
 from .processes import tool_env
+from .topology import BASIC
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -61,6 +63,23 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("host")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="command and arguments (default: a shell)")
     p.set_defaults(func=_as_root(cmd_exec))
+
+    networks = "\n".join(f"  {n.name:<10} {n.description}" for n in BASIC.networks)
+    p = sub.add_parser(
+        "move",
+        parents=[common],
+        help="move a host's uplink to another access network (mobility)",
+        usage="cyphonic lab move [--prefix P] [--json] HOST NETWORK",
+        description="Move HOST's uplink to another access network: the old link is removed, a new one\n"
+        "(the same interface name: eth0 for a node) is made into the network's router, with the\n"
+        "network's addresses and default routes. One host per network at a time.",
+        epilog=f"networks:\n{networks}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("host", metavar="HOST", help="a node or host (cyphonic lab show)")
+    p.add_argument("network", metavar="NETWORK", help="one of the networks below")
+    p.add_argument("--json", action="store_true", help="print what changed as JSON")
+    p.set_defaults(func=_as_root(cmd_move))
 
     p = sub.add_parser("down", parents=[common], help="remove the lab, whatever state it is in")
     p.set_defaults(func=_as_root(cmd_down))
@@ -128,13 +147,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _print_table(shown: dict) -> None:
-    rows = [("HOST", "ROLE", "NETNS", "FQDN", "VIP4", "VIP6", "ADDRESSES")]
+    rows = [("HOST", "ROLE", "NETNS", "NETWORK", "FQDN", "VIP4", "VIP6", "ADDRESSES")]
     for name, h in shown["hosts"].items():
         rows.append(
             (
                 name,
                 h["role"],
                 h["netns"],
+                h.get("network") or "-",
                 h["fqdn"] or "-",
                 h["vip4"] or "-",
                 h["vip6"] or "-",
@@ -171,6 +191,13 @@ def cmd_exec(args: argparse.Namespace) -> int:
         # The command got the same Ctrl-C (same process group); let it finish.
         rc = proc.wait()
     return 128 - rc if rc < 0 else rc  # killed by signal N -> 128+N, as a shell says
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    check(Lab(args.prefix).topology, args.host, args.network)  # ValueError: one line, exit 2, lab up or not
+    moved = Lab.attach(args.prefix).move(args.host, args.network)
+    print(json.dumps(moved, indent=2) if args.json else describe(moved))
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:

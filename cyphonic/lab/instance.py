@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import enrollment, general_nodes, netns, readiness
+from . import enrollment, general_nodes, mobility, netns, readiness
 from .errors import LabError
 from .processes import start_daemon, status, tool_env
 from .state import LabPaths, check_prefix
@@ -224,8 +224,27 @@ class Lab:
         """Release a general node's lease; its address is gone afterwards."""
         general_nodes.release(self, host, timeout)
 
+    # -- mobility (mobility.py) ---------------------------------------------
+
+    def move(self, host: str, network: str) -> dict:
+        """Move the host's uplink to an access network of `topology.networks`.
+
+        Break-before-make: the uplink (`eth0` for a node) is deleted and made
+        again, the same name, into the network's router, with its addresses
+        and default routes. Returns what changed: host, from, to, interface,
+        router, removed, addresses, gateway4, gateway6, seconds. ValueError for
+        an unknown host or network or one that cannot move; LabError if
+        another host is on that network.
+        """
+        return mobility.move(self, host, network)
+
+    def network(self, host: str) -> str | None:
+        """The access network the host is on now (mn starts on `global4a`), or None."""
+        return mobility.current_network(self, host)
+
     def show(self) -> dict:
         hosts = {}
+        moves = mobility.read_moves(self)
         adapters = {h.name: self.status(h.name) for h in self.topology.with_role(Role.ADAPTER)}
         served = {  # MAC -> the adapter's entry for that general node
             g["mac"].lower(): g for st in adapters.values() for g in (st or {}).get("general_nodes", []) if "mac" in g
@@ -239,7 +258,8 @@ class Lab:
                 "fqdn": self.fqdn(host.name),
                 "vip4": (st or {}).get("vip4"),
                 "vip6": (st or {}).get("vip6"),
-                "addresses": self.topology.addresses(host.name),
+                "addresses": mobility.current_addresses(self, host.name),
+                "network": mobility.current_network(self, host.name, moves),
             }
             if host.role == Role.GENERAL:
                 # What its adapter reports, and what its DHCP client configured.

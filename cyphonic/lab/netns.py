@@ -54,7 +54,7 @@ def build(topology: Topology, prefix: str) -> None:
     for host in topology.hosts:
         _add_host(ns_name(prefix, host.name), host)
     for link in topology.links:
-        _add_link(prefix, link, topology)
+        add_link(prefix, link, topology)
     for host in topology.hosts:
         _add_routes(ns_name(prefix, host.name), host)
         if host.nat:
@@ -94,7 +94,7 @@ def _add_host(ns: str, host: Host) -> None:
         sh("ip", "-n", ns, "link", "set", BRIDGE, "up")
 
 
-def _add_link(prefix: str, link: Link, topology: Topology) -> None:
+def add_link(prefix: str, link: Link, topology: Topology) -> None:
     a_ns, b_ns = ns_name(prefix, link.a.host), ns_name(prefix, link.b.host)
     # Both ends are created directly in their namespaces: nothing ever
     # appears in the machine's own namespace, so names cannot clash there.
@@ -129,14 +129,17 @@ def _add_routes(ns: str, host: Host) -> None:
 def napt_ruleset(host: Host, topology: Topology) -> str:
     """nftables rules of a NAPT router: masquerade LAN->WAN, drop unsolicited WAN->LAN."""
     assert host.nat is not None
+    # Its LAN's addresses: those of the link in the topology, or of the access
+    # network a host can move onto behind it (`cyphonic lab move`).
+    lan_cidrs = [c for p in topology.ports(host.name) if p.ifname == host.nat.lan for c in p.addresses]
+    lan_cidrs += [
+        c
+        for n in topology.networks
+        if (n.router, n.router_ifname) == (host.name, host.nat.lan)
+        for c in n.router_addresses
+    ]
     lan_nets = sorted(
-        {
-            str(ipaddress.ip_interface(c).network)
-            for p in topology.ports(host.name)
-            if p.ifname == host.nat.lan
-            for c in p.addresses
-            if ipaddress.ip_interface(c).version == 4
-        }
+        {str(ipaddress.ip_interface(c).network) for c in lan_cidrs if ipaddress.ip_interface(c).version == 4}
     )
     saddr = f"ip saddr {{ {', '.join(lan_nets)} }} " if lan_nets else ""
     wan, lan = host.nat.wan, host.nat.lan

@@ -75,6 +75,11 @@ class LabPaths:
     def pid(self, host: str) -> Path:
         return self.root / f"{host}.pid"
 
+    @property
+    def networks(self) -> Path:
+        """{host: access network} of the hosts `cyphonic lab move` has moved."""
+        return self.root / "networks.json"
+
     def write_manifest(self, topology: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest.write_text(json.dumps({"prefix": self.prefix, "topology": topology}) + "\n")

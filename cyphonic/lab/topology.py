@@ -76,11 +76,38 @@ class Host:
 
 
 @dataclass(frozen=True)
+class AccessNetwork:
+    """A site a host can move its uplink to (`cyphonic lab move HOST NETWORK`).
+
+    It is one veth pair, made when a host moves in: `router_ifname` with
+    `router_addresses` in the router, the host's uplink with `host_addresses`
+    in the host. The host's default routes go to the router's addresses. One
+    host at a time: the host addresses are fixed. A network whose router port
+    is already a link in the topology (`global4a`) is that link's host's home.
+    """
+
+    name: str
+    router: str
+    router_ifname: str  # the router's side; a NAT's LAN network must use its `nat.lan`
+    router_addresses: tuple[str, ...]
+    host_addresses: tuple[str, ...]
+    description: str  # one line, for `cyphonic lab move --help`
+
+    def gateway(self, version: int) -> str | None:
+        for cidr in self.router_addresses:
+            iface = ipaddress.ip_interface(cidr)
+            if iface.version == version:
+                return str(iface.ip)
+        return None
+
+
+@dataclass(frozen=True)
 class Topology:
     name: str
     domain: str
     hosts: tuple[Host, ...]
     links: tuple[Link, ...] = field(default=())
+    networks: tuple[AccessNetwork, ...] = field(default=())
 
     def __post_init__(self) -> None:
         names = [h.name for h in self.hosts]
@@ -97,6 +124,17 @@ class Topology:
                 raise ValueError(f"{h.name}: dhcp client must be one of {', '.join(DHCP_CLIENTS)}")
             if h.role == Role.ADAPTER and h.lan not in [p.ifname for p in self.ports(h.name)]:
                 raise ValueError(f"{h.name}: adapter without a LAN port {h.lan!r}")
+        if len({n.name for n in self.networks}) != len(self.networks):
+            raise ValueError(f"duplicate network names in topology {self.name}")
+        for net in self.networks:
+            if net.router not in names or len(net.router_ifname) > 15:
+                raise ValueError(f"network {net.name}: unknown router {net.router!r} or bad interface name")
+            home = self.peer(net.router, net.router_ifname)
+            if home is not None and (home.addresses, self.port(net.router, net.router_ifname).addresses) != (
+                net.host_addresses,
+                net.router_addresses,
+            ):
+                raise ValueError(f"network {net.name}: addresses differ from its link in the topology")
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -118,6 +156,37 @@ class Topology:
         # Only hosts that enroll get a name in the CYPHONIC domain; a general
         # node is enrolled by its adapter.
         return f"{host}.{self.domain}" if self.host(host).role in NAMED else None
+
+    def port(self, host: str, ifname: str) -> Port:
+        for p in self.ports(host):
+            if p.ifname == ifname:
+                return p
+        raise KeyError(f"{host}:{ifname}")
+
+    def network(self, name: str) -> AccessNetwork:
+        for n in self.networks:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def uplink(self, host: str) -> Port | None:
+        """The host's port towards its default gateway (either family), if it has one."""
+        me = self.host(host)
+        gateways = [ipaddress.ip_address(g) for g in (me.gateway4, me.gateway6) if g]
+        for p in self.ports(host):
+            for cidr in p.addresses:
+                if any(g in ipaddress.ip_interface(cidr).network for g in gateways):
+                    return p
+        return None
+
+    def home_network(self, host: str) -> AccessNetwork | None:
+        """The access network that the host's uplink in the topology is (mn: `global4a`)."""
+        up = self.uplink(host)
+        other = self.peer(host, up.ifname) if up else None
+        for n in self.networks:
+            if other is not None and (n.router, n.router_ifname) == (other.host, other.ifname):
+                return n
+        return None
 
     def peer(self, host: str, ifname: str) -> Port | None:
         """The other end of the link on `host`'s `ifname`."""
@@ -208,6 +277,9 @@ BASIC = Topology(
         Host("nat-ad2", Role.NAT, gateway4="198.18.4.1", forwarding=True, nat=Nat(wan="wan", lan="lan")),
         Host("adapter2", Role.ADAPTER, gateway4="192.168.60.1", lan="lan0"),
         Host("gn3", Role.GENERAL, dhcp="dhclient"),
+        # The NAPT router of the `napt` access network: no one behind it
+        # until a host moves there (`cyphonic lab move mn napt`).
+        Host("nat-mv", Role.NAT, gateway4="198.18.5.1", forwarding=True, nat=Nat(wan="wan", lan="lan")),
     ),
     links=(
         _link(
@@ -268,6 +340,42 @@ BASIC = Topology(
         _link("inet", "nat-ad2", ("198.18.4.1/24",), "nat-ad2", "wan", ("198.18.4.10/24",)),
         _link("nat-ad2", "lan", ("192.168.60.1/24",), "adapter2", "eth0", ("192.168.60.10/24",)),
         Link(Port("adapter2", "lan0", ipv6=False), Port("gn3", "eth0", mac="02:00:5e:10:00:03")),
+        _link("inet", "nat-mv", ("198.18.5.1/24",), "nat-mv", "wan", ("198.18.5.10/24",)),
+    ),
+    # Where `cyphonic lab move HOST NETWORK` can take a host (mobility tests).
+    networks=(
+        AccessNetwork(
+            "global4a",
+            "inet",
+            "mn",  # the topology's own mn link: mn's home
+            ("198.51.100.1/24", "2001:db8:a::1/64"),
+            ("198.51.100.10/24", "2001:db8:a::10/64"),
+            "mn's home: global dual-stack, 198.51.100.10/24 + 2001:db8:a::10/64 on inet",
+        ),
+        AccessNetwork(
+            "global4b",
+            "inet",
+            "global4b",
+            ("198.51.101.1/24",),
+            ("198.51.101.10/24",),
+            "a second global IPv4 site, IPv4 only: 198.51.101.10/24 on inet",
+        ),
+        AccessNetwork(
+            "napt",
+            "nat-mv",
+            "lan",
+            ("192.168.70.1/24",),
+            ("192.168.70.10/24",),
+            "behind NAPT router nat-mv (WAN 198.18.5.10), IPv4 only: 192.168.70.10/24",
+        ),
+        AccessNetwork(
+            "ipv6only",
+            "inet",
+            "ipv6only",
+            ("2001:db8:b::1/64",),
+            ("2001:db8:b::10/64",),
+            "an IPv6-only site, no IPv4: 2001:db8:b::10/64 on inet",
+        ),
     ),
 )
 
