@@ -24,10 +24,10 @@ from cyphonic.adapter.lan_packets import LanPacketHandling, OwnedPackets
 from cyphonic.adapter.status import status_document
 from cyphonic.kernel import batch as batch_io
 from cyphonic.kernel import packet_socket
-from cyphonic.kernel.netlink import global_addresses
+from cyphonic.kernel.netlink import global_addresses, network_changes
 from cyphonic.kernel.packet_socket import PacketSocket
 from cyphonic.keys import read_certificate
-from cyphonic.node.daemon import open_sockets, read_sockets
+from cyphonic.node.daemon import network_changed, open_sockets, read_sockets
 from cyphonic.node.demux import Demultiplexer
 from cyphonic.node.signaling import SignalingModule
 from cyphonic.wire.certificate import Certificate
@@ -145,6 +145,7 @@ class AdapterDaemon:
             self.addresses.restore(time.time())
             nursery.start_soon(self.addresses.run)
             nursery.start_soon(self.interface.run)
+            nursery.start_soon(network_changes, self.network_changed)
             log.info(
                 "adapter %s ready on %s: %d general nodes, data path %s",
                 grant.fqdn,
@@ -153,6 +154,11 @@ class AdapterDaemon:
                 self.dataplane()["path"],
             )
             task_status.started(self)
+
+    def network_changed(self) -> None:
+        """The WAN side moved: the adapter and every general node at once."""
+        identities = [self.signaling] + [gn.signaling for gn in self.general_nodes.by_mac.values()]
+        network_changed(self.packet, identities)
 
     def dataplane(self) -> dict:
         return {

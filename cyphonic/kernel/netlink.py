@@ -1,11 +1,20 @@
-"""Addresses of this host, read through netlink."""
+"""Addresses of this host, read through netlink, and the kernel's
+notice that they changed."""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Set
+from collections.abc import Callable, Set
 
+import trio
 from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import (
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK,
+)
 
 # Interfaces whose addresses are another overlay's (ours, Nebula, WireGuard):
 # reporting them as locators would tunnel CYPHONIC through another tunnel.
@@ -33,3 +42,22 @@ def global_addresses(exclude: Set[str] = frozenset()) -> list[str]:
 def _kind(link) -> str | None:
     info = link.get_attr("IFLA_LINKINFO")
     return info.get_attr("IFLA_INFO_KIND") if info is not None else None
+
+
+# Addresses, routes and links: any of them may change which locators a node has.
+_GROUPS = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_LINK
+SETTLE = 0.05  # a move is several messages (address, routes, link): act once, after the burst
+
+
+async def network_changes(on_change: Callable[[], None]) -> None:
+    """Call `on_change` after every burst of address, route or link
+    messages from the kernel (mobility: react to the event, not a timer)."""
+    with IPRoute() as ipr:
+        ipr.bind(groups=_GROUPS)
+        while True:
+            await trio.lowlevel.wait_readable(ipr.fileno())
+            with trio.move_on_after(SETTLE):
+                while True:
+                    ipr.get()  # drain: what changed is read back from the kernel anyway
+                    await trio.lowlevel.wait_readable(ipr.fileno())
+            on_change()

@@ -71,14 +71,25 @@ def current_network(lab: Lab, host: str, moves: dict[str, str] | None = None) ->
 
 
 def current_addresses(lab: Lab, host: str) -> list[str]:
-    """The host's addresses (no prefix length) as they are after any moves."""
+    """The host's addresses (no prefix length) as they are after any moves: a
+    moved host's uplink has its network's, a router has those of the networks
+    someone is on (and not those of a home network whose host left)."""
     topo = lab.topology
-    network = read_moves(lab).get(host)
-    if network is None:
-        return topo.addresses(host)
-    uplink = topo.uplink(host)
-    others = [c for p in topo.ports(host) if p is not uplink for c in p.addresses]
-    return [c.split("/")[0] for c in (*topo.network(network).host_addresses, *others)]
+    moves = read_moves(lab)
+    uplink = topo.uplink(host) if host in moves else None
+    cidrs = [c for p in topo.ports(host) for c in (p.addresses if p is not uplink else ())]
+    if host in moves:
+        cidrs[:0] = topo.network(moves[host]).host_addresses
+    for net in topo.networks:
+        if net.router != host:
+            continue
+        home = topo.peer(host, net.router_ifname) is not None
+        used = any(current_network(lab, h.name, moves) == net.name for h in topo.hosts)
+        if home and not used:
+            cidrs = [c for c in cidrs if c not in net.router_addresses]
+        elif used and not home:
+            cidrs += net.router_addresses
+    return [c.split("/")[0] for c in cidrs]
 
 
 def move(lab: Lab, host: str, network: str) -> dict:

@@ -68,10 +68,18 @@ class Registry:
                 new.endpoints, new.seen = reg.endpoints, reg.seen
             reg = self.nodes[ticket.fqdn] = new
         reg.freshness = freshness
-        nat = source not in {locator_text(loc) for loc in body.locators}
+        reported = {locator_text(loc) for loc in body.locators}
+        nat = source not in reported
         previous = reg.endpoints.by_family.get(family)
         reg.endpoints.by_family[family] = Attachment(observed=source, nat=nat)
         reg.seen[family] = now
+        # a family the node reports no address in any more (it moved to a
+        # network without it): peers must not be sent there
+        held = {"ipv6" if ":" in host else "ipv4" for host, _ in reported} | {family}
+        for gone in set(reg.endpoints.by_family) - held:
+            del reg.endpoints.by_family[gone]
+            reg.seen.pop(gone, None)
+            log.info("%s has no %s address any more: that attachment is forgotten", ticket.fqdn, gone)
         if previous is None or previous.observed != source:
             log.info("registered %s %s at %s%s", ticket.fqdn, family, source, " (behind NAT)" if nat else "")
         return nat

@@ -13,10 +13,11 @@ import trio
 
 from cyphonic import control, crypto
 from cyphonic.config import format_address
+from cyphonic.core import tunnel as core
 from cyphonic.crypto import PacketBuffer
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.kernel import batch as batch_io
-from cyphonic.kernel.netlink import global_addresses
+from cyphonic.kernel.netlink import global_addresses, network_changes
 from cyphonic.kernel.tun import Tun
 from cyphonic.keys import read_certificate
 from cyphonic.node.demux import Demultiplexer
@@ -87,6 +88,16 @@ async def read_sockets(sock: socket.socket, packet: PacketHandlingModule, demux:
             packet.flush()
 
 
+def network_changed(packet: PacketHandlingModule, identities: list[SignalingModule]) -> None:
+    """Mobility: each identity registers its new locators at once, and
+    every tunnel sends a Keep Alive, so a peer sees the new source address
+    in an authenticated, newer datagram and moves its endpoint there."""
+    for signaling in identities:
+        signaling.network_changed()
+    for tunnel in list(packet.by_index.values()):
+        packet.send(tunnel, core.KEEPALIVE, b"")
+
+
 class NodeDaemon:
     """`tun_factory`, `local_addresses` and `control_name` are the seams the
     integration tests use (an in-memory TUN, loopback locators, no control
@@ -146,9 +157,13 @@ class NodeDaemon:
             log.info("data path: %s", self.dataplane())
             nursery.start_soon(self.packet.tun_reader)
             await self.signaling.register_all()
+            nursery.start_soon(network_changes, self.network_changed)
             await nursery.start(self.resolver.run)
             log.info("node %s ready on %s", grant.fqdn, self.tun.name)
             task_status.started(self)
+
+    def network_changed(self) -> None:
+        network_changed(self.packet, [self.signaling])
 
     def dataplane(self) -> dict:
         return {

@@ -69,6 +69,7 @@ class SignalingModule:
         # told when the NMS has named a path, before the tunnel is up (the
         # adapter holds a general node's first packets for it meanwhile)
         self.on_directed: Callable[[core.PeerInfo], None] | None = None
+        self._locators: list[str] | None = None  # what was last registered
 
     # what the daemon's status shows
     @property
@@ -143,8 +144,7 @@ class SignalingModule:
                 supervise, event.tunnel, self.packet, self.cfg["keepalive"], self._tunnel_died, self.cfg["rekey_after"]
             )
         elif isinstance(event, machine_events.RegistrationDue):
-            own = {str(self.grant.vip4), str(self.grant.vip6)} if self.grant else set()
-            self.machine.register(time.time(), self.local_addresses(own))
+            self.machine.register(time.time(), self._addresses())
         elif isinstance(event, (machine_events.LoggedIn, machine_events.LoginRefused)):
             self._resolve("login", event)
         elif isinstance(event, (machine_events.Registered, machine_events.RegistrationFailed)):
@@ -202,13 +202,30 @@ class SignalingModule:
 
     async def register_all(self) -> None:
         """Register in every family, and wait until each has answered or failed."""
-        grant = self.grant
-        assert grant is not None, "register_all before login"  # NodeDaemon.run logs in first
-        own = {str(grant.vip4), str(grant.vip6)}
-        self.machine.register(time.time(), self.local_addresses(own))
+        assert self.grant is not None, "register_all before login"  # NodeDaemon.run logs in first
+        self.machine.register(time.time(), self._addresses())
         self.pump()
         if self.machine.registering:
             await self._wait("registration")
+
+    def _addresses(self) -> list[str]:
+        """This host's locators now (never the overlay's own addresses)."""
+        g = self.grant
+        self._locators = list(self.local_addresses({str(g.vip4), str(g.vip6)} if g else set()))
+        return self._locators
+
+    def network_changed(self) -> None:
+        """The kernel changed an address, route or link (mobility): a
+        changed set of locators is registered at once, not at the next
+        refresh."""
+        if self.grant is None or self._locators is None:
+            return
+        before = self._locators
+        if sorted(self._addresses()) == sorted(before):
+            return
+        log.info("locators now %s (were %s): registering again", ", ".join(self._locators) or "none", ", ".join(before))
+        self.machine.register(time.time(), self._locators, restart=True)
+        self.pump()
 
     async def route_to(self, fqdn: str, early: bool = False) -> core.PeerInfo:
         """Route selection (triggered by DNS) and tunnel establishment.

@@ -3,6 +3,8 @@ they are due, and only then."""
 
 from __future__ import annotations
 
+import time
+
 import trio
 
 from tests.integration.conftest import DOMAIN, ipv4_udp
@@ -48,3 +50,22 @@ async def test_relayed_data_never_wakes_the_signaling_timers(relay_overlay):
         await recv_packet(cn)
     # only the timers' own wake-ups (refresh every 1 s here), not one per packet
     assert len(calls) <= 10, len(calls)
+
+
+async def test_a_changed_address_is_registered_at_once_not_at_the_next_refresh(overlay):
+    where = ["127.0.0.1"]  # what the node finds on its interfaces
+    mn = await overlay.start_node("mn", locators=where)
+
+    def nat_seen() -> bool | None:
+        [node] = [n for n in overlay.nms.status(time.time()) if n["fqdn"] == f"mn.{DOMAIN}"]
+        return node["attachments"]["ipv4"]["nat"]
+
+    assert nat_seen() is False
+    mn.daemon.network_changed()  # the kernel said nothing changed: nothing is sent
+    assert not mn.daemon.signaling.machine.registering
+    where[:] = ["198.51.100.77"]  # moved: the NMS now sees another source than the locator
+    mn.daemon.network_changed()
+    assert mn.daemon.signaling.machine.registering  # sent now, not at the next refresh
+    with trio.fail_after(5):
+        while not nat_seen():
+            await trio.sleep(0.02)

@@ -48,7 +48,7 @@ def test_lab_show_json_matches_what_the_daemons_report(lab: Lab) -> None:
         "inet": "router", "cloud": "cloud", "mn": "node", "nat-cn": "nat", "cn": "node",
         "trs": "trs", "trs2": "trs", "nat-a": "nat", "a1": "node", "nat-b": "nat", "b1": "node", "v6": "node",
         "attacker": "host", "nat-ad": "nat", "adapter": "adapter", "sw1": "switch", "gn1": "general",
-        "gn2": "general", "gn6": "general", "nat-ad2": "nat", "adapter2": "adapter", "gn3": "general"}
+        "gn2": "general", "gn6": "general", "nat-ad2": "nat", "adapter2": "adapter", "gn3": "general", "nat-mv": "nat"}
     assert hosts["trs"]["fqdn"] is None
     assert hosts["trs"]["addresses"] == ["203.0.114.20", "2001:db8:d::20"]
     assert hosts["v6"]["addresses"] == ["2001:db8:e::10"]

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from cyphonic.lab import Lab, Role, down
+from cyphonic.lab import Lab, LabError, Role, down
 from cyphonic.lab.apps import wait_listening
 from cyphonic.lab.netns import NETNS_ETC, list_namespaces, ns_name
+from cyphonic.lab.processes import cyphonic_cli, tool_env
 from cyphonic.lab.state import LabPaths
 
 pytestmark = pytest.mark.system
@@ -129,3 +130,65 @@ def test_down_removes_everything_even_after_a_crash(spare_prefix: str) -> None:
     assert not (NETNS_ETC / ns_name(prefix, "cn")).exists()
     assert not LabPaths(prefix).root.exists()
     assert down(prefix) == []  # nothing up: still fine
+
+
+# Where `lab move` takes mn: network, its address there, the cloud reachable over IPv4, IPv6.
+MOVES = [("global4b", ["198.51.101.10"], True, False),
+         ("napt", ["192.168.70.10"], True, False),
+         ("ipv6only", ["2001:db8:b::10"], False, True),
+         ("global4a", ["198.51.100.10", "2001:db8:a::10"], True, True)]
+
+
+def _reaches(lab: Lab, host: str, target: str) -> bool:
+    return lab.run(host, ["ping", "-c", "1", "-W", "2", target]).returncode == 0
+
+
+def test_move_takes_mn_through_every_access_network_and_home_twice(network: Lab) -> None:
+    assert network.network("mn") == "global4a"
+    try:
+        for i, (name, addresses, v4, v6) in enumerate(MOVES * 2):
+            moved = network.move("mn", name)
+            assert (moved["to"], moved["interface"]) == (name, "eth0")
+            assert moved["seconds"] < 1
+            assert network.network("mn") == name
+            if i < len(MOVES):  # show() asks every node for its status: ~1 s
+                shown = network.show()["hosts"]["mn"]
+                assert (shown["network"], shown["addresses"]) == (name, addresses)
+            links = json.loads(network.run("mn", ["ip", "-j", "addr", "show", "scope", "global"]).stdout)
+            found = [(lk["ifname"], a["local"]) for lk in links for a in lk["addr_info"] if "local" in a]
+            assert sorted(found) == sorted(("eth0", a) for a in addresses)  # the old uplink is gone
+            assert _reaches(network, "mn", "203.0.113.10") == v4
+            assert _reaches(network, "mn", "2001:db8:c::10") == v6
+    finally:
+        network.move("mn", "global4a")
+    assert _reaches(network, "cloud", "198.51.100.10") and _reaches(network, "cloud", "2001:db8:a::10")
+
+
+def test_move_to_napt_is_behind_nat_mv(network: Lab) -> None:
+    assert [p.ifname for p in network.topology.ports("nat-mv")] == ["wan"]  # nothing behind it yet
+    network.move("mn", "napt")
+    listener = network.popen("cloud", [sys.executable, "-c", UDP_PEEK], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_listening(network, "cloud", 9999, udp=True)
+        network.run("mn", [sys.executable, "-c",
+                           "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                           ".sendto(b'hi', ('203.0.113.10', 9999))"], check=True)
+        seen, _ = listener.communicate(timeout=10)
+        assert seen.strip() == "198.18.5.10"
+        assert not _reaches(network, "attacker", "192.168.70.10")
+        with pytest.raises(LabError, match="in use by 'mn'"):
+            network.move("a1", "napt")
+    finally:
+        listener.kill()
+        network.move("mn", "global4a")
+
+
+def test_lab_move_cli_lists_the_networks_and_rejects_unknown_names(network: Lab) -> None:
+    done = subprocess.run([*cyphonic_cli(), "lab", "move", "--help"], capture_output=True, text=True)
+    listed = [line.split()[0] for line in done.stdout.split("networks:\n")[1].splitlines()]
+    assert listed == ["global4a", "global4b", "napt", "ipv6only"]
+    for args in (["mn", "nowhere"], ["nobody", "napt"], ["inet", "napt"]):
+        done = subprocess.run([*cyphonic_cli(), "lab", "move", "--prefix", network.prefix, *args],
+                              capture_output=True, text=True, env=tool_env())
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert network.network("mn") == "global4a"

@@ -28,10 +28,11 @@ def nms_key():
 def test_an_old_ipv4_registration_replayed_from_ipv6_creates_no_attachment(nms_key):
     nms = NodeManagementService(nms_key)
     mn = NodeStub(nms_key, "mn", 2)
-    old = mn.registration(1, MN)
+    # a dual-stack node reports both its addresses in every registration
+    old = mn.registration(1, MN, MN6)
     nms.receive(old, MN, NOW)
-    nms.receive(mn.registration(2, MN6), MN6, NOW + 1)  # the node's one counter, over IPv6
-    nms.receive(mn.registration(3, MN), MN, NOW + 2)
+    nms.receive(mn.registration(2, MN, MN6), MN6, NOW + 1)  # the node's one counter, over IPv6
+    nms.receive(mn.registration(3, MN, MN6), MN, NOW + 2)
     nms._replies.clear()  # the answer is no longer cached
     assert nms.receive(old, EVIL6, NOW + 3) == []
     assert nms.registry[mn.fqdn].endpoints.by_family["ipv6"].observed == MN6
@@ -181,3 +182,17 @@ def test_a_retransmitted_request_whose_error_was_lost_gets_the_error_again(nms_k
     [(first, _)] = nms.receive(request, MN, NOW)
     assert nms.receive(request, MN, NOW + 0.3) == [(first, MN)]
     assert str(parse(wire.SignalingErrorBody, mn.open(first)[1]).code) == "unknown_peer"
+
+
+def test_a_node_that_reports_no_ipv6_address_any_more_loses_its_ipv6_attachment(nms_key):
+    # it moved to an IPv4-only network: a peer sent to its old IPv6
+    # attachment (or a TRS address of that family) would reach nothing
+    nms = NodeManagementService(nms_key)
+    mn = NodeStub(nms_key, "mn", 2)
+    nms.receive(mn.registration(1, MN, MN6), MN6, NOW)
+    nms.receive(mn.registration(2, MN, MN6), MN, NOW + 1)
+    assert set(nms.registry[mn.fqdn].endpoints.by_family) == {"ipv4", "ipv6"}
+    moved = ("198.51.101.10", 4500)
+    nms.receive(mn.registration(3, moved), moved, NOW + 2)
+    assert set(nms.registry[mn.fqdn].endpoints.by_family) == {"ipv4"}
+    assert nms.registry[mn.fqdn].endpoints.by_family["ipv4"].observed == moved

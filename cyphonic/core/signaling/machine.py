@@ -19,7 +19,6 @@ in `punching`.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 from collections import deque
@@ -88,6 +87,7 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
         self._login_backoff = 1.0
         self._logging_in = False
         self._registering: set[str] = set()
+        self._round = 0  # registration rounds: an abandoned one's answers are ignored
         self._refresh_armed = False
         RouteSelection.__init__(self)
         TunnelEstablishment.__init__(self)
@@ -243,7 +243,7 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
 
     # -- registration --------------------------------------------------------------------
 
-    def register(self, now: float, addresses: list[str]) -> None:
+    def register(self, now: float, addresses: list[str], restart: bool = False) -> None:
         """Register in every family we reach the NMS over; `addresses` are
         the host's own global addresses (the locators the NMS compares with
         the source it sees: NAT detection).
@@ -252,23 +252,34 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
         registrations by one sequence, and two sent at once over two
         sockets may arrive in either order (the later-numbered first would
         make the other stale)."""
-        if self._registering:
+        if self._registering and not restart:
             return  # a round is under way; it covers every family
+        # `restart`: the host moved; a round still waiting on the old
+        # network's answers is abandoned (its answers change nothing)
+        self._round += 1
         self._registering = set(self.nms)
-        self._register_next(list(self.nms), addresses, now)
+        # families we hold an address in first: after a move to a network
+        # without one, its registration waits out its retransmissions, and
+        # must not delay the family that works
+        held = {family_of(a) for a in addresses}
+        self._register_next(sorted(self.nms, key=lambda family: family not in held), addresses, now)
 
     def _register_next(self, families: list[str], addresses: list[str], now: float) -> None:
         if families:
             self._register(families[0], families[1:], addresses, now)
 
     def _register(self, family: str, rest: list[str], addresses: list[str], now: float) -> None:
+        round_ = self._round
         # one sequence for every family: the NMS orders a node's registrations by it
         self._sequence = max(self._sequence + 1, int(now * 1e9))
-        version = 6 if family == "ipv6" else 4
-        locators = [locator(a, self.port) for a in addresses if ipaddress.ip_address(a).version == version][:16]
+        # every family's locators: the NMS forgets an attachment in a family
+        # the node no longer has an address in (it moved away from it)
+        locators = [locator(a, self.port) for a in addresses][:16]
         body = build(wire.RegistrationBody, dict(sequence=self._sequence, locators=locators))
 
         def done(reply: tuple[str, bytes], now: float) -> None:
+            if round_ != self._round:
+                return
             self._registering.discard(family)
             kind, plain = reply
             if kind != "RegistrationResponse":
@@ -293,10 +304,12 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
             now,
             family=family,
             done=done,
-            failed=lambda now: self._next_after_failure(family, rest, addresses, now),
+            failed=lambda now: self._next_after_failure(family, rest, addresses, now, round_),
         )
 
-    def _next_after_failure(self, family: str, rest: list[str], addresses: list[str], now: float) -> None:
+    def _next_after_failure(self, family: str, rest: list[str], addresses: list[str], now: float, round_: int) -> None:
+        if round_ != self._round:
+            return
         self._registration_failed(family, "no answer from the NMS", now)
         self._register_next(rest, addresses, now)
 
@@ -341,7 +354,9 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
         g = self.grant
         # the driver registers and selects routes only after LoggedIn, and a grant is only ever replaced
         assert g is not None, "NMS request before login"
-        families = [family] if family else list(self.nms)
+        # the families registered now first: after a move, the NMS address
+        # of a family the new network lacks would only time out
+        families = [family] if family else sorted(self.nms, key=lambda f: f not in self.registered)
         txid = secrets.randbits(32)
         fields = dict(header=dict(type=type_, txid=txid), ticket=g.ticket)
         datagram = crypto.seal_message(wire.NmsRequest, fields, g.session_key, body)
