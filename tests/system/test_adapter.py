@@ -292,9 +292,12 @@ for _ in range(3000):  # a DHCP storm from random MACs
     frames.append(Ether(src=m, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255")
                   / UDP(sport=68, dport=67) / BOOTP(chaddr=bytes.fromhex(m.replace(":", "")), xid=rng.getrandbits(32))
                   / DHCP(options=[("message-type", "discover"), "end"]))
-for _ in range(3000):  # an ARP flood for overlay addresses, from random MACs
+for _ in range(3000):  # an ARP flood asking for overlay addresses, from random MACs
+    # (the sender claims a link-local address: claiming a device's peer's
+    # address would poison the devices' own ARP caches, which no adapter
+    # can prevent on a shared LAN)
     frames.append(Ether(src=rmac(), dst="ff:ff:ff:ff:ff:ff")
-                  / ARP(op=1, hwsrc=rmac(), psrc="10.96.%d.%d" % (rng.randrange(256), rng.randrange(256)),
+                  / ARP(op=1, hwsrc=rmac(), psrc="169.254.%d.%d" % (rng.randrange(256), rng.randrange(1, 255)),
                         pdst="10.96.%d.%d" % (rng.randrange(256), rng.randrange(256))))
 for _ in range(2000):  # garbage and truncated headers to the adapter's MAC
     kind = rng.choice([0x0800, 0x0806, 0x86DD])
