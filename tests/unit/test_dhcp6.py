@@ -39,6 +39,7 @@ from cyphonic.core.dhcp6 import Dhcp6Server
 from cyphonic.core.leases import AddressNeeded, LeaseDeclined, LeaseGranted, LeaseReleased
 from cyphonic.errors import ParseError
 from cyphonic.wire import dhcp6 as wire
+from tests.support.mutations import FLIPS, mutations
 from tests.support.scapy import FUZZ
 
 ADAPTER = bytes.fromhex("020000000a0a")
@@ -354,16 +355,12 @@ def test_random_bytes_raise_only_parse_error(data):
 @FUZZ
 @given(
     valid=st.sampled_from(VALID),
-    flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 7)), min_size=1, max_size=6),
+    flips=FLIPS,
     cut=st.integers(min_value=0),
     tail=st.binary(max_size=40),
 )
 def test_mutated_messages_raise_only_parse_error(valid, flips, cut, tail):
-    mutated = bytearray(valid)
-    for position, bit in flips:
-        mutated[position % len(mutated)] ^= 1 << bit
+    flipped, truncated = mutations(valid, flips, cut, tail)
     server = Lan().server()
-    for reply in only_parse_errors(server, bytes(mutated)) + only_parse_errors(
-        server, valid[: cut % len(valid)] + tail
-    ):
+    for reply in only_parse_errors(server, flipped) + only_parse_errors(server, truncated):
         DHCP6(reply)  # whatever goes out is a message

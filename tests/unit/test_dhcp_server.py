@@ -27,6 +27,7 @@ from cyphonic.core.dhcp import (
 )
 from cyphonic.errors import ParseError
 from cyphonic.wire import dhcp as wire
+from tests.support.mutations import FLIPS, mutations
 from tests.support.scapy import FUZZ
 
 SERVER = IPv4Address("10.77.0.1")
@@ -456,16 +457,12 @@ def test_random_bytes_raise_only_parse_error(data):
 @FUZZ
 @given(
     valid=st.sampled_from(VALID),
-    flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 7)), min_size=1, max_size=6),
+    flips=FLIPS,
     cut=st.integers(min_value=0),
     tail=st.binary(max_size=40),
 )
 def test_mutated_messages_raise_only_parse_error(valid, flips, cut, tail):
-    mutated = bytearray(valid)
-    for position, bit in flips:
-        mutated[position % len(mutated)] ^= 1 << bit
+    flipped, truncated = mutations(valid, flips, cut, tail)
     server = Lan().server()
-    for reply in only_parse_errors(server, bytes(mutated)) + only_parse_errors(
-        server, valid[: cut % len(valid)] + tail
-    ):
+    for reply in only_parse_errors(server, flipped) + only_parse_errors(server, truncated):
         BOOTP(reply.payload)  # whatever goes out is a message
