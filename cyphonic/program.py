@@ -20,7 +20,8 @@ import trio
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cyphonic import config, control, logs
-from cyphonic.errors import ConfigError
+from cyphonic.errors import AuthenticationError, ConfigError, ParseError
+from cyphonic.node.signaling import Fatal
 from cyphonic.udp import DatagramService, UdpServer
 
 
@@ -54,9 +55,6 @@ def run_daemon(program: str, file: str, schema: config.Schema, make: Callable[[d
     make(cfg).run() until killed. A bad config or a key it cannot read is
     one line and exit 2; a Fatal (e.g. the AS refused the certificate) one
     line and exit 1."""
-    from cyphonic.errors import AuthenticationError, ParseError
-    from cyphonic.node.signaling import Fatal
-
     parser = argparse.ArgumentParser(prog=f"python -m {program}")
     parser.add_argument("--config", required=True, type=Path, help=file)
     args = parser.parse_args()

@@ -43,6 +43,7 @@ class Itself:
     mac = None
     vip4_bytes = b"\0" * 4
     vip6_bytes = b"\0" * 16
+    signaling: SignalingModule | None = None  # its Tunnel Updates go there
 
 
 class AdapterDaemon:
@@ -82,7 +83,7 @@ class AdapterDaemon:
             OwnedPackets(self.packet, self.itself),
             local_addresses=local_addresses,
         )
-        self.itself.signaling = self.signaling  # type: ignore[attr-defined]
+        self.itself.signaling = self.signaling
         self.demux = Demultiplexer()
         self.demux.add(self.signaling)
         self.general_nodes = GeneralNodeManagement(

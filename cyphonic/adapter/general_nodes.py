@@ -235,11 +235,18 @@ class GeneralNodeManagement:
             local_addresses=self.local_addresses,
         )
         r = self.cfg["resolver"]
-        resolver = ResolverModule(self.domain, signaling, None, r["upstream"], r["ttl"], r["route_timeout"])
+        resolver = ResolverModule(
+            self.domain,
+            signaling,
+            None,
+            r["upstream"],
+            r["ttl"],
+            r["route_timeout"],
+            neighbours=self.neighbour,
+            early=True,  # the adapter holds the first packets (stage)
+        )
         gn = GeneralNode(info.mac, info.fqdn, info.ipv6, signaling, resolver)
         packets.owner = gn
-        resolver.neighbours = self.neighbour
-        resolver.early = True
         signaling.on_directed = lambda peer: self._directed(gn, peer)
         gn.peers = self._saved_peers.get(mac_text(info.mac), {})
         self.by_mac[info.mac] = gn
@@ -311,9 +318,9 @@ class GeneralNodeManagement:
         self.remember(gn, peer.vip6_bytes, peer.fqdn)
         held = [frame for vip in (peer.vip4_bytes, peer.vip6_bytes) for frame in gn.staged.pop(vip, (0.0, []))[1]]
         for frame in held:
-            self.packet._send_frame(memoryview(frame))
+            self.packet.send_frame_sealed(memoryview(frame))
         if held:
-            self.packet._flush_run()
+            self.packet.flush_run()
 
     def _directed(self, gn: GeneralNode, peer: core.PeerInfo) -> None:
         """The route to `peer` is chosen, its tunnel not yet up: hold what

@@ -33,6 +33,7 @@ from cyphonic.core import frames
 from cyphonic.core.arp import ArpResponder
 from cyphonic.core.frames import UdpDatagram
 from cyphonic.core.ndp import NeighborProxy, is_router_solicitation
+from cyphonic.core.tunnel import CAPSULE
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.kernel.packet_socket import ETH_HLEN, MAX_FRAME, PacketSocket
@@ -108,7 +109,7 @@ class InterfaceHandling:
                         self.frame(buf, view, PAD + n, hdr, now)
                     except (ParseError, AuthenticationError) as exc:
                         self.drops("malformed frame", None, str(exc).splitlines()[0])
-                packet._flush_run()
+                packet.flush_run()
                 packet.flush()
 
     def frame(self, buf: bytearray, view: memoryview, end: int, hdr: int, now: float) -> None:
@@ -161,7 +162,7 @@ class InterfaceHandling:
         if not self._size_fits(buf, ip, total, hdr, 4, gn, view, e, end):
             return
         if proto == TCP:
-            self._clamp(buf, view, ip, end, hdr, 40)
+            self._clamp(buf, view, ip, ip + (buf[ip] & 0x0F) * 4, end, hdr, self.mtu - 40)
         self._forward(buf, view, e, end, hdr, gn, gn.vip4_bytes + dst, dst, now)
 
     def ipv4_control(
@@ -211,7 +212,7 @@ class InterfaceHandling:
         if not self._size_fits(buf, ip, total, hdr, 6, gn, view, e, end):
             return
         if buf[ip + 6] == TCP:
-            self._clamp(buf, view, ip, end, hdr, 60)
+            self._clamp(buf, view, ip, ip + 40, end, hdr, self.mtu - 60)
         self._forward(buf, view, e, end, hdr, gn, gn.vip6_bytes + dst, dst, now)
 
     def ipv6_control(
@@ -283,10 +284,10 @@ class InterfaceHandling:
         self.drops("larger than the overlay MTU (ICMP sent)")
         return False
 
-    def _clamp(self, buf: bytearray, view: memoryview, ip: int, end: int, hdr: int, headers: int) -> None:
-        l4 = ip + ((buf[ip] & 0x0F) * 4 if headers == 40 else 40)
+    def _clamp(self, buf: bytearray, view: memoryview, ip: int, l4: int, end: int, hdr: int, mss: int) -> None:
+        """A TCP SYN's MSS to what fits the overlay MTU (TCP header at `l4`)."""
         if end - l4 >= 20 and buf[l4 + 13] & SYN:
-            frames.clamp_mss(view[ip:end], self.mtu - headers, self._partial(buf, hdr))
+            frames.clamp_mss(view[ip:end], mss, self._partial(buf, hdr))
 
     def _forward(
         self,
@@ -308,7 +309,8 @@ class InterfaceHandling:
             buf[e + 6 : e + 12] = self.mac
             packet.lan_send([view[PAD:end]] if hdr else [b"", view[e:end]])
             return
-        if packet.routes.get(key) is None:
+        tunnel = packet.routes.get(key)
+        if tunnel is None:
             # a tunnel being established (after DNS, or again to a peer the
             # general node talked to before) holds the packet for it
             gns = self.gns
@@ -322,9 +324,9 @@ class InterfaceHandling:
             # the virtio header onto the Ethernet header's last bytes: a TUN frame
             start = e + ETH_HLEN - VNET_HDR_LEN
             buf[start : start + VNET_HDR_LEN] = buf[PAD : PAD + VNET_HDR_LEN]
-            packet._send_frame(view[start:end])
+            packet.send_frame_sealed(view[start:end], tunnel)
         else:
-            packet.send(packet.routes[key], 0x30, bytes(view[e + ETH_HLEN : end]))
+            packet.send(tunnel, CAPSULE, bytes(view[e + ETH_HLEN : end]))
 
     @staticmethod
     def _tun_frame(buf: bytearray, view: memoryview, e: int, end: int, hdr: int) -> bytes:

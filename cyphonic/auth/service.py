@@ -183,30 +183,28 @@ class AuthenticationService:
             raise AuthenticationError("outside the domain")
         return cert
 
-    def _may_log_in(self, cert) -> bool:
+    def _ipv6_of(self, cert) -> bool:
+        """Whether the certificate's holder gets a virtual IPv6 (a general
+        node only if enrolled with IPv6); AuthenticationError for a role
+        that may not log in."""
         role = str(cert.role)
         if role in ("node", "adapter"):
             return True
         if role != "general":
-            return False
+            raise AuthenticationError("wrong role")
         # A general node's certificate is good only while an adapter serves
         # it: removing it from its adapter locks it out, as does revoking it.
         try:
-            return self.store.general_node_by_fqdn(cert.fqdn) is not None
+            node = self.store.general_node_by_fqdn(cert.fqdn)
         except sqlite3.Error as exc:
             raise Unavailable(f"database: {exc}") from None
-
-    def _serves_ipv6(self, fqdn: str) -> bool:
-        try:
-            node = self.store.general_node_by_fqdn(fqdn)
-        except sqlite3.Error as exc:
-            raise Unavailable(f"database: {exc}") from None
-        return node is not None and node.ipv6
+        if node is None:
+            raise AuthenticationError("wrong role")
+        return node.ipv6
 
     def _login(self, request, data: bytes, source: Address, now: float) -> bytes:
         cert = self._authenticate(request, data, now)
-        if not self._may_log_in(cert):
-            raise AuthenticationError("wrong role")
+        ipv6 = self._ipv6_of(cert)
         try:
             enrollment = self.store.enroll(cert.fqdn, cert.serial, bytes(cert.sign_key), now)
         except PoolExhausted:
@@ -214,10 +212,8 @@ class AuthenticationService:
         except sqlite3.Error as exc:
             raise Unavailable(f"database: {exc}") from None
 
-        vip6 = enrollment.vip6.packed
-        if str(cert.role) == "general" and not self._serves_ipv6(cert.fqdn):
-            # an IPv4-only device: peers get no AAAA for it (protocols/adapter.md)
-            vip6 = NO_VIP6
+        # an IPv4-only general node: peers get no AAAA for it (protocols/adapter.md)
+        vip6 = enrollment.vip6.packed if ipv6 else NO_VIP6
         session_key = crypto.random_key()
         # a ticket never outlives the certificate it was issued for
         expires = min(int(now) + self.ticket_lifetime, int(cert.not_after))

@@ -188,7 +188,7 @@ class PacketHandlingModule(TunnelControl):
                         n = os.readv(fd, [buffer])
                     except BlockingIOError:
                         break
-                    self._send_frame(view[:n])
+                    self.send_frame_sealed(view[:n])
                     continue
                 try:
                     frame = os.read(fd, TUN_READ)
@@ -199,28 +199,31 @@ class PacketHandlingModule(TunnelControl):
                     self.drops("no tunnel for destination")
                     continue
                 self.send(tunnel, core.CAPSULE, frame)
-            self._flush_run()
+            self.flush_run()
 
-    def _send_frame(self, frame: memoryview) -> None:
-        """One super-packet: each segment is written straight into the send
-        buffer behind its capsule header and sealed in place."""
+    def send_frame_sealed(self, frame: memoryview, tunnel: core.Tunnel | None = None) -> None:
+        """One TUN-shaped frame (virtio header + IP packet, up to a 64 KB
+        super-packet) into `tunnel`, or the one its addresses route to:
+        each segment is written straight into the send buffer behind its
+        capsule header and sealed in place. `flush_run` sends what is left."""
         try:
             packet, parts = offload.plan(frame)
         except ParseError as exc:
             self.drops("unusable TUN frame", None, str(exc))
             return
-        tunnel = self._route(packet)  # every segment has the super-packet's addresses
+        if tunnel is None:
+            tunnel = self._route(packet)  # every segment has the super-packet's addresses
         if tunnel is None:
             self.drops("no tunnel for destination")
             return
         if tunnel.relayed:
             # relayed: each capsule is wrapped for the TRS (the per-packet path)
-            self._flush_run()
+            self.flush_run()
             for header, start, end in parts:
                 self.send(tunnel, core.CAPSULE, header + bytes(packet[start:end]))
             return
         if tunnel is not self._run_tunnel:
-            self._flush_run()
+            self.flush_run()
             self._run_tunnel = tunnel
         out = self._out
         data, cipher, pack = out.data, tunnel.cipher, CAPSULE_HEADER_STRUCT.pack_into
@@ -237,7 +240,7 @@ class PacketHandlingModule(TunnelControl):
                     or pos + length > MAX_GSO_BYTES
                     or self._run_count == MAX_GSO_SEGMENTS
                 ):
-                    self._flush_run()
+                    self.flush_run()
                     self._run_tunnel = tunnel
                     pos = 0
                 pack(data, pos, core.CAPSULE, tunnel.remote_index, tunnel.next_counter())
@@ -255,14 +258,14 @@ class PacketHandlingModule(TunnelControl):
         except core.CounterExhausted:
             self._exhausted(tunnel)
 
-    def _flush_run(self) -> None:
+    def flush_run(self) -> None:
         tunnel, length = self._run_tunnel, self._run_length
         count, inner = self._run_count, self._run_inner
         self._run_tunnel, self._run_length, self._run_count, self._run_inner = None, 0, 0, 0
         self._run_short = False
         if not length:
             return
-        assert tunnel is not None  # _send_frame sets the run's tunnel before it adds bytes
+        assert tunnel is not None  # send_frame_sealed sets the run's tunnel before it adds bytes
         try:
             sent = send_run(
                 self._socket_for(tunnel), self._out.view[:length], self._run_size, tunnel.endpoint, self.gso

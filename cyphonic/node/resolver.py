@@ -30,16 +30,25 @@ UPSTREAM_TIMEOUT = 3.0
 
 class ResolverModule:
     def __init__(
-        self, domain: str, signaling, listen, upstream, ttl: int, route_timeout: float = ROUTE_TIMEOUT
+        self,
+        domain: str,
+        signaling,
+        listen,
+        upstream,
+        ttl: int,
+        route_timeout: float = ROUTE_TIMEOUT,
+        *,
+        neighbours: Callable[[str], Any] | None = None,
+        early: bool = False,
     ) -> None:
         self.domain = domain.lower().rstrip(".")
         self.route_timeout = route_timeout
         # names answered here without route selection (the adapter: the
         # general nodes on its own LAN, switched locally)
-        self.neighbours: Callable[[str], Any] | None = None
+        self.neighbours = neighbours
         # answer once the NMS has named the path, not after the tunnel is
         # up (the adapter holds the first packets until it is)
-        self.early = False
+        self.early = early
         self.signaling = signaling
         self.listen = listen
         self.upstream = upstream
