@@ -72,7 +72,9 @@ class AdapterDaemon:
         self.gso = offload and all(batch_io.gso_supported(s) for s in self.sockets.values())
         self.gro = offload and all(batch_io.enable_gro(s) for s in self.sockets.values())
         self.packet = LanPacketHandling(self.sockets, self.lan, offload=offload, gso=self.gso)
-        self.packet.on_update = lambda tunnel, body: tunnel.owner.signaling.tunnel_update(tunnel, body)
+        self.packet.on_tunnel_message = lambda tunnel, type_, body: tunnel.owner.signaling.tunnel_message(
+            tunnel, type_, body
+        )
         self.itself = Itself()
         self.signaling = SignalingModule(
             cfg,

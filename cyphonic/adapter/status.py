@@ -8,7 +8,7 @@ from typing import Any
 
 from cyphonic.adapter.general_nodes import mac_text
 from cyphonic.config import format_address
-from cyphonic.node.daemon import PATH_NAMES
+from cyphonic.node.daemon import PATH_NAMES, mobility_status
 
 
 def _percentiles(values) -> dict[str, float | None]:
@@ -90,6 +90,7 @@ def status_document(daemon, now: float) -> dict[str, Any]:
         "uptime": round(now - daemon.started, 1),
         "dataplane": daemon.dataplane(),
         "general_nodes": general,
+        "mobility": mobility_status(daemon.signaling, packet),
         "drops": drops,
         "lan_frames": {"in": interface.frames_in if interface else 0, "out": packet.lan_tx_frames},
         "timers": {

@@ -120,7 +120,14 @@ class Tunnel:
     last_sent: float = 0.0
     last_data_sent: float = 0.0
     punching: bool = False
-    heard_update: bool = False
+    announced: float = -math.inf  # when we last told the peer where the NMS sees us (a punch round)
+    punch_retry: float = 0.0  # relayed: seconds until the next punch round (0: not yet failed)
+    punch_due: float = 0.0  # ... and when it is due
+    # mobility: the nonce of our Tunnel Update still waiting for its Ack;
+    # when the path last drew a probe, and when it was declared failed
+    update_nonce: bytes | None = None
+    probed: float = -math.inf
+    failed_at: float | None = None
     # rekeying (core.rekey): the keys before the last rotation, which still
     # open what was in flight until `previous_until` (inf: until the peer is
     # seen using the new ones); the responder's next keys, which open only,
@@ -281,13 +288,43 @@ def dead_after(keepalive: float) -> float:
     return 3 * keepalive + 2
 
 
-def liveness(tunnel: Tunnel, now: float, keepalive: float) -> str:
-    """What the tunnel's supervisor must do now: "dead", "keepalive" or "ok"."""
-    if now - tunnel.last_received > dead_after(keepalive):
+# A path that stops working while data flows is noticed within about a
+# second: data sent and nothing authenticated back for SUSPECT_AFTER starts
+# Keep Alive probes; still nothing after FAIL_AFTER and the path has failed
+# (the Signaling Module selects another). One-way traffic keeps the probes
+# going (their Acks are what comes back), at one per SUSPECT_AFTER.
+SUSPECT_AFTER = 0.4
+PROBE_EVERY = 0.1
+FAIL_AFTER = 1.0
+IDLE_TICK = 0.25  # an idle tunnel is looked at this often: traffic may start at any time
+
+
+def liveness(tunnel: Tunnel, now: float, keepalive: float, offline: bool = False) -> str:
+    """What the tunnel's supervisor must do now: "failed", "dead", "probe",
+    "keepalive" or "ok". Without an uplink (`offline`) nothing can be heard:
+    the tunnel waits for one instead of dying."""
+    if offline:
+        return "ok"
+    silent = now - tunnel.last_received
+    if tunnel.failed_at is not None and tunnel.last_received > tunnel.failed_at:
+        tunnel.failed_at = None  # the path works again
+    sending = tunnel.last_data_sent > tunnel.last_received and now - tunnel.last_data_sent < SUSPECT_AFTER
+    if sending and silent >= FAIL_AFTER and tunnel.failed_at is None:
+        return "failed"
+    if silent > dead_after(keepalive):
         return "dead"
+    if sending and silent >= SUSPECT_AFTER and now - tunnel.probed >= PROBE_EVERY:
+        return "probe"
     if now - tunnel.last_sent >= keepalive:
         return "keepalive"
     return "ok"
+
+
+def next_check(tunnel: Tunnel, now: float, keepalive: float) -> float:
+    """When `liveness` is worth asking again."""
+    if now - tunnel.last_data_sent < SUSPECT_AFTER:
+        return now + PROBE_EVERY
+    return now + min(IDLE_TICK, keepalive / 2)
 
 
 def carried_traffic(tunnel: Tunnel, now: float, keepalive: float) -> bool:
@@ -397,3 +434,4 @@ KEEPALIVE_ACK = TYPE["KeepAliveAck"]
 TUNNEL_UPDATE = TYPE["TunnelUpdate"]
 REKEY_REQUEST = TYPE["RekeyRequest"]
 REKEY_RESPONSE = TYPE["RekeyResponse"]
+TUNNEL_UPDATE_ACK = TYPE["TunnelUpdateAck"]

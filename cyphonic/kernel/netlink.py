@@ -4,6 +4,7 @@ notice that they changed."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Set
 
 import trio
@@ -23,14 +24,17 @@ OVERLAY_KINDS = frozenset({"tun", "wireguard"})
 
 def global_addresses(exclude: Set[str] = frozenset()) -> list[str]:
     """Every global-scope address of this host (IPv4 and IPv6), except the
-    overlay's own and those on tunnel interfaces; these are the locators a
-    node reports to the NMS."""
+    overlay's own, those on tunnel interfaces and those of a family without
+    a default route (an address with no way out is no uplink: a link that
+    went down keeps its IPv4 address); these are the locators a node
+    reports to the NMS."""
     out = []
     with IPRoute() as ipr:
         overlays = {link["index"] for link in ipr.get_links() if _kind(link) in OVERLAY_KINDS}
+        routed = {f for f in (socket.AF_INET, socket.AF_INET6) if ipr.get_default_routes(family=f)}
         for msg in ipr.get_addr():
             addr = msg.get_attr("IFA_ADDRESS")
-            if addr is None or msg["index"] in overlays:
+            if addr is None or msg["index"] in overlays or msg["family"] not in routed:
                 continue
             ip = ipaddress.ip_address(addr)
             if ip.is_loopback or ip.is_link_local or ip.is_multicast or addr in exclude:

@@ -21,6 +21,7 @@ DEAD_FOR = 30.0
 SESSION_LIFETIME = 120
 PROBE_EVERY = 5.0  # health probes: a Relay Request for session 0
 PROBE_SESSION = 0
+LAST_KEPT = 4096  # pairs whose last TRS is remembered
 
 
 @dataclass
@@ -49,6 +50,9 @@ class RelayAssignment:
         self.next_probe = 0.0
         self.waiting: dict[int, PendingRelay] = {}
         self._next = 0
+        # the TRS each pair last got: a pair that asks again most likely lost
+        # that one (it died, or a path through it failed), so it gets another
+        self.last: dict[frozenset[str], Address] = {}
 
     def healthy(self, now: float) -> list[Address]:
         return [t for t in self.trs if self.dead_until.get(t, 0) <= now]
@@ -89,6 +93,9 @@ class RelayAssignment:
         if not candidates:
             log.warning("path %08x: no healthy TRS left", pending.path_id)
             return []
+        previous = self.last.get(frozenset((pending.mn_fqdn, pending.cn_fqdn)))
+        if len(candidates) > 1 and previous in candidates:
+            candidates.remove(previous)
         self._next = (self._next + 1) % len(candidates)  # spread sessions
         trs = candidates[self._next % len(candidates)]
         pending.tried.append(trs)
@@ -111,6 +118,11 @@ class RelayAssignment:
             return None, None
         del self.waiting[body.session_id]
         self.dead_until.pop(source, None)
+        pair = frozenset((pending.mn_fqdn, pending.cn_fqdn))
+        self.last.pop(pair, None)
+        self.last[pair] = source
+        while len(self.last) > LAST_KEPT:
+            del self.last[next(iter(self.last))]
         if not body.accepted:
             log.warning("TRS %s:%s refused path %08x (full)", *source, body.session_id)
             return pending, None

@@ -1,6 +1,6 @@
 """The Packet Handling Module's control traffic: every authenticated
-capsule that is not data (Keep Alive and its Ack, Tunnel Update, the rekey
-messages), the rekey steps the supervisor drives (core.rekey), the tunnel
+capsule that is not data (Keep Alive and its Ack, Tunnel Update and its
+Ack, the rekey messages), the rekey steps the supervisor drives (core.rekey), the tunnel
 table's re-filing when keys rotate, and the probes that confirm a direct
 path before a relayed tunnel leaves the TRS. A mixin of
 PacketHandlingModule: none of it is on the per-packet data path."""
@@ -27,8 +27,11 @@ log = logging.getLogger("cyphonic.packet")
 Address = tuple[str, int]
 REKEY_TYPES = (core.REKEY_REQUEST, core.REKEY_RESPONSE)
 # Through the TRS these are sealed for it, not only MAC'd: they may move
-# the sender's endpoint there (protocols/relay.md)
-RELAY_SEALED = (core.TUNNEL_UPDATE, *REKEY_TYPES)
+# the sender's endpoint there (protocols/relay.md). Keep Alives among them:
+# after a NAT rebinding or a move, the next one (a probe while data flows)
+# moves this end's side of the session.
+RELAY_SEALED = (core.KEEPALIVE, core.TUNNEL_UPDATE, *REKEY_TYPES)
+TUNNEL_MESSAGES = (core.TUNNEL_UPDATE, core.TUNNEL_UPDATE_ACK)
 
 
 class TunnelControl:
@@ -39,7 +42,7 @@ class TunnelControl:
         _others: dict[int, core.Tunnel]
         _probes: list[tuple[core.Tunnel, Address]]
         drops: Drops
-        on_update: Callable[[core.Tunnel, bytes], None] | None
+        on_tunnel_message: Callable[[core.Tunnel, int, bytes], None] | None
 
         def send(self, tunnel: core.Tunnel, type_: int, plaintext: bytes) -> None: ...
         def send_direct(
@@ -127,9 +130,9 @@ class TunnelControl:
             elif type_ == core.KEEPALIVE_ACK:
                 if body and tunnel.confirm(source, body):
                     log.info("tunnel with %s: direct path to %s:%s confirmed", tunnel.peer.fqdn, *source)
-            elif type_ == core.TUNNEL_UPDATE:
-                if self.on_update is not None:
-                    self.on_update(tunnel, body)
+            elif type_ in TUNNEL_MESSAGES:
+                if self.on_tunnel_message is not None:
+                    self.on_tunnel_message(tunnel, type_, body)
             elif type_ == core.REKEY_REQUEST:
                 before = tunnel.indices()
                 response = rekey.accept_request(tunnel, body, now, self._fresh_index())

@@ -13,7 +13,6 @@ import trio
 
 from cyphonic import control, crypto
 from cyphonic.config import format_address
-from cyphonic.core import tunnel as core
 from cyphonic.crypto import PacketBuffer
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.kernel import batch as batch_io
@@ -89,13 +88,33 @@ async def read_sockets(sock: socket.socket, packet: PacketHandlingModule, demux:
 
 
 def network_changed(packet: PacketHandlingModule, identities: list[SignalingModule]) -> None:
-    """Mobility: each identity registers its new locators at once, and
-    every tunnel sends a Keep Alive, so a peer sees the new source address
-    in an authenticated, newer datagram and moves its endpoint there."""
+    """Mobility: each identity registers its new locators at once and its
+    tunnels follow (core.signaling.mobility). The first authenticated
+    datagram after it is noted: the first packet on the new path."""
+    heard = packet.heard_after_move
+    moved = False
     for signaling in identities:
-        signaling.network_changed()
-    for tunnel in list(packet.by_index.values()):
-        packet.send(tunnel, core.KEEPALIVE, b"")
+        moves = signaling.machine.moves
+        last = moves[-1] if moves else None
+        if signaling.network_changed():
+            moved = True
+            if last is not None and "first_received" not in last:
+                last["first_received"] = heard
+    if moved:
+        packet.heard_after_move = None
+
+
+def mobility_status(signaling: SignalingModule, packet: PacketHandlingModule) -> dict:
+    """The moves this identity saw, each with when the first authenticated
+    datagram came after it (the first packet on the new path)."""
+    status = signaling.mobility()
+    moves = status["moves"]
+    if moves and "first_received" not in moves[-1]:
+        moves[-1]["first_received"] = packet.heard_after_move
+    for move in moves:
+        first = move["first_received"]
+        move["first_received_ms"] = round((first - move["at"]) * 1000, 1) if first is not None else None
+    return status
 
 
 class NodeDaemon:
@@ -137,7 +156,7 @@ class NodeDaemon:
         )
         self.demux = Demultiplexer()
         self.demux.add(self.signaling)
-        self.packet.on_update = self.signaling.tunnel_update
+        self.packet.on_tunnel_message = self.signaling.tunnel_message
         r = cfg["resolver"]
         self.resolver = ResolverModule(self.domain, self.signaling, r["listen"], r["upstream"], r["ttl"])
 
@@ -208,6 +227,7 @@ class NodeDaemon:
             "uptime": round(now - self.started, 1),
             "dataplane": self.dataplane(),
             "peers": sorted(peers, key=lambda p: p["fqdn"]),
+            "mobility": mobility_status(self.signaling, self.packet),
             "drops": drops,
             "timers": {
                 "route_selection_ms": [round(x, 3) for x in self.signaling.route_ms],

@@ -70,8 +70,11 @@ class PacketHandlingModule(TunnelControl):
         self._run_length = self._run_count = self._run_inner = self._run_size = 0
         self._run_short = False
         self.loss = TEST_LOSS
-        # the Signaling Module's hook for a peer's Tunnel Update (hole punching)
-        self.on_update: Callable[[core.Tunnel, bytes], None] | None = None
+        # the Signaling Module's hook for a peer's Tunnel Update or its Ack
+        self.on_tunnel_message: Callable[[core.Tunnel, int, bytes], None] | None = None
+        # mobility: when the first authenticated datagram came after the
+        # host's last move (None: none yet; the first packet on the new path)
+        self.heard_after_move: float | None = 0.0
         if self.loss:
             log.warning("test loss hook active: dropping %.2f%% of received datagrams", self.loss * 100)
 
@@ -317,6 +320,8 @@ class PacketHandlingModule(TunnelControl):
             self.drops("counter at its limit" if counter >= COUNTER_LIMIT else "replayed capsule", source)
             return
         tunnel.rx_packets += 1
+        if self.heard_after_move is None:
+            self.heard_after_move = now
         body = start + CAPSULE_HEADER
         if type_ == core.CAPSULE:
             self._deliver(tunnel, buf.view[body : body + plain], source)

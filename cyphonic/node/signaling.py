@@ -106,8 +106,9 @@ class SignalingModule:
             return
         self.pump()
 
-    def tunnel_update(self, tunnel: core.Tunnel, body: bytes) -> None:
-        self.machine.tunnel_update(tunnel, body, time.time())
+    def tunnel_message(self, tunnel: core.Tunnel, type_: int, body: bytes) -> None:
+        """A Tunnel Update or its Ack, authenticated by the data plane."""
+        self.machine.tunnel_message(tunnel, type_, body, time.time())
         self.pump()
 
     def pump(self, wake: bool = True) -> None:
@@ -141,10 +142,12 @@ class SignalingModule:
             # set by the owner (NodeDaemon.run) before any datagram can reach the machine
             assert self.nursery is not None, "the owner sets the nursery first"
             self.nursery.start_soon(
-                supervise, event.tunnel, self.packet, self.cfg["keepalive"], self._tunnel_died, self.cfg["rekey_after"]
+                supervise, event.tunnel, self.packet, self, self.cfg["keepalive"], self.cfg["rekey_after"]
             )
         elif isinstance(event, machine_events.RegistrationDue):
-            self.machine.register(time.time(), self._addresses())
+            now, addresses = time.time(), self._addresses()
+            if not self.machine.moved(now, addresses) and addresses:
+                self.machine.register(now, addresses)
         elif isinstance(event, (machine_events.LoggedIn, machine_events.LoginRefused)):
             self._resolve("login", event)
         elif isinstance(event, (machine_events.Registered, machine_events.RegistrationFailed)):
@@ -203,7 +206,9 @@ class SignalingModule:
     async def register_all(self) -> None:
         """Register in every family, and wait until each has answered or failed."""
         assert self.grant is not None, "register_all before login"  # NodeDaemon.run logs in first
-        self.machine.register(time.time(), self._addresses())
+        addresses = self._addresses()
+        self.machine.moved(time.time(), addresses)  # the first call: where we start
+        self.machine.register(time.time(), addresses)
         self.pump()
         if self.machine.registering:
             await self._wait("registration")
@@ -214,18 +219,26 @@ class SignalingModule:
         self._locators = list(self.local_addresses({str(g.vip4), str(g.vip6)} if g else set()))
         return self._locators
 
-    def network_changed(self) -> None:
+    def network_changed(self) -> bool:
         """The kernel changed an address, route or link (mobility): a
         changed set of locators is registered at once, not at the next
-        refresh."""
+        refresh, and each tunnel follows (core.signaling.mobility).
+        False if the locators did not change."""
         if self.grant is None or self._locators is None:
-            return
+            return False
         before = self._locators
-        if sorted(self._addresses()) == sorted(before):
-            return
-        log.info("locators now %s (were %s): registering again", ", ".join(self._locators) or "none", ", ".join(before))
-        self.machine.register(time.time(), self._locators, restart=True)
+        if not self.machine.moved(time.time(), self._addresses()):
+            return False
+        log.info("locators now %s (were %s)", ", ".join(self._locators) or "none", ", ".join(before) or "none")
         self.pump()
+        return True
+
+    @property
+    def offline(self) -> bool:
+        return self.machine.offline
+
+    def mobility(self) -> dict:
+        return self.machine.mobility_status()
 
     async def route_to(self, fqdn: str, early: bool = False) -> core.PeerInfo:
         """Route selection (triggered by DNS) and tunnel establishment.
@@ -250,6 +263,12 @@ class SignalingModule:
             raise UnknownPeer(fqdn)
         raise RouteError(f"no route to {fqdn}: {event.reason}")
 
-    def _tunnel_died(self, tunnel: core.Tunnel, carried_traffic: bool) -> None:
+    # -- what the tunnels' supervisors report (node.supervisor.Owner) -----------------
+
+    def tunnel_died(self, tunnel: core.Tunnel, carried_traffic: bool) -> None:
         self.machine.tunnel_closed(tunnel, carried_traffic, time.time())
+        self.pump()
+
+    def path_failed(self, tunnel: core.Tunnel) -> None:
+        self.machine.path_failed(tunnel, time.time())
         self.pump()

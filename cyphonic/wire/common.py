@@ -45,6 +45,7 @@ MessageType = Enum(
     TunnelUpdate=0x33,
     RekeyRequest=0x34,
     RekeyResponse=0x35,
+    TunnelUpdateAck=0x36,
     RelayRequest=0x40,
     RelayResponse=0x41,
     Relayed=0x42,

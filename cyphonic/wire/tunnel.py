@@ -3,10 +3,10 @@
 Tunnel Request/Response carry a hello sealed (XChaCha20-Poly1305, random
 nonce) under the MN–CN key; the End Key comes from the X25519 agreement of
 the two ephemeral keys in the hellos. Capsule Message (data), Keep Alive,
-Keep Alive Ack, Tunnel Update, Rekey Request and Rekey Response share one
-layout: receiver index, 64-bit counter (the nonce), ChaCha20-Poly1305-IETF
-ciphertext + 16-byte tag, with the 13 header bytes as associated data. 29
-bytes of overhead per packet.
+Keep Alive Ack, Tunnel Update and its Ack, Rekey Request and Rekey
+Response share one layout: receiver index, 64-bit counter (the nonce),
+ChaCha20-Poly1305-IETF ciphertext + 16-byte tag, with the 13 header bytes as
+associated data. 29 bytes of overhead per packet.
 """
 
 import struct
@@ -59,11 +59,23 @@ CAPSULE_HEADER_STRUCT = struct.Struct("<BIQ")
 # The types with the Capsule layout: the data plane's, not signaling's.
 DATA_TYPES = frozenset(
     int(MessageType.encmapping[name])
-    for name in ("CapsuleMessage", "KeepAlive", "KeepAliveAck", "TunnelUpdate", "RekeyRequest", "RekeyResponse")
+    for name in (
+        "CapsuleMessage",
+        "KeepAlive",
+        "KeepAliveAck",
+        "TunnelUpdate",
+        "RekeyRequest",
+        "RekeyResponse",
+        "TunnelUpdateAck",
+    )
 )
 
-# Plaintext of a Tunnel Update: the sender's new locator (mobility).
-TunnelUpdateBody = Struct("locator" / Locator, Terminated)
+# Plaintext of a Tunnel Update: the sender's new locator (mobility, and
+# the address a hole punch aims at) and a nonce; the Tunnel Update Ack
+# echoes the nonce, which ends the update's retransmissions.
+UPDATE_NONCE = 8
+TunnelUpdateBody = Struct("locator" / Locator, "nonce" / Bytes(UPDATE_NONCE), Terminated)
+TunnelUpdateAckBody = Struct("nonce" / Bytes(UPDATE_NONCE), Terminated)
 
 # Plaintext of a Keep Alive that probes a direct path (empty otherwise); the
 # Keep Alive Ack that answers it carries the same bytes back.

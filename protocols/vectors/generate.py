@@ -673,11 +673,15 @@ def tunnel_vectors() -> Protocol:
             icmp_echo(CN_VIP4, MN_VIP4))
     capsule(p, "Keep Alive (MN to CN, counter 0)", "KeepAlive", i_index, 0, r2i, b"")
     capsule(p, "Keep Alive Ack (CN to MN, counter 1)", "KeepAliveAck", r_index, 1, i2r, b"")
+    nonce = fixed("tunnel update nonce", 8)
     update = p.message(
-        "Tunnel Update Body", "tunnel.TunnelUpdateBody", {"locator": loc("198.51.100.77", 40000)}
+        "Tunnel Update Body", "tunnel.TunnelUpdateBody", {"locator": loc("198.51.100.77", 40000), "nonce": nonce}
     )
     capsule(p, "Tunnel Update (MN to CN, counter 1)", "TunnelUpdate", i_index, 1, r2i, update,
             "Tunnel Update Body")
+    ack = p.message("Tunnel Update Ack Body", "tunnel.TunnelUpdateAckBody", {"nonce": nonce})
+    capsule(p, "Tunnel Update Ack (CN to MN, counter 2)", "TunnelUpdateAck", r_index, 2, i2r, ack,
+            "Tunnel Update Ack Body")
     return p
 
 
@@ -705,7 +709,7 @@ def tunnel_and_rekey_vectors() -> Protocol:
         "rekey_end_key_r2i": kdf(b"cyphonic end key r2i", shared, MN_CN_KEY, transcript),
     })
     body = p.message("Rekey Request Body", "tunnel.RekeyRequestBody", {"sender_index": new_i, "ephemeral": i_pub})
-    capsule(p, "Rekey Request (CN to MN, counter 2)", "RekeyRequest", r_index, 2, i2r, body, "Rekey Request Body")
+    capsule(p, "Rekey Request (CN to MN, counter 3)", "RekeyRequest", r_index, 3, i2r, body, "Rekey Request Body")
     body = p.message(
         "Rekey Response Body",
         "tunnel.RekeyResponseBody",
@@ -715,7 +719,7 @@ def tunnel_and_rekey_vectors() -> Protocol:
     probe = p.message("Probe (Keep Alive plaintext)", "tunnel.Probe", {"challenge": fixed("probe challenge", 8)})
     capsule(p, "Keep Alive probing a direct path (MN to CN, counter 3)", "KeepAlive", i_index, 3, r2i, probe,
             "Probe (Keep Alive plaintext)")
-    capsule(p, "Keep Alive Ack echoing the probe (CN to MN, counter 3)", "KeepAliveAck", r_index, 3, i2r, probe,
+    capsule(p, "Keep Alive Ack echoing the probe (CN to MN, counter 4)", "KeepAliveAck", r_index, 4, i2r, probe,
             "Probe (Keep Alive plaintext)")
     return p
 

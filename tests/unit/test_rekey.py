@@ -325,9 +325,9 @@ def test_core_rekey_builds_and_derives_exactly_the_golden_vectors(monkeypatch):
     with_secret("rekey_initiator_ephemeral_secret")
     request = rekey.start(cn, T0, inputs["rekey_initiator_index"])
     assert request.hex() == vectors["Rekey Request Body"]["hex"]
-    cn.send_counter = 2
+    cn.send_counter = 3
     sealed = cn.seal(core.REKEY_REQUEST, request, COUNTER_LIMIT)
-    assert sealed.hex() == vectors["Rekey Request (CN to MN, counter 2)"]["hex"]
+    assert sealed.hex() == vectors["Rekey Request (CN to MN, counter 3)"]["hex"]
     with_secret("rekey_responder_ephemeral_secret")
     response = rekey.accept_request(mn, request, T0, inputs["rekey_responder_index"])
     assert response.hex() == vectors["Rekey Response Body"]["hex"]

@@ -20,6 +20,7 @@ from cyphonic.core.signaling.machine import SignalingMachine
 from cyphonic.nms.service import NodeManagementService
 from cyphonic.store import Store
 from cyphonic.wire.common import TYPE
+from cyphonic.wire.tunnel import DATA_TYPES
 from tests.unit.test_services import DOMAIN, NOW, Pki
 
 AS, NMS, TRS = ("203.0.113.1", 7000), ("203.0.113.1", 7001), ("203.0.113.2", 7002)
@@ -121,7 +122,7 @@ class Net:
         host = self.hosts.get(dest)
         if host is None:
             return
-        if datagram[0] in (TYPE["CapsuleMessage"], TYPE["KeepAlive"], TYPE["KeepAliveAck"], TYPE["TunnelUpdate"]):
+        if datagram[0] in DATA_TYPES:
             self._data(host, datagram, source)
             return
         inner = host.machine.receive(datagram, source, self.now)
@@ -135,8 +136,8 @@ class Net:
         if tunnel is None:
             return
         plain = tunnel.open(datagram, source, self.now) if not via_relay else tunnel.open(datagram, source, self.now)
-        if plain is not None and datagram[0] == TYPE["TunnelUpdate"]:
-            host.machine.tunnel_update(tunnel, plain, self.now)
+        if plain is not None and datagram[0] in (TYPE["TunnelUpdate"], TYPE["TunnelUpdateAck"]):
+            host.machine.tunnel_message(tunnel, datagram[0], plain, self.now)
 
     def up(self, *hosts: Host) -> None:
         for host in hosts:

@@ -36,3 +36,39 @@ def test_only_a_tunnel_that_carried_data_until_it_died_is_rerouted():
     t.tx_bytes, t.last_data_sent = 1000, T0 + 20
     assert core.carried_traffic(t, T0 + 40, keepalive=10)
     assert not core.carried_traffic(t, T0 + 80, keepalive=10)  # data stopped long before
+
+
+def test_data_sent_and_nothing_back_draws_probes_then_fails_the_path_within_a_second():
+    t = make_tunnel()  # nothing heard since T0; data goes out all the time
+    t.last_data_sent = T0 + 0.3
+    assert core.liveness(t, T0 + 0.3, keepalive=10) == "ok"  # not yet suspect
+    t.last_data_sent = T0 + 0.45
+    assert core.liveness(t, T0 + 0.45, keepalive=10) == "probe"
+    t.probed = T0 + 0.45
+    assert core.liveness(t, T0 + 0.5, keepalive=10) == "ok"  # probes are paced
+    t.last_data_sent = T0 + 1.0
+    assert core.liveness(t, T0 + 1.0, keepalive=10) == "failed"
+    t.failed_at = T0 + 1.0
+    assert core.liveness(t, T0 + 1.1, keepalive=10) == "probe"  # reported once, probed on
+    t.last_received = T0 + 1.15  # an Ack: the path works again
+    assert core.liveness(t, T0 + 1.2, keepalive=10) == "ok"
+    assert t.failed_at is None
+
+
+def test_one_way_traffic_that_is_answered_by_probe_acks_never_fails():
+    t = make_tunnel()
+    now = T0
+    for step in range(100):  # 10 s of a one-way stream, each probe answered
+        now = T0 + step * 0.1
+        t.last_data_sent = now
+        action = core.liveness(t, now, keepalive=10)
+        assert action != "failed"
+        if action == "probe":
+            t.probed = t.last_received = now + 0.001
+
+
+def test_without_an_uplink_a_tunnel_neither_fails_nor_dies():
+    t = make_tunnel()
+    t.last_data_sent = T0 + 100
+    assert core.liveness(t, T0 + 100, keepalive=10, offline=True) == "ok"
+    assert core.liveness(t, T0 + 100, keepalive=10) == "failed"

@@ -7,14 +7,14 @@ process", "Tunnel establishment process"), in the manner of aioquic:
     machine.next_timer(); machine.handle_timer(now)
     machine.next_event()                        LoggedIn, Registered, RouteSelected, ...
 
-and commands from the driver: `login`, `register`, `route_to`,
-`tunnel_update`, `tunnel_closed`. Time comes in as `now`; nothing here
+and commands from the driver: `login`, `register`, `route_to`, `moved`,
+`tunnel_message`, `tunnel_closed`, `path_failed`. Time comes in as `now`; nothing here
 touches a socket, a task or the clock, so one process can run a machine per
 identity (the adapter: one per general node) and tests drive it step by step.
 
 This module holds login, registration and refresh; route selection is in
 `routes`, tunnel establishment and the path table in `paths`, hole punching
-in `punching`.
+in `punching`, moves and failover in `mobility`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from cyphonic import crypto
 from cyphonic.core import tunnel as core
 from cyphonic.core.login import Grant, LoginClient, LoginRefused
 from cyphonic.core.signaling import events as ev
+from cyphonic.core.signaling.mobility import Mobility
 from cyphonic.core.signaling.paths import TunnelEstablishment
 from cyphonic.core.signaling.punching import HolePunching
 from cyphonic.core.signaling.routes import RouteSelection
@@ -55,7 +56,7 @@ def family_of(host: str) -> str:
     return "ipv6" if ":" in host else "ipv4"
 
 
-class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
+class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching, Mobility):
     def __init__(
         self,
         identity: crypto.Identity,
@@ -92,6 +93,7 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
         RouteSelection.__init__(self)
         TunnelEstablishment.__init__(self)
         HolePunching.__init__(self, hole_punching)
+        Mobility.__init__(self)
 
     @property
     def me(self) -> core.PeerInfo:
@@ -252,6 +254,8 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching):
         registrations by one sequence, and two sent at once over two
         sockets may arrive in either order (the later-numbered first would
         make the other stale)."""
+        if self.addresses is None:
+            self.addresses = list(addresses)  # where we start: `moved` compares with it
         if self._registering and not restart:
             return  # a round is under way; it covers every family
         # `restart`: the host moved; a round still waiting on the old

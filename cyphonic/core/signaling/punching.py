@@ -1,14 +1,16 @@
 """Hole punching between two nodes behind NAPT, beside their relayed tunnel.
 
 Each end tells the other, through the relayed tunnel (End Key), the address
-the NMS sees it at; both then send authenticated Keep Alives straight to the
-other's address, each carrying a random challenge. Outgoing ones open each
-NAPT for the other's. A punch that gets through is answered straight back
-with a Keep Alive Ack echoing its challenge, and makes its source a direct
-candidate that the receiver probes in turn. Only an echo that comes back
-authenticated from the address it was sent to moves the tunnel off the TRS
+the NMS sees it at (a Tunnel Update, sent again until acknowledged); both
+then send authenticated Keep Alives straight to the other's address, each
+carrying a random challenge. Outgoing ones open each NAPT for the other's.
+A punch that gets through is answered straight back with a Keep Alive Ack
+echoing its challenge, and makes its source a direct candidate that the
+receiver probes in turn. Only an echo that comes back authenticated from
+the address it was sent to moves the tunnel off the TRS
 (core.Tunnel.confirm): one datagram from a new address never does. A NAPT
-that never lets one through leaves the tunnel on the relay.
+that never lets one through leaves the tunnel on the relay, and the round
+is tried again later with backoff (5 s, doubling up to 5 minutes).
 
 A mixin of SignalingMachine: the punches are timers, sent by the data plane
 (SendOnTunnel) because they are sealed under the End Key.
@@ -23,9 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from cyphonic.core import tunnel as core
 from cyphonic.core.signaling import events as ev
-from cyphonic.errors import ParseError
-from cyphonic.wire import tunnel as tunnel_wire
-from cyphonic.wire.common import build, locator, locator_text, parse
 
 if TYPE_CHECKING:
     from cyphonic.core.signaling.timers import Timers
@@ -40,6 +39,10 @@ PUNCHES = 8
 PUNCH_OPENERS = 2  # of which the first die after our own NAPT
 PUNCH_TTL = 2
 PUNCH_INTERVAL = 0.04
+# A round that stays relayed is tried again after 5 s, then twice as late each time
+PUNCH_RETRY_FIRST = 5.0
+PUNCH_RETRY_MOST = 300.0
+ANSWER_HOLDOFF = 1.0  # an update that comes this soon after our own announcement answers it
 
 
 class HolePunching:
@@ -54,38 +57,37 @@ class HolePunching:
         _events: deque[ev.Event]
         _actions: list[ev.Send | ev.SendOnTunnel]
 
+        def send_update(self, tunnel: core.Tunnel, address: Address, now: float, on_fail=None) -> None: ...
+        def next_punch(self, tunnel: core.Tunnel, now: float, first: float, most: float) -> None: ...
+
     def __init__(self, enabled: bool) -> None:
         self.punching = enabled
 
-    def announce(self, tunnel: core.Tunnel) -> None:
-        """Tell the peer, through the relayed tunnel, where the NMS sees us."""
+    def announce(self, tunnel: core.Tunnel, now: float) -> None:
+        """Tell the peer, through the relayed tunnel, where the NMS sees us
+        (a Tunnel Update, sent again until acknowledged)."""
         family = "ipv6" if ":" in tunnel.endpoint[0] else "ipv4"
         observed = self.registered.get(family, {}).get("observed")
         if observed is None:
             return
         host, _, port = observed.rpartition(":")
-        body = build(tunnel_wire.TunnelUpdateBody, dict(locator=locator(host, int(port))))
-        self._actions.append(ev.SendOnTunnel(tunnel, core.TUNNEL_UPDATE, body))
+        tunnel.announced = now
+        self.send_update(tunnel, (host, int(port)), now)
 
-    def tunnel_update(self, tunnel: core.Tunnel, body: bytes, now: float) -> None:
-        """The peer's Tunnel Update (authenticated by the data plane)."""
-        try:
-            address = locator_text(parse(tunnel_wire.TunnelUpdateBody, body).locator)
-        except ParseError as exc:
-            self.drops("malformed tunnel update", None, str(exc).splitlines()[0])
-            return
+    def punch_update(self, tunnel: core.Tunnel, address: Address, now: float) -> None:
+        """The peer's Tunnel Update named `address`: on a relayed tunnel,
+        punch towards it."""
         if not (tunnel.relayed and self.punching and not tunnel.punching):
             return
-        if not tunnel.heard_update:
-            # our own announcement may have overtaken the peer's tunnel
-            # set-up (the responder sends it right behind its Tunnel
-            # Response): answer the first one with ours, once
-            tunnel.heard_update = True
-            self.announce(tunnel)
+        if now - tunnel.announced > ANSWER_HOLDOFF:
+            # the peer starts a round (its first, or a retry, or it moved):
+            # ours must run at the same time, so it hears where we are; an
+            # update that answers ours is not answered again
+            self.announce(tunnel, now)
         tunnel.punching = True
         for i in range(PUNCHES):
             self.timers.at(now + i * PUNCH_INTERVAL, partial(self._punch, tunnel, address, i))
-        self.timers.at(now + PUNCHES * PUNCH_INTERVAL, lambda now: self._punched(tunnel, address))
+        self.timers.at(now + PUNCHES * PUNCH_INTERVAL, lambda now: self._punched(tunnel, address, now))
 
     def _punch(self, tunnel: core.Tunnel, address: Address, i: int, now: float) -> None:
         # The first punches die after our own NAPT (short TTL): they open our
@@ -93,14 +95,14 @@ class HolePunching:
         # packet would leave a conntrack entry that makes Linux masquerade
         # give the peer's own punches another source port. Then full punches.
         if not tunnel.punching or not tunnel.relayed or self.tunnels.get(tunnel.peer.fqdn) is not tunnel:
-            self._punched(tunnel, address)
+            self._punched(tunnel, address, now)
             return
         ttl = PUNCH_TTL if i < PUNCH_OPENERS else None
         self._actions.append(
             ev.SendOnTunnel(tunnel, core.KEEPALIVE, tunnel.challenge_for(address, now), to=address, ttl=ttl)
         )
 
-    def _punched(self, tunnel: core.Tunnel, address: Address) -> None:
+    def _punched(self, tunnel: core.Tunnel, address: Address, now: float) -> None:
         if not tunnel.punching:
             return  # already reported
         tunnel.punching = False
@@ -109,3 +111,5 @@ class HolePunching:
             "hole punching with %s at %s:%s: %s", tunnel.peer.fqdn, *address, "direct" if direct else "relayed still"
         )
         self._events.append(ev.PunchFinished(tunnel, address, direct))
+        if not direct and self.tunnels.get(tunnel.peer.fqdn) is tunnel:
+            self.next_punch(tunnel, now, PUNCH_RETRY_FIRST, PUNCH_RETRY_MOST)

@@ -89,6 +89,10 @@ class RouteSelection:
         def expect(self, path: core.Path, now: float) -> None: ...
         def forget_links(self, now: float) -> None: ...
         def _send(self, datagram: bytes, dest: Address) -> None: ...
+        def moved_registration_settled(self, now: float) -> None: ...
+
+        @property
+        def offline(self) -> bool: ...
 
     def __init__(self) -> None:
         self.selections: dict[str, Selection] = {}
@@ -103,6 +107,9 @@ class RouteSelection:
         """Select a route to `fqdn` and open the tunnel: RouteSelected or
         RouteFailed follows. A selection already in flight is joined."""
         if fqdn in self.selections:
+            return
+        if self.offline:
+            self._events.append(ev.RouteFailed(fqdn, "no uplink: this host has no address"))
             return
         selection = self.selections[fqdn] = Selection(fqdn, now)
         self._ask(selection, now)
@@ -158,6 +165,7 @@ class RouteSelection:
         """A registration finished (either way): selections that waited for it ask again."""
         if self._registering:
             return
+        self.moved_registration_settled(now)
         for selection in list(self.selections.values()):
             if selection.state == "re-registering":
                 self._ask(selection, now)
