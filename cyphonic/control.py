@@ -195,7 +195,11 @@ class _Server:
         except (ValueError, RecursionError) as exc:  # UnicodeError and JSONDecodeError are ValueErrors
             self.drops("bad request", peer, str(exc))
             return {"error": f"bad request: {exc}"}
-        return self.handler(request)
+        try:
+            return self.handler(request)
+        except Exception as exc:  # a bug in a status page must not take the daemon down
+            log.exception("control request failed")
+            return {"error": f"internal error: {type(exc).__name__}: {exc}"}
 
 
 async def _receive_line(stream: trio.SocketStream) -> bytes:

@@ -128,6 +128,10 @@ class Tunnel:
     update_nonce: bytes | None = None
     probed: float = -math.inf
     failed_at: float | None = None
+    # the supervisor's view of arrivals: rx_packets at its last look, and
+    # the last look that found datagrams flowing in
+    rx_mark: int = 0
+    rx_flowing: float = -math.inf
     # rekeying (core.rekey): the keys before the last rotation, which still
     # open what was in flight until `previous_until` (inf: until the peer is
     # seen using the new ones); the responder's next keys, which open only,
@@ -297,6 +301,7 @@ SUSPECT_AFTER = 0.4
 PROBE_EVERY = 0.1
 FAIL_AFTER = 1.0
 IDLE_TICK = 0.25  # an idle tunnel is looked at this often: traffic may start at any time
+FLOWING = 3  # datagrams since the supervisor's last look that make a flow
 
 
 def liveness(tunnel: Tunnel, now: float, keepalive: float, offline: bool = False) -> str:
@@ -305,6 +310,9 @@ def liveness(tunnel: Tunnel, now: float, keepalive: float, offline: bool = False
     the tunnel waits for one instead of dying."""
     if offline:
         return "ok"
+    if tunnel.rx_packets - tunnel.rx_mark >= FLOWING:
+        tunnel.rx_flowing = now
+    tunnel.rx_mark = tunnel.rx_packets
     silent = now - tunnel.last_received
     if tunnel.failed_at is not None and tunnel.last_received > tunnel.failed_at:
         tunnel.failed_at = None  # the path works again
@@ -314,6 +322,15 @@ def liveness(tunnel: Tunnel, now: float, keepalive: float, offline: bool = False
     if silent > dead_after(keepalive):
         return "dead"
     if sending and silent >= SUSPECT_AFTER and now - tunnel.probed >= PROBE_EVERY:
+        return "probe"
+    if (
+        silent >= SUSPECT_AFTER
+        and tunnel.last_received - tunnel.rx_flowing <= IDLE_TICK
+        and tunnel.probed < tunnel.last_received
+    ):
+        # datagrams were flowing in and stopped at once: our NAT may have
+        # rebound (the peer's now go to a mapping that is gone). One probe:
+        # it makes a new mapping and, relayed, moves our side at the TRS
         return "probe"
     if now - tunnel.last_sent >= keepalive:
         return "keepalive"

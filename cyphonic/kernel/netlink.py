@@ -4,6 +4,7 @@ notice that they changed."""
 from __future__ import annotations
 
 import ipaddress
+import select
 import socket
 from collections.abc import Callable, Set
 
@@ -50,18 +51,22 @@ def _kind(link) -> str | None:
 
 # Addresses, routes and links: any of them may change which locators a node has.
 _GROUPS = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_LINK
-SETTLE = 0.05  # a move is several messages (address, routes, link): act once, after the burst
+# The messages of one change (an address and its routes) come within a few
+# milliseconds: wait that long and act once. Not longer: a handover is
+# counted from the kernel's event, and a burst spread wider (a link gone,
+# then another one made) is acted on at each of its steps.
+BATCH = 0.005
 
 
 async def network_changes(on_change: Callable[[], None]) -> None:
-    """Call `on_change` after every burst of address, route or link
+    """Call `on_change` after every batch of address, route or link
     messages from the kernel (mobility: react to the event, not a timer)."""
     with IPRoute() as ipr:
         ipr.bind(groups=_GROUPS)
+        fd = ipr.fileno()
         while True:
-            await trio.lowlevel.wait_readable(ipr.fileno())
-            with trio.move_on_after(SETTLE):
-                while True:
-                    ipr.get()  # drain: what changed is read back from the kernel anyway
-                    await trio.lowlevel.wait_readable(ipr.fileno())
+            await trio.lowlevel.wait_readable(fd)
+            await trio.sleep(BATCH)
+            while select.select([fd], [], [], 0)[0]:
+                ipr.get()  # drain: what changed is read back from the kernel anyway
             on_change()

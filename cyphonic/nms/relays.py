@@ -50,8 +50,9 @@ class RelayAssignment:
         self.next_probe = 0.0
         self.waiting: dict[int, PendingRelay] = {}
         self._next = 0
-        # the TRS each pair last got: a pair that asks again most likely lost
-        # that one (it died, or a path through it failed), so it gets another
+        # the TRS of each pair's last complete relayed path: a pair that asks
+        # again most likely lost that one (it died, or a path through it
+        # failed), so it gets another
         self.last: dict[frozenset[str], Address] = {}
 
     def healthy(self, now: float) -> list[Address]:
@@ -118,11 +119,6 @@ class RelayAssignment:
             return None, None
         del self.waiting[body.session_id]
         self.dead_until.pop(source, None)
-        pair = frozenset((pending.mn_fqdn, pending.cn_fqdn))
-        self.last.pop(pair, None)
-        self.last[pair] = source
-        while len(self.last) > LAST_KEPT:
-            del self.last[next(iter(self.last))]
         if not body.accepted:
             log.warning("TRS %s:%s refused path %08x (full)", *source, body.session_id)
             return pending, None
@@ -130,6 +126,14 @@ class RelayAssignment:
         for loc in body.locators:
             locators.setdefault(str(loc.family), locator_text(loc))
         return pending, locators
+
+    def carried(self, mn_fqdn: str, cn_fqdn: str, trs: Address) -> None:
+        """A relayed path through `trs` is complete (both ends told)."""
+        pair = frozenset((mn_fqdn, cn_fqdn))
+        self.last.pop(pair, None)
+        self.last[pair] = trs
+        while len(self.last) > LAST_KEPT:
+            del self.last[next(iter(self.last))]
 
     def next_timer(self) -> float | None:
         return min([p.next_try for p in self.waiting.values()] + [self.next_probe], default=None)

@@ -56,6 +56,7 @@ class PendingRoute:
     mn_txid: tuple[str, int]
     mn_session_key: bytes
     cn_fqdn: str
+    trs: Address | None = None  # the relay of a relayed path
 
 
 class NodeManagementService:
@@ -157,6 +158,10 @@ class NodeManagementService:
         cn = self.locations.live(target, now)
         if cn is None:
             return [self._error(txid, ticket, "unknown_peer", target, source, now)]
+        if self._selecting(cn.fqdn, mn.fqdn):
+            # both ends lost the path at once and both ask: one path for the
+            # pair, or each end could settle on a different tunnel
+            return [self._error(txid, ticket, "in_progress", "the peer is selecting a route to you", source, now)]
         route = route_selection(mn.endpoints, cn.endpoints)
         self.route_selections += 1
         path_id = secrets.randbits(32)
@@ -197,7 +202,15 @@ class NodeManagementService:
             f"{route.process} over {route.family}",
         )
 
-    def _announce(self, path_id, mn, cn, txid, reply_to, mn_key, to_mn, to_cn, cn_address, now, what) -> Outgoing:
+    def _selecting(self, mn_fqdn: str, cn_fqdn: str) -> bool:
+        """Is `mn_fqdn`'s route selection to `cn_fqdn` under way?"""
+        if self.relays is not None and self.relays.waiting_for(mn_fqdn, cn_fqdn) is not None:
+            return True
+        return any(p.mn_txid[0] == mn_fqdn and p.cn_fqdn == cn_fqdn for p in self.pending.values())
+
+    def _announce(
+        self, path_id, mn, cn, txid, reply_to, mn_key, to_mn, to_cn, cn_address, now, what, trs=None
+    ) -> Outgoing:
         """Route Direction to CN now; to MN once CN has acknowledged."""
         cn_txid = secrets.randbits(32)
         cn_msg = _sealed_reply("RouteDirectionToCN", cn_txid, cn.session_key, to_cn)
@@ -213,6 +226,7 @@ class NodeManagementService:
             (mn.fqdn, txid),
             mn_key,
             cn.fqdn,
+            trs,
         )
         log.info("route selection %s -> %s: %s (path %08x)", mn.fqdn, cn.fqdn, what, path_id)
         return [(cn_msg, cn_address)]
@@ -259,6 +273,7 @@ class NodeManagementService:
             cn.endpoints.by_family[cn_trs[0]].observed,
             now,
             f"via TRS {source[0]}:{source[1]}",
+            trs=source,
         )
 
     def _ack(self, ticket, body: bytes, source: Address, now: float) -> Outgoing:
@@ -274,6 +289,8 @@ class NodeManagementService:
             self.drops("acknowledgement from another node than the path's CN", None, ticket.fqdn)
             return []
         del self.pending[path_id]
+        if pending.trs is not None and self.relays is not None:
+            self.relays.carried(pending.mn_txid[0], pending.cn_fqdn, pending.trs)
         self._remember(pending.mn_txid, pending.mn_reply, now, pending.reply_to)
         return [(pending.mn_reply, pending.reply_to)]
 

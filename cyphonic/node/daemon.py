@@ -94,12 +94,10 @@ def network_changed(packet: PacketHandlingModule, identities: list[SignalingModu
     heard = packet.heard_after_move
     moved = False
     for signaling in identities:
-        moves = signaling.machine.moves
-        last = moves[-1] if moves else None
         if signaling.network_changed():
             moved = True
-            if last is not None and "first_received" not in last:
-                last["first_received"] = heard
+            for move in list(signaling.machine.moves)[:-1]:
+                move.setdefault("first_received", heard)
     if moved:
         packet.heard_after_move = None
 
@@ -112,7 +110,7 @@ def mobility_status(signaling: SignalingModule, packet: PacketHandlingModule) ->
     if moves and "first_received" not in moves[-1]:
         moves[-1]["first_received"] = packet.heard_after_move
     for move in moves:
-        first = move["first_received"]
+        first = move.get("first_received")
         move["first_received_ms"] = round((first - move["at"]) * 1000, 1) if first is not None else None
     return status
 

@@ -253,10 +253,14 @@ class SignalingModule:
             self._waiters[key] = [trio.Event(), None]
             if early:
                 self._waiters[("directed", fqdn)] = [trio.Event(), None]
+        # a later query joins the selection and waits for the whole of it;
+        # held before the machine runs: it may fail at once (no uplink)
+        waiter = self._waiters[("directed", fqdn) if early and first else key]
+        if first:
             self.machine.route_to(fqdn, time.time())
             self.pump()
-        # a later query joins the selection and waits for the whole of it
-        event = await self._wait(("directed", fqdn) if early and first else key)
+        await waiter[0].wait()
+        event: Any = waiter[1]
         if isinstance(event, (machine_events.RouteSelected, machine_events.RouteDirected)):
             return event.peer
         if event.unknown:

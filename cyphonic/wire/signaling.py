@@ -165,6 +165,7 @@ ErrorCode = Enum(
     unreachable=3,
     bad_request=4,
     rate_limited=5,  # too many route selections from this node: retry later
+    in_progress=6,  # the peer is selecting a route to this node now: its path is coming
 )
 
 SignalingErrorBody = Struct(

@@ -24,6 +24,8 @@ TOOLS = ("ip", "nft", "sysctl", "ss", "ping", "dig", "curl", "iperf3", "tcpdump"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "disruptive: kills or restarts lab daemons; runs after the other system tests")
+    config.addinivalue_line(
+        "markers", "control_plane: tests signaling, not the data path: run once, on the offload data path")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

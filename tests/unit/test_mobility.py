@@ -137,23 +137,22 @@ def _punch_round_starts(net: Net, start: float) -> list[float]:
     return [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] > 1]
 
 
-def test_the_end_with_the_smaller_name_selects_at_once_the_other_only_if_nothing_came(net):
+def test_both_ends_failing_at_once_settle_on_one_new_tunnel(net):
     mn, cn = registered_pair(net)
     mn.machine.route_to(f"cn.{DOMAIN}", net.now)
     net.settle(until=net.now + 0.1)
-    assert f"cn.{DOMAIN}" < f"mn.{DOMAIN}"
+    # both notice the failure in the same instant and both ask the NMS
     cn.machine.path_failed(tunnel_of(cn), net.now)
-    assert cn.machine.path_changes == 1
     mn.machine.path_failed(tunnel_of(mn), net.now)
-    assert mn.machine.path_changes == 0  # waits for the peer's selection
+    assert cn.machine.path_changes == mn.machine.path_changes == 1
     net.settle(until=net.now + 3)
-    assert mn.machine.path_changes == 0  # which came: a new path, nothing more to do
-    assert len(net.of(mn, ev.TunnelEstablished)) == 2
-    # alone, after REROUTE_DEFER, the larger name selects too
-    start = net.now
-    mn.machine.path_failed(tunnel_of(mn), start)
-    net.settle(until=start + mobility.REROUTE_DEFER + 0.5)
-    assert mn.machine.path_changes == 1
+    # one path: the second asker was told the first's was under way, and its
+    # selection ended with the tunnel the first one's path brought
+    assert len({e.tunnel.path.path_id for e in net.of(mn, ev.TunnelEstablished)[1:]}) == 1
+    assert tunnel_of(mn).path.path_id == tunnel_of(cn).path.path_id
+    assert tunnel_of(mn).remote_index == tunnel_of(cn).local_index
+    assert len(net.of(mn, ev.RouteSelected)) == 2 and len(net.of(cn, ev.RouteSelected)) == 1
+    assert not net.of(mn, ev.RouteFailed) and not net.of(cn, ev.RouteFailed)
 
 
 def test_without_an_uplink_routes_fail_at_once_and_tunnels_wait_for_the_next_one(net):

@@ -72,3 +72,18 @@ def test_without_an_uplink_a_tunnel_neither_fails_nor_dies():
     t.last_data_sent = T0 + 100
     assert core.liveness(t, T0 + 100, keepalive=10, offline=True) == "ok"
     assert core.liveness(t, T0 + 100, keepalive=10) == "failed"
+
+
+def test_a_flow_in_that_stops_at_once_draws_one_probe():
+    t = make_tunnel()
+    t.rx_packets = 50
+    assert core.liveness(t, T0 + 0.1, keepalive=10) == "ok"  # flowing: 50 since the last look
+    t.last_received = T0 + 0.1
+    assert core.liveness(t, T0 + 0.3, keepalive=10) == "ok"
+    assert core.liveness(t, T0 + 0.55, keepalive=10) == "probe"  # silent since the flow stopped
+    t.probed = T0 + 0.55
+    assert core.liveness(t, T0 + 0.8, keepalive=10) == "ok"  # once per silence
+    t.last_received = T0 + 5  # a lone datagram later, no flow: no probe after it
+    t.rx_packets += 1
+    assert core.liveness(t, T0 + 5.1, keepalive=10) == "ok"
+    assert core.liveness(t, T0 + 6, keepalive=10) == "ok"

@@ -261,12 +261,15 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching, Mobili
         # `restart`: the host moved; a round still waiting on the old
         # network's answers is abandoned (its answers change nothing)
         self._round += 1
-        self._registering = set(self.nms)
-        # families we hold an address in first: after a move to a network
-        # without one, its registration waits out its retransmissions, and
-        # must not delay the family that works
+        # only the families we hold an address in (when we know any): after a
+        # move to a network without one, its registration would only wait out
+        # its retransmissions while route selections wait for the round
         held = {family_of(a) for a in addresses}
-        self._register_next(sorted(self.nms, key=lambda family: family not in held), addresses, now)
+        families = [f for f in self.nms if f in held] if held else list(self.nms)
+        for family in set(self.registered) - set(families):
+            del self.registered[family]
+        self._registering = set(families)
+        self._register_next(families, addresses, now)
 
     def _register_next(self, families: list[str], addresses: list[str], now: float) -> None:
         if families:

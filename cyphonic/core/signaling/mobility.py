@@ -18,10 +18,10 @@ machine
 
 A path that fails while data flows (the supervisor's probes went
 unanswered: a dead TRS, a NAT or router that stopped forwarding) is
-selected again the same way. Both ends may notice the failure at once; the
-end with the smaller FQDN selects at once and the other only if no new path
-has appeared after REROUTE_DEFER, so the two do not race each other into
-two different tunnels.
+selected again the same way, at once. Both ends may notice the failure and
+ask at the same time; the NMS keeps one selection per pair under way and
+answers the other `in_progress`, so the two never settle on two different
+tunnels.
 
 Without any address (no uplink) nothing is tried: new route selections fail
 at once (the resolver answers SERVFAIL), tunnels are kept, and the next
@@ -54,12 +54,20 @@ Address = tuple[str, int]
 # its Ack arrives; unacknowledged at UPDATE_GIVE_UP, the path is selected again.
 UPDATE_AT = (0.0, 0.05, 0.15, 0.35, 0.75)
 UPDATE_GIVE_UP = 1.2
-REROUTE_DEFER = 1.5
 MOVES_KEPT = 16
 
 
 def family_of(host: str) -> str:
     return "ipv6" if ":" in host else "ipv4"
+
+
+def _peer_open(path: core.Path) -> bool:
+    """Does the peer take datagrams from anywhere (so a Tunnel Update from
+    our new address reaches it)? Only if we opened the path straight to
+    its registered address: the MN of a direct path, the CN of a reverse
+    one. A peer that opened the path to us, or one a punch reached behind
+    its NAPT, may drop what comes from an address it never sent to."""
+    return path.initiator and path.process in ("TunnelRequestToCN", "TunnelRequestToNATcn")
 
 
 class Mobility:
@@ -92,6 +100,7 @@ class Mobility:
         self.moves: deque[dict] = deque(maxlen=MOVES_KEPT)
         self.path_changes = 0
         self._moved: dict[str, dict[str, bool]] = {}  # peer fqdn -> NAT status by family before the move
+        self._nat_before: dict[str, bool] = {}
 
     @property
     def offline(self) -> bool:
@@ -110,15 +119,16 @@ class Mobility:
             return False
         self.addresses = list(addresses)
         self.moves.append({"at": now, "locators": list(addresses)})
+        if self.registered:  # a move through no uplink at all compares with before it
+            self._nat_before = {f: bool(r["nat"]) for f, r in self.registered.items()}
         if not addresses:
             log.warning("no address left: no uplink; tunnels wait for one, route selections fail")
             self._round += 1  # answers to a registration on the old network change nothing
             self._registering.clear()
             self.registered.clear()
             return True
-        nat_before = {f: bool(r["nat"]) for f, r in self.registered.items()}
         for tunnel in list(self.tunnels.values()):
-            self._moved[tunnel.peer.fqdn] = nat_before
+            self._moved[tunnel.peer.fqdn] = self._nat_before
             self._after_move(tunnel, now)
         self.register(now, list(addresses), restart=True)
         return True
@@ -157,10 +167,10 @@ class Mobility:
                 elif self.punching:
                     tunnel.punch_retry = 0.0
                     self.announce(tunnel, now)  # where the NMS sees us now: punch again
-            elif tunnel.update_nonce is not None and not tunnel.path.initiator:
-                # the peer opened this path to us: it may sit behind a NAPT that
-                # takes nothing from our new address; the NMS knows the way
-                self.reselect(fqdn, now, "a peer that opened the path to us has not heard from our new address")
+            elif tunnel.update_nonce is not None and not _peer_open(tunnel.path):
+                # the peer may sit behind a NAPT that takes nothing from our
+                # new address: the NMS knows the way
+                self.reselect(fqdn, now, "a peer that may be behind NAPT has not heard from our new address")
 
     # -- Tunnel Updates -------------------------------------------------------------------
 
@@ -217,24 +227,11 @@ class Mobility:
             self.route_to(fqdn, now)
 
     def path_failed(self, tunnel: core.Tunnel, now: float) -> None:
-        """The supervisor's probes went unanswered while data flowed."""
-        fqdn = tunnel.peer.fqdn
-        if self.tunnels.get(fqdn) is not tunnel or self.offline:
-            return
-        if self.me.fqdn < fqdn:
-            self.reselect(fqdn, now, "the path failed")
-            return
-        failed = now
-
-        def later(now: float) -> None:
-            # the peer selects first; we do only if nothing new came of it
-            if self.tunnels.get(fqdn) is not tunnel or tunnel.last_received > failed:
-                return
-            if any(e.path.peer.fqdn == fqdn and e.since > failed for e in self.paths.values()):
-                return
-            self.reselect(fqdn, now, "the path failed and the peer did not select another")
-
-        self.timers.at(now + REROUTE_DEFER, later)
+        """The supervisor's probes went unanswered while data flowed. Both
+        ends may ask at once: the NMS answers the second with `in_progress`
+        and the first's path completes both (routes._await_peer)."""
+        if self.tunnels.get(tunnel.peer.fqdn) is tunnel and not self.offline:
+            self.reselect(tunnel.peer.fqdn, now, "the path failed")
 
     def next_punch(self, tunnel: core.Tunnel, now: float, first: float, most: float) -> None:
         """A relayed tunnel whose punch failed tries again later, each time

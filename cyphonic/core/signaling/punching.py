@@ -51,6 +51,7 @@ class HolePunching:
     # along the MRO.
     if TYPE_CHECKING:
         registered: dict[str, dict[str, Any]]
+        addresses: list[str] | None
         tunnels: dict[str, core.Tunnel]
         drops: Drops
         timers: Timers
@@ -79,6 +80,9 @@ class HolePunching:
         punch towards it."""
         if not (tunnel.relayed and self.punching and not tunnel.punching):
             return
+        family = "ipv6" if ":" in address[0] else "ipv4"
+        if self.addresses is not None and all(("ipv6" if ":" in a else "ipv4") != family for a in self.addresses):
+            return  # relayed across families: no direct path to punch
         if now - tunnel.announced > ANSWER_HOLDOFF:
             # the peer starts a round (its first, or a retry, or it moved):
             # ours must run at the same time, so it hears where we are; an

@@ -135,6 +135,10 @@ class RouteSelection:
                     selection.retried, selection.state = True, "re-registering"
                     self._events.append(ev.RegistrationDue())
                     return
+                if str(err.code) == "in_progress":
+                    # the peer's selection to us names the path: its tunnel completes ours
+                    self._await_peer(selection, now)
+                    return
                 if str(err.code) == "unknown_peer":
                     self.route_failed(selection, "no such node", now, unknown=True)
                 else:
@@ -152,14 +156,19 @@ class RouteSelection:
             selection.state = "opening"
             self.open_tunnel(path, now)
         else:
-            selection.state = "awaiting request"
             self.expect(path, now)
+            self._await_peer(selection, now)
 
-            def give_up(now: float) -> None:
-                if self.selections.get(selection.fqdn) is selection and selection.state == "awaiting request":
-                    self.route_failed(selection, f"{selection.fqdn} did not open the tunnel", now)
+    def _await_peer(self, selection: Selection, now: float) -> None:
+        """The peer opens the tunnel; its establishment ends the selection (route_done)."""
+        selection.state = "awaiting request"
+        selection.opened = selection.opened or now
 
-            self.timers.at(now + RESPONDER_WAIT, give_up)
+        def give_up(now: float) -> None:
+            if self.selections.get(selection.fqdn) is selection and selection.state == "awaiting request":
+                self.route_failed(selection, f"{selection.fqdn} did not open the tunnel", now)
+
+        self.timers.at(now + RESPONDER_WAIT, give_up)
 
     def registration_settled(self, now: float) -> None:
         """A registration finished (either way): selections that waited for it ask again."""
