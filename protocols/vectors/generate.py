@@ -980,6 +980,21 @@ def adapter() -> Protocol:
     return p
 
 
+def mobility() -> Protocol:
+    """What a move or a failed path puts on the wire of its own: the NMS's
+    answer to the second of two ends that ask for a route to each other at
+    once (mobility.md, "A path that fails")."""
+    p = Protocol("mobility", "Mobility and failover")
+    p.inputs = {"mn_session_key": MN_SESSION}
+    detail = "the peer is selecting a route to you"
+    body = p.message(
+        "Signaling Error Body (in_progress)", "signaling.SignalingErrorBody", {"code": "in_progress", "detail": detail}
+    )
+    nms_reply(p, "Signaling Error (in_progress)", "SignalingError", 0x00000601, MN_SESSION,
+              "Signaling Error Body (in_progress)", body, "in progress nonce")
+    return p
+
+
 # One function per protocol document; add new ones here.
 GENERATORS = (
     certificates,
@@ -989,6 +1004,7 @@ GENERATORS = (
     tunnel_and_rekey_vectors,
     relay_vectors,
     adapter,
+    mobility,
 )
 
 

@@ -87,7 +87,7 @@ def test_every_message_schema_is_fuzzed():
         "signaling.RegistrationBody", "signaling.RegistrationAck", "signaling.DirectionRequestBody",
         "signaling.RouteDirectionBody", "signaling.SignalingErrorBody", "signaling.AckBody",
         "tunnel.TunnelRequest", "tunnel.TunnelResponse", "tunnel.TunnelHello", "tunnel.Capsule",
-        "tunnel.TunnelUpdateBody", "common.Locator",
+        "tunnel.TunnelUpdateBody", "tunnel.TunnelUpdateAckBody", "common.Locator",
     ):
         assert required in names
 
