@@ -169,7 +169,8 @@ def test_the_peer_moves_while_mn_sends_and_the_tunnel_heals(lab: Lab, tmp_path) 
 
 
 def test_a_nat_that_rebinds_under_a_relayed_tunnel_costs_less_than_a_keepalive(lab: Lab) -> None:
-    # v6 (IPv6 only) and cn (IPv4 behind nat-cn) share no family: relayed
+    # v6 (IPv6 only) and cn (IPv4 behind nat-cn) share no family: relayed.
+    # Both ends behind NAPT: test_relayed_paths.py, a1 and b1 without punching
     ping_by_name(lab, "v6", "cn")
     assert peer(lab, "v6", "cn")["path"] == "relay"
     before = peer(lab, "v6", "cn")["endpoint"]

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import tomllib
 
 import pytest
 
 from cyphonic.lab import Lab, apps
 from cyphonic.lab.enrollment import derive_node_config
+from cyphonic.lab.handover import Pinger
 
 pytestmark = pytest.mark.system
 
@@ -74,19 +76,45 @@ def _curl_and_iperf3(lab: Lab, client: str, server: str, path: str, tmp_path) ->
         apps.stop(iperf)
 
 
-@pytest.mark.disruptive
-def test_without_hole_punching_napt_to_napt_stays_on_the_relay(lab: Lab, tmp_path) -> None:
+def _without_punching(lab: Lab) -> None:
+    """a1 and b1 restarted with hole punching off (once: they stay so)."""
+    if all(tomllib.loads(lab.config(h).read_text()).get("hole_punching") is False for h in ("a1", "b1")):
+        return
     for host in ("a1", "b1"):
         config = lab.config(host)
         derive_node_config(config, config, {"hole_punching": False})
         lab.kill(host)
         lab.start(host)
     lab.wait_registered(["a1", "b1"], time.monotonic() + 20)
+
+
+@pytest.mark.disruptive
+def test_without_hole_punching_napt_to_napt_stays_on_the_relay(lab: Lab, tmp_path) -> None:
+    _without_punching(lab)
     _ping(lab, "a1", "b1")
     time.sleep(1)  # time enough for a punch, were one tried
     assert _peer(lab, "a1", "b1")["path"] == "relay"
     assert _peer(lab, "b1", "a1")["path"] == "relay"
     _curl_and_iperf3(lab, "a1", "b1", "relay", tmp_path)
+
+
+@pytest.mark.disruptive
+@pytest.mark.control_plane
+def test_a_nat_that_rebinds_under_a_napt_to_napt_relay_costs_less_than_a_keepalive(lab: Lab) -> None:
+    _without_punching(lab)
+    _ping(lab, "a1", "b1")
+    assert _peer(lab, "a1", "b1")["path"] == "relay"
+    pinger = Pinger(lab, "a1", lab.status("b1")["vip4"])
+    time.sleep(1)
+    start = time.time()
+    rebound = lab.rebind("nat-b")
+    time.sleep(4)
+    pinger.stop()
+    [gap] = pinger.gaps([start])
+    print(f"nat-b rebinding ({rebound}): {gap.line()}")
+    keepalive = 10
+    assert gap.gap_ms is not None and gap.gap_ms < keepalive * 1000, gap
+    assert _peer(lab, "a1", "b1")["path"] == "relay"
 
 
 @pytest.mark.disruptive
