@@ -252,6 +252,7 @@ def format_status(s: dict) -> str:
             )
         if not s["peers"]:
             lines.append("(no peers)")
+        lines += _mobility_lines(s.get("mobility"))
         return "\n".join(lines)
     if s.get("role") == "adapter":
         return format_adapter(s)
@@ -272,6 +273,24 @@ def format_status(s: dict) -> str:
     return json.dumps(s, indent=2)
 
 
+def _mobility_lines(m: dict | None) -> list[str]:
+    """The last move, if any: when, where to, and how long until the first packet on the new path."""
+    if not m:
+        return []
+    if m.get("offline"):
+        return ["uplink: none (tunnels wait; names of peers without a tunnel fail)"]
+    if not m["moves"]:
+        return []
+    last = m["moves"][-1]
+    first = last.get("first_received_ms")
+    when = time.strftime("%H:%M:%S", time.localtime(last["at"]))
+    heard = f"first packet after {first:.0f} ms" if first is not None else "nothing heard since"
+    return [
+        f"moves: {len(m['moves'])}, the last at {when} to {', '.join(last['locators']) or 'no address'}: {heard};"
+        f" paths selected again: {m['path_changes']}"
+    ]
+
+
 def format_adapter(s: dict) -> str:
     lines = [
         f"adapter {s['fqdn']}  vip4 {s['vip4']}  vip6 {s['vip6']}  LAN {s['lan']} ({s['mac']})",
@@ -289,6 +308,7 @@ def format_adapter(s: dict) -> str:
             lines.append(f"{'':<24} {'':<18} {gn['vip6']}")
     if not s["general_nodes"]:
         lines.append("(no general nodes)")
+    lines += _mobility_lines(s.get("mobility"))
     return "\n".join(lines)
 
 

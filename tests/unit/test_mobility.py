@@ -184,3 +184,15 @@ def test_a_replayed_update_from_the_old_address_moves_nothing(net):
     tunnel = tunnel_of(cn)
     assert tunnel.open(update, MN, net.now) is None  # replayed: refused, from anywhere
     assert tunnel.endpoint == MOVED
+
+
+def test_status_tells_the_last_move_and_how_soon_the_new_path_carried_a_packet():
+    from cyphonic.cli import format_status
+
+    node = {"role": "node", "fqdn": "mn.x", "vip4": "10.0.0.1", "vip6": "fd00::1", "registered": True,
+            "nat": False, "peers": []}
+    move = {"at": 1.8e9, "locators": ["198.51.101.10"], "first_received": 1.8e9 + 0.012, "first_received_ms": 12.0}
+    text = format_status({**node, "mobility": {"moves": [move], "path_changes": 1, "offline": False}})
+    assert "to 198.51.101.10: first packet after 12 ms; paths selected again: 1" in text
+    text = format_status({**node, "mobility": {"moves": [move], "path_changes": 1, "offline": True}})
+    assert "uplink: none" in text
