@@ -42,6 +42,10 @@ log = logging.getLogger("cyphonic.packet")
 
 Address = tuple[str, int]
 TUN_READ = 65535 + offload.VNET_HDR_LEN
+# A tunnel a new path replaced still opens data for this long (what was in
+# flight on the old path), at most this many at once
+REPLACED_FOR = 2.0
+MAX_REPLACED = 256
 # Test-only: drop this fraction of received outer datagrams (the kernel has
 # no netem); read once, so the hot path pays one float comparison.
 TEST_LOSS = float(os.environ.get("CYPHONIC_TEST_LOSS", "0") or 0)
@@ -57,6 +61,9 @@ class PacketHandlingModule(TunnelControl):
         self.gso = gso
         self.by_index: dict[int, core.Tunnel] = {}  # current keys' index -> tunnel
         self._others: dict[int, core.Tunnel] = {}  # previous / next keys' index -> tunnel
+        # tunnels a new path replaced: they still open what was in flight on
+        # the old path for a while (make before break), and send nothing
+        self._replaced: dict[int, tuple[core.Tunnel, float]] = {}
         self._probes: list[tuple[core.Tunnel, Address]] = []  # shared by every tunnel
         # destination -> tunnel: the peer's virtual IPs (the adapter: the
         # general node's and the peer's, `route_keys`)
@@ -90,6 +97,12 @@ class PacketHandlingModule(TunnelControl):
         old = self.routes.get(keys[0])
         if old is not None:
             self.remove(old)
+            now = time.time()
+            for index, (_, until) in list(self._replaced.items()):
+                if until <= now:
+                    del self._replaced[index]
+            if len(self._replaced) < MAX_REPLACED:
+                self._replaced[old.local_index] = (old, now + REPLACED_FOR)
         tunnel.probes = self._probes
         self.by_index[tunnel.local_index] = tunnel
         for index in tunnel.indices()[1:]:
@@ -309,10 +322,15 @@ class PacketHandlingModule(TunnelControl):
                 plain = tunnel.open_at(buf, start, length, source, now, via_relay)
             else:
                 tunnel = self._others.get(index)
-                if tunnel is None:
-                    self.drops("capsule for unknown tunnel", source)
-                    return
-                plain = self._open_other(tunnel, index, buf, start, length, source, now, via_relay)
+                if tunnel is not None:
+                    plain = self._open_other(tunnel, index, buf, start, length, source, now, via_relay)
+                else:
+                    replaced = self._replaced.get(index)
+                    if replaced is None or replaced[1] <= now or type_ != core.CAPSULE:
+                        self.drops("capsule for unknown tunnel", source)
+                        return
+                    tunnel = replaced[0]
+                    plain = tunnel.open_at(buf, start, length, source, now, via_relay)
         except AuthenticationError as exc:
             self.drops("unauthenticated capsule", source, exc.reason)
             return

@@ -184,3 +184,25 @@ def test_tun_frame_with_tcp_data_offset_below_5_is_counted_not_fatal(pair, doff)
         pytest.fail(f"tun_reader died: {crash.exceptions[0]!r}")
     assert mn.module.drops.counts["unusable TUN frame"] == 1
     assert len(sent) == len(metas)
+
+
+@PATHS
+def test_a_tunnel_a_new_path_replaced_still_delivers_what_was_in_flight_then_nothing(pair):
+    from cyphonic.node import packet as packet_module
+    from tests.support.packets import ipv4_udp
+
+    mn, cn = pair
+    in_flight = [mn.tunnel.seal(core.CAPSULE, ipv4_udp(str(MN.vip4), str(CN.vip4), bytes([i]) * 40)) for i in range(3)]
+    # a new path's tunnel replaces the old one at cn (mn switches a moment later)
+    _, new_cn = handshake(time.time())
+    assert cn.module.install(new_cn) is cn.tunnel
+    read_tun(cn)
+    socket_batch(cn, in_flight[:2], MN_ADDR, time.time())
+    assert len(read_tun(cn)) == 2  # the old path's data still arrives
+    keepalive = mn.tunnel.seal(core.KEEPALIVE, b"")
+    socket_batch(cn, [keepalive], MN_ADDR, time.time())
+    assert cn.module.drops.counts["capsule for unknown tunnel"] == 1  # data only: nothing answered on it
+    later = time.time() + packet_module.REPLACED_FOR + 0.1
+    socket_batch(cn, in_flight[2:], MN_ADDR, later)
+    assert not read_tun(cn)
+    assert cn.module.drops.counts["capsule for unknown tunnel"] == 2
