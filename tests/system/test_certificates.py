@@ -12,7 +12,7 @@ from cyphonic.lab import Lab
 from cyphonic.lab.enrollment import ca_init, derive_node_config, enroll_node, revoke
 from cyphonic.lab.processes import log_tail, start_daemon
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.control_plane]
 
 REFUSED = re.compile(r"login refused from .*: (.+)$")
 

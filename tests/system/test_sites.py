@@ -17,7 +17,7 @@ from cyphonic import keys
 from cyphonic.lab import Lab
 from cyphonic.lab.processes import cyphonic_cli
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.control_plane]
 
 
 def test_trs_answers_status_as_a_relay(lab: Lab) -> None:
