@@ -196,3 +196,22 @@ def test_status_tells_the_last_move_and_how_soon_the_new_path_carried_a_packet()
     assert "to 198.51.101.10: first packet after 12 ms; paths selected again: 1" in text
     text = format_status({**node, "mobility": {"moves": [move], "path_changes": 1, "offline": True}})
     assert "uplink: none" in text
+
+
+def test_a_failed_reselection_is_tried_again_while_the_old_tunnel_hears_nothing(net):
+    mn, cn = registered_pair(net)
+    mn.machine.route_to(f"cn.{DOMAIN}", net.now)
+    net.settle(until=net.now + 0.1)
+    net.lose = lambda d, s, dest: CN in (s, dest)  # cn unreachable for a while
+    start = net.now
+    mn.machine.path_failed(tunnel_of(mn), start)
+    net.settle(until=start + 8)
+    assert net.of(mn, ev.RouteFailed)  # the first attempt failed...
+    assert len(net.of(mn, ev.TunnelEstablished)) == 1
+    net.lose = lambda d, s, dest: False
+    net.settle(until=start + 40)
+    assert len(net.of(mn, ev.TunnelEstablished)) == 2  # ...a later one brought the new path
+    assert mn.machine.path_changes == 1  # one change, however many attempts
+    tries = len(net.of(mn, ev.RouteFailed))
+    net.settle(until=start + 100)
+    assert len(net.of(mn, ev.RouteFailed)) == tries  # and nothing more once it worked

@@ -55,6 +55,7 @@ Address = tuple[str, int]
 UPDATE_AT = (0.0, 0.05, 0.15, 0.35, 0.75)
 UPDATE_GIVE_UP = 1.2
 MOVES_KEPT = 16
+RESELECT_FIRST, RESELECT_MOST = 1.0, 30.0  # retries of a failed re-selection
 
 
 def family_of(host: str) -> str:
@@ -101,6 +102,7 @@ class Mobility:
         self.path_changes = 0
         self._moved: dict[str, dict[str, bool]] = {}  # peer fqdn -> NAT status by family before the move
         self._nat_before: dict[str, bool] = {}
+        self._reselects: dict[str, float] = {}  # peer fqdn -> the wait before retrying its re-selection
 
     @property
     def offline(self) -> bool:
@@ -127,10 +129,14 @@ class Mobility:
             self._registering.clear()
             self.registered.clear()
             return True
+        # registering first: a path selected again below waits for the NMS
+        # to know where we are now (a selection on the old locators would
+        # get a path to an address we no longer have)
+        self.register(now, list(addresses), restart=True)
         for tunnel in list(self.tunnels.values()):
             self._moved[tunnel.peer.fqdn] = self._nat_before
+            self._reselects.pop(tunnel.peer.fqdn, None)  # a new network: retries start over
             self._after_move(tunnel, now)
-        self.register(now, list(addresses), restart=True)
         return True
 
     def _after_move(self, tunnel: core.Tunnel, now: float) -> None:
@@ -220,11 +226,35 @@ class Mobility:
             return
         log.info("selecting the path to %s again: %s", fqdn, why)
         self.path_changes += 1
+        self._reselects.setdefault(fqdn, RESELECT_FIRST)
         if self._registering:
             # the NMS must know where we are now first (registration_settled asks)
             self.selections[fqdn] = Selection(fqdn, now, state="re-registering", retried=True)
         else:
             self.route_to(fqdn, now)
+
+    def reselect_failed(self, fqdn: str, now: float) -> None:
+        """A path re-selection failed (the NMS had stale locators, the peer
+        did not open the path, no TRS answered): while the tunnel it was to
+        replace hears nothing, try again, each time twice as late."""
+        wait = self._reselects.get(fqdn)
+        tunnel = self.tunnels.get(fqdn)
+        if wait is None or tunnel is None:
+            self._reselects.pop(fqdn, None)
+            return
+        self._reselects[fqdn] = min(wait * 2, RESELECT_MOST)
+        failed = now
+
+        def again(now: float) -> None:
+            if self.tunnels.get(fqdn) is tunnel and tunnel.last_received < failed and fqdn in self._reselects:
+                self.path_changes -= 1  # the same change, tried again
+                self.reselect(fqdn, now, f"retrying after {wait:.0f} s")
+
+        self.timers.at(now + wait, again)
+
+    def reselected(self, fqdn: str) -> None:
+        """A tunnel to `fqdn` is up: no retry is due."""
+        self._reselects.pop(fqdn, None)
 
     def path_failed(self, tunnel: core.Tunnel, now: float) -> None:
         """The supervisor's probes went unanswered while data flowed. Both

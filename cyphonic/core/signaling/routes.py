@@ -90,6 +90,8 @@ class RouteSelection:
         def forget_links(self, now: float) -> None: ...
         def _send(self, datagram: bytes, dest: Address) -> None: ...
         def moved_registration_settled(self, now: float) -> None: ...
+        def reselect_failed(self, fqdn: str, now: float) -> None: ...
+        def reselected(self, fqdn: str) -> None: ...
 
         @property
         def offline(self) -> bool: ...
@@ -183,8 +185,10 @@ class RouteSelection:
         if self.selections.get(selection.fqdn) is selection:
             del self.selections[selection.fqdn]
         self._events.append(ev.RouteFailed(selection.fqdn, reason, unknown))
+        self.reselect_failed(selection.fqdn, now)
 
     def route_done(self, tunnel: core.Tunnel, now: float) -> None:
+        self.reselected(tunnel.peer.fqdn)
         selection = self.selections.pop(tunnel.peer.fqdn, None)
         if selection is not None:
             self.tunnel_ms.append((now - selection.opened) * 1000)
