@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import adapter_report
+from . import adapter_report, handover_report
 from .stats import fmt
 
 REPO = Path(__file__).resolve().parent.parent
@@ -265,6 +265,7 @@ def markdown(result: dict) -> str:
         "",
         *relay_table(result),
         *adapter_report.markdown(result),
+        *handover_report.markdown(result),
         "## Details",
         "",
         "| metric | median | min | max | p99 | n | unit |",

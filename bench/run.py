@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import adapter, adapter_report, cpu, loss, nebula, report, rtt, summary
+from bench import adapter, adapter_report, cpu, handover, handover_report, loss, nebula, report, rtt, summary
 from bench.measure import measure
 from bench.notes import notes
 from bench.progress import log
@@ -70,8 +70,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="1 (default): after the other stages, the adapter stage (general node gn1 vs node mn); 0: skip it",
     )
     ap.add_argument(
+        "--handover",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="1 (default): last, the handover stage (mn moves while it pings cn; Nebula beside it); 0: skip it",
+    )
+    ap.add_argument("--moves", type=int, default=5, help="handover stage: moves per kind of move (default 5)")
+    ap.add_argument(
         "--only",
-        choices=("adapter",),
+        choices=("adapter", "handover"),
         help="run only this stage (for testing it; latest.* are not replaced)",
     )
     ap.add_argument(
@@ -113,7 +121,10 @@ def mode_of(args: argparse.Namespace) -> dict:
     mode["outside_limit"] = max(0.0, args.outside_limit)
     mode["wait_idle"] = args.wait_idle
     mode["relay"] = not args.no_relay
-    mode["adapter"] = bool(args.adapter) or args.only == "adapter"
+    mode["adapter"] = (bool(args.adapter) and not args.only) or args.only == "adapter"
+    mode["handover"] = (bool(args.handover) and not args.only) or args.only == "handover"
+    mode["moves"] = args.moves
+    mode["quick"] = args.quick
     mode["only"] = args.only
     return mode
 
@@ -145,6 +156,8 @@ def config(args: argparse.Namespace, mode: dict) -> dict:
         "restarts": mode["restarts"],
         "relay": mode["relay"],
         "adapter": mode["adapter"],
+        "handover": mode["handover"],
+        "handover_moves": mode["moves"],
         "only": mode["only"],
         "relay_goals": {k: f"relayed/direct {op} {b}" for k, (op, b) in summary.RELAY_GOALS.items()},
         "outside_limit_pct": mode["outside_limit"],
@@ -186,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     result["summary"] = summary.summary(result["series"])
     result["goals"] = summary.goals(result["summary"])
     adapter_report.summarize(result)
+    handover_report.summarize(result)
     result["notes"] = notes(result)
     written = report.write(result, args.out, stamp, latest=result["complete"] and not args.only)
     print(report.markdown(result))
@@ -208,6 +222,9 @@ def run_lab(prefix: str, mode: dict, result: dict, family: int) -> int:
         if mode.get("adapter"):
             log("adapter stage: general node gn1 (behind adapter) vs node mn")
             adapter.stage(lab, mode, result)
+        if mode.get("handover"):
+            log("handover stage: mn moves while it pings cn")
+            handover.stage(lab, mode, result)
         result["complete"] = True
     except BaseException as e:  # noqa: BLE001 - keep what was measured, whatever stopped us
         result["error"] = f"{type(e).__name__}: {e}"

@@ -9,11 +9,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from . import rebinding
 from .errors import LabError
 from .instance import DEFAULT_PREFIX, Lab, down
-from .mobility import check, describe
+from .mobility import HOME, check, describe
 from .processes import tool_env
-from .topology import BASIC
+from .topology import BASIC, Role
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -65,6 +66,7 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.set_defaults(func=_as_root(cmd_exec))
 
     networks = "\n".join(f"  {n.name:<10} {n.description}" for n in BASIC.networks)
+    networks += f"\n  {HOME:<10} back to the host's own uplink in the topology (mn: global4a; adapter: nat-ad's LAN)"
     p = sub.add_parser(
         "move",
         parents=[common],
@@ -72,14 +74,30 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         usage="cyphonic lab move [--prefix P] [--json] HOST NETWORK",
         description="Move HOST's uplink to another access network: the old link is removed, a new one\n"
         "(the same interface name: eth0 for a node) is made into the network's router, with the\n"
-        "network's addresses and default routes. One host per network at a time.",
+        "network's addresses and default routes. One host per network at a time. `home` makes\n"
+        "the host's link of the topology again, as `lab up` made it.",
         epilog=f"networks:\n{networks}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("host", metavar="HOST", help="a node or host (cyphonic lab show)")
-    p.add_argument("network", metavar="NETWORK", help="one of the networks below")
+    p.add_argument("network", metavar="NETWORK", help="one of the networks below, or home")
     p.add_argument("--json", action="store_true", help="print what changed as JSON")
     p.set_defaults(func=_as_root(cmd_move))
+
+    p = sub.add_parser(
+        "rebind",
+        parents=[common],
+        help="a NAPT router forgets its mappings and maps anew from other ports (NAT rebinding)",
+        usage="cyphonic lab rebind [--prefix P] [--json] NAT_HOST",
+        description="NAT rebinding, as when a NAPT router restarts: its conntrack table is flushed and its\n"
+        "masquerade takes TCP/UDP ports from another range (two ranges, alternating on each rebind),\n"
+        "so every flow behind it leaves from a new public port.",
+        epilog="NAPT routers: " + ", ".join(h.name for h in BASIC.with_role(Role.NAT)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("host", metavar="NAT_HOST", help="a NAPT router (cyphonic lab show: role nat)")
+    p.add_argument("--json", action="store_true", help="print what changed as JSON")
+    p.set_defaults(func=_as_root(cmd_rebind))
 
     p = sub.add_parser("down", parents=[common], help="remove the lab, whatever state it is in")
     p.set_defaults(func=_as_root(cmd_down))
@@ -197,6 +215,13 @@ def cmd_move(args: argparse.Namespace) -> int:
     check(Lab(args.prefix).topology, args.host, args.network)  # ValueError: one line, exit 2, lab up or not
     moved = Lab.attach(args.prefix).move(args.host, args.network)
     print(json.dumps(moved, indent=2) if args.json else describe(moved))
+    return 0
+
+
+def cmd_rebind(args: argparse.Namespace) -> int:
+    rebinding.check(Lab(args.prefix).topology, args.host)  # ValueError: one line, exit 2
+    rebound = Lab.attach(args.prefix).rebind(args.host)
+    print(json.dumps(rebound, indent=2) if args.json else rebinding.describe(rebound))
     return 0
 
 

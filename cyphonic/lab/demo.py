@@ -1,23 +1,31 @@
 """`cyphonic lab demo`: bring the lab up, tour it with stock tools from mn, tear down.
 
 Every step is an ordinary program a user would type, run inside mn's
-namespace and addressed by name; the tour prints one line per step.
+namespace and addressed by name; the tour prints one line per step. One step
+moves mn (global4a -> global4b -> napt -> home) while curl downloads a file
+from cn and ping runs beside it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 
 from . import apps
 from .errors import LabError
+from .handover import Pinger
 from .instance import Lab
+from .mobility import describe
 from .topology import Role
 
 FILE_SIZE = 1 << 20
+# The moving download: 6 MiB at 2 MiB/s lasts ~3 s, long enough for three moves.
+MOVES = ("global4b", "napt", "home")
+MOVING_SIZE, MOVING_RATE = 6 << 20, "2M"
 
 
 def run_demo(prefix: str) -> int:
@@ -74,6 +82,7 @@ def _tour(lab: Lab) -> int:
     done = lab.run("mn", ["cyphonic", "status"], timeout=10)
     for line in (done.stdout + done.stderr).splitlines():
         print(f"    {line}")
+    failed += _moving(lab, cn)
     # NAPT to NAPT (relay, then a hole punch) and IPv6-only to IPv4 behind NAPT (relay)
     # stock devices behind the adapter (DHCP, DNS and ARP answered by it):
     # to cn, to gn3 behind a second adapter (both behind NAPT), to each
@@ -149,3 +158,50 @@ def _iperf3(lab: Lab, name: str) -> str:
         apps.stop(server)
     bps = report["end"]["sum_received"]["bits_per_second"]
     return f"{bps / 1e6:.0f} Mbit/s TCP"
+
+
+def _moving(lab: Lab, name: str) -> int:
+    """mn moves global4a -> global4b -> napt -> home while curl downloads from cn
+    (and ping runs beside it); 1 if the file did not arrive intact."""
+    url = f"http://{name}:8000/moving.bin"
+    print(f"  mn moves while it runs: curl --limit-rate {MOVING_RATE} {url}, ping -i 0.01 {name}")
+    www = lab.paths.root / "www"
+    www.mkdir(exist_ok=True)
+    data = os.urandom(MOVING_SIZE)
+    (www / "moving.bin").write_bytes(data)
+    server = apps.serve_http(lab, "cn", www)
+    pinger = Pinger(lab, "mn", (lab.status("cn") or {}).get("vip4") or name)
+    curl = lab.popen(
+        "mn",
+        ["curl", "-sS", "--max-time", "30", "--limit-rate", MOVING_RATE, url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    starts, moved, paths = [], [], []
+    try:
+        time.sleep(0.7)  # the download is under way
+        for network in MOVES:
+            starts.append(time.time())
+            moved.append(describe(lab.move("mn", network)))
+            paths.append(_path(lab, "mn", "cn"))  # half a second later
+        body, err = curl.communicate(timeout=40)
+    except (LabError, subprocess.TimeoutExpired) as e:
+        curl.kill()
+        body, err = curl.communicate()
+        err = err or str(e).encode()
+    finally:
+        pinger.stop()
+        apps.stop(server)
+        if lab.network("mn") != "global4a":  # put the lab back for the steps after this one
+            lab.move("mn", "home")
+    for line, gap, path in zip(moved, pinger.gaps(starts), paths, strict=False):
+        print(f"    {line}")
+        print(f"      ping: {gap.line()}; to cn: {path}")
+    label = f"curl {url}"
+    if curl.returncode != 0 or body != data:
+        why = err.decode(errors="replace").strip() or f"{len(body)} bytes that differ from the {len(data)} served"
+        print(f"  {label:<44} FAILED: {why}")
+        return 1
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    print(f"  {label:<44} {len(data)} bytes across {len(moved)} moves, identical (sha256 {digest}...)")
+    return 0

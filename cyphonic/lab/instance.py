@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import enrollment, general_nodes, mobility, netns, readiness
+from . import enrollment, general_nodes, mobility, netns, readiness, rebinding
 from .errors import LabError
 from .processes import start_daemon, status, tool_env
 from .state import LabPaths, check_prefix
@@ -227,20 +227,31 @@ class Lab:
     # -- mobility (mobility.py) ---------------------------------------------
 
     def move(self, host: str, network: str) -> dict:
-        """Move the host's uplink to an access network of `topology.networks`.
+        """Move the host's uplink to an access network of `topology.networks`,
+        or back to its link in the topology with `network="home"`.
 
-        Break-before-make: the uplink (`eth0` for a node) is deleted and made
-        again, the same name, into the network's router, with its addresses
-        and default routes. Returns what changed: host, from, to, interface,
-        router, removed, addresses, gateway4, gateway6, seconds. ValueError for
-        an unknown host or network or one that cannot move; LabError if
-        another host is on that network.
+        Break-before-make: the uplink (`eth0` for a node) loses its addresses
+        and goes down, a new one of the same name is made into the network's
+        router with its addresses and default routes, then the old one is
+        deleted. Returns what changed: host, from, to (None: its topology link
+        that is no access network), home, interface, router, removed,
+        addresses, gateway4, gateway6, seconds, and when the host was off the
+        network: down_at, up_at (wall clock), outage_ms. ValueError for an
+        unknown host or network or one that cannot move; LabError if another
+        host is on that network.
         """
         return mobility.move(self, host, network)
 
     def network(self, host: str) -> str | None:
-        """The access network the host is on now (mn starts on `global4a`), or None."""
+        """The access network the host is on now (mn starts on `global4a`), or
+        None while it is on a topology link that is not one (the adapter at home)."""
         return mobility.current_network(self, host)
+
+    def rebind(self, host: str) -> dict:
+        """NAT rebinding on the NAPT router `host`: its mappings are forgotten
+        (conntrack flushed) and new ones take other public ports (two ranges,
+        alternating). Returns host, ports, previous_ports, forgotten, seconds."""
+        return rebinding.rebind(self, host)
 
     def show(self) -> dict:
         hosts = {}

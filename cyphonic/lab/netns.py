@@ -126,8 +126,12 @@ def _add_routes(ns: str, host: Host) -> None:
         sh("ip", "-n", ns, "-6", "route", "add", "default", "via", host.gateway6)
 
 
-def napt_ruleset(host: Host, topology: Topology) -> str:
-    """nftables rules of a NAPT router: masquerade LAN->WAN, drop unsolicited WAN->LAN."""
+def napt_ruleset(host: Host, topology: Topology, ports: tuple[int, int] | None = None) -> str:
+    """nftables rules of a NAPT router: masquerade LAN->WAN, drop unsolicited WAN->LAN.
+
+    `ports`: the public source ports new mappings take (`lab rebind`); None
+    keeps a LAN host's own port where it is free, as Linux masquerade does.
+    """
     assert host.nat is not None
     # Its LAN's addresses: those of the link in the topology, or of the access
     # network a host can move onto behind it (`cyphonic lab move`).
@@ -143,11 +147,15 @@ def napt_ruleset(host: Host, topology: Topology) -> str:
     )
     saddr = f"ip saddr {{ {', '.join(lan_nets)} }} " if lan_nets else ""
     wan, lan = host.nat.wan, host.nat.lan
+    # nft maps ports only after a transport match; ICMP keeps the plain rule.
+    ported = ""
+    if ports:
+        ported = f'        {saddr}oifname "{wan}" meta l4proto {{ tcp, udp }} masquerade to :{ports[0]}-{ports[1]}\n'
     return f"""\
 table ip napt {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
-        {saddr}oifname "{wan}" masquerade
+{ported}        {saddr}oifname "{wan}" masquerade
     }}
     chain forward {{
         type filter hook forward priority filter; policy drop;

@@ -186,9 +186,100 @@ def test_move_to_napt_is_behind_nat_mv(network: Lab) -> None:
 def test_lab_move_cli_lists_the_networks_and_rejects_unknown_names(network: Lab) -> None:
     done = subprocess.run([*cyphonic_cli(), "lab", "move", "--help"], capture_output=True, text=True)
     listed = [line.split()[0] for line in done.stdout.split("networks:\n")[1].splitlines()]
-    assert listed == ["global4a", "global4b", "napt", "ipv6only"]
-    for args in (["mn", "nowhere"], ["nobody", "napt"], ["inet", "napt"]):
+    assert listed == ["global4a", "global4b", "napt", "ipv6only", "home"]
+    for args in (["mn", "nowhere"], ["nobody", "napt"], ["inet", "napt"], ["sw1", "home"]):
         done = subprocess.run([*cyphonic_cli(), "lab", "move", "--prefix", network.prefix, *args],
                               capture_output=True, text=True, env=tool_env())
         assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
     assert network.network("mn") == "global4a"
+
+
+def _default_routes(lab: Lab, host: str) -> list[tuple[str, str]]:
+    routes = []
+    for family in ("-4", "-6"):
+        shown = json.loads(lab.run(host, ["ip", "-j", family, "route", "show", "default"]).stdout or "[]")
+        routes += [(r["gateway"], r["dev"]) for r in shown]
+    return routes
+
+
+def test_move_takes_the_adapters_wan_side_away_and_home(network: Lab) -> None:
+    assert network.network("adapter") is None  # its home, nat-ad's LAN, is no access network
+    try:
+        moved = network.move("adapter", "global4b")
+        assert (moved["from"], moved["to"], moved["home"], moved["removed"]) == (
+            None, "global4b", False, "nat-ad:lan")
+        assert network.network("adapter") == "global4b"
+        assert json.loads(network.paths.networks.read_text()) == {"adapter": "global4b"}
+        assert _default_routes(network, "adapter") == [("198.51.101.1", "eth0")]
+        shown = network.show()["hosts"]
+        assert shown["adapter"]["addresses"] == ["198.51.101.10"]
+        assert shown["nat-ad"]["addresses"] == ["198.18.3.10"]  # its LAN port went with the link
+        assert "198.51.101.1" in shown["inet"]["addresses"]
+        assert _reaches(network, "adapter", "203.0.113.10")
+        # the LAN port, where the general nodes are, is not touched
+        assert network.run("adapter", ["ip", "link", "show", "lan0", "up"]).stdout
+    finally:
+        moved = network.move("adapter", "home")
+    assert (moved["from"], moved["to"], moved["home"], moved["router"]) == (
+        "global4b", None, True, "nat-ad:lan")
+    assert network.network("adapter") is None and json.loads(network.paths.networks.read_text()) == {}
+    assert _default_routes(network, "adapter") == [("192.168.50.1", "eth0")]
+    shown = network.show()["hosts"]
+    assert (shown["adapter"]["addresses"], shown["nat-ad"]["addresses"]) == (
+        ["192.168.50.10"], ["198.18.3.10", "192.168.50.1"])
+    assert "198.51.101.1" not in shown["inet"]["addresses"]
+    assert _reaches(network, "adapter", "203.0.113.10")
+
+
+def test_move_home_takes_mn_back_to_global4a(network: Lab) -> None:
+    network.move("mn", "napt")
+    moved = network.move("mn", "home")
+    assert (moved["from"], moved["to"], moved["home"]) == ("napt", "global4a", True)
+    assert network.network("mn") == "global4a"
+    assert sorted(_default_routes(network, "mn")) == [("198.51.100.1", "eth0"), ("2001:db8:a::1", "eth0")]
+    assert _reaches(network, "mn", "203.0.113.10") and _reaches(network, "mn", "2001:db8:c::10")
+
+
+# Keeps one UDP socket (one NAT mapping) and sends to mn from it every 0.2 s until told to stop.
+UDP_SENDER = ("import socket, sys, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+              "s.bind(('0.0.0.0', 0))\n"
+              "while sys.stdin.readline().startswith('send'): s.sendto(b'hi', ('198.51.100.10', 9999))")
+# Prints the source port of each datagram to port 9999.
+UDP_PORTS = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+             "s.bind(('0.0.0.0', 9999)); s.settimeout(10)\n"
+             "while True: print(s.recvfrom(100)[1][1], flush=True)")
+
+
+def test_rebind_gives_the_same_flow_a_new_public_port_each_time(network: Lab) -> None:
+    listener = network.popen("mn", [sys.executable, "-c", UDP_PORTS], stdout=subprocess.PIPE, text=True)
+    sender = network.popen("cn", [sys.executable, "-c", UDP_SENDER], stdin=subprocess.PIPE, text=True)
+    assert listener.stdout is not None and sender.stdin is not None
+    try:
+        wait_listening(network, "mn", 9999, udp=True)
+
+        def port_seen() -> int:
+            sender.stdin.write("send\n")
+            sender.stdin.flush()
+            return int(listener.stdout.readline())
+
+        ports = [port_seen(), port_seen()]
+        assert ports[0] == ports[1]  # one mapping while nothing happens
+        ranges = []
+        for _ in range(3):
+            rebound = network.rebind("nat-cn")
+            low, high = rebound["ports"]
+            assert rebound["forgotten"] >= 1  # at least this flow's mapping
+            ports.append(port_seen())
+            assert low <= ports[-1] <= high and ports[-1] != ports[-2]
+            assert port_seen() == ports[-1]  # the new mapping holds
+            ranges.append(rebound["ports"])
+        assert ranges[0] == ranges[2] != ranges[1]  # two ranges, alternating
+        done = subprocess.run([*cyphonic_cli(), "lab", "rebind", "--prefix", network.prefix, "mn"],
+                              capture_output=True, text=True, env=tool_env())
+        assert done.returncode == 2 and "not a NAPT router" in done.stderr
+    finally:
+        sender.stdin.write("q\n")
+        sender.stdin.close()
+        sender.wait(10)
+        listener.kill()
+        listener.wait()
