@@ -109,20 +109,27 @@ class Traffic:
             assert gap.gap_ms is not None, f"no ping answered after the move to {name}"
 
 
+def tour(lab: Lab, host: str, networks: list[str], dwell: float = DWELL) -> list[float]:
+    """Move `host` through `networks`, `dwell` seconds on each (and before
+    the first); returns when each move began. The host is home afterwards,
+    whatever happened."""
+    starts = []
+    try:
+        time.sleep(dwell)
+        for network in networks:
+            starts.append(time.time())
+            lab.move(host, network)
+            time.sleep(dwell)
+    finally:
+        if lab.network(host) not in (None, "global4a"):  # global4a: mn's home
+            lab.move(host, "home")
+    return starts
+
+
 def test_mn_moves_through_every_access_network_while_ping_iperf3_and_curl_run(lab: Lab, tmp_path) -> None:
     ping_by_name(lab, "mn", "cn")
     traffic = Traffic(lab, "mn", "cn", tmp_path, seconds=int(DWELL * (len(TOUR) + 1)))
-    starts = []
-    try:
-        time.sleep(DWELL)
-        for network in TOUR:
-            starts.append(time.time())
-            lab.move("mn", network)
-            time.sleep(DWELL)
-    finally:
-        if lab.network("mn") != "global4a":
-            lab.move("mn", "home")
-    traffic.finish(starts, TOUR)
+    traffic.finish(tour(lab, "mn", TOUR), TOUR)
     # the virtual IP never changed, and the NMS has mn's home locator back
     wait_for(lambda: observed(lab, "mn").get("ipv4", "").startswith("198.51.100.10:"), "mn home at the NMS", 3)
 
@@ -131,37 +138,16 @@ def test_the_adapter_moves_and_its_general_node_streams_on(lab: Lab, tmp_path) -
     ping_by_name(lab, "gn1", "cn")
     lease = lab.lease("gn1")
     traffic = Traffic(lab, "gn1", "cn", tmp_path, seconds=int(DWELL * 3))
-    starts = []
-    try:
-        time.sleep(DWELL)
-        starts.append(time.time())
-        lab.move("adapter", "global4b")
-        time.sleep(DWELL)
-        starts.append(time.time())
-        lab.move("adapter", "home")
-        time.sleep(DWELL)
-    finally:
-        if lab.network("adapter") is not None:
-            lab.move("adapter", "home")
-    traffic.finish(starts, ["global4b", "home"])
+    traffic.finish(tour(lab, "adapter", ["global4b", "home"]), ["global4b", "home"])
     assert lab.lease("gn1") == lease  # the general node noticed nothing
 
 
 def test_the_peer_moves_while_mn_sends_and_the_tunnel_heals(lab: Lab, tmp_path) -> None:
     ping_by_name(lab, "mn", "cn")
     pinger = Pinger(lab, "mn", vip4(lab, "cn"))
-    starts = []
     try:
-        time.sleep(1)
-        starts.append(time.time())
-        lab.move("cn", "global4b")
-        time.sleep(DWELL)
-        starts.append(time.time())
-        lab.move("cn", "home")
-        time.sleep(DWELL)
+        starts = tour(lab, "cn", ["global4b", "home"])
     finally:
-        if lab.network("cn") is not None:
-            lab.move("cn", "home")
         pinger.stop()
     for name, gap in zip(["global4b", "home"], pinger.gaps(starts), strict=True):
         print(f"cn -> {name}: {gap.line()}")
