@@ -13,7 +13,7 @@ from typing import Protocol
 
 import trio
 
-from cyphonic.core import rekey
+from cyphonic.core import liveness, rekey
 from cyphonic.core import tunnel as core
 
 log = logging.getLogger("cyphonic.signaling")
@@ -39,11 +39,11 @@ async def supervise(
 ) -> None:
     while packet.by_index.get(tunnel.local_index) is tunnel:
         now = time.time()
-        action = core.liveness(tunnel, now, keepalive, owner.offline)
+        action = liveness.liveness(tunnel, now, keepalive, owner.offline)
         if action == "dead":
             packet.remove(tunnel)
             log.info("tunnel with %s closed: silent for %.0f s", tunnel.peer.fqdn, now - tunnel.last_received)
-            owner.tunnel_died(tunnel, core.carried_traffic(tunnel, now, keepalive))
+            owner.tunnel_died(tunnel, liveness.carried_traffic(tunnel, now, keepalive))
             return
         if action == "failed":
             tunnel.failed_at = now
@@ -59,4 +59,4 @@ async def supervise(
                 tunnel.probed = now
             packet.send(tunnel, core.KEEPALIVE, b"")
         timer = packet.rekey_tick(tunnel, now, rekey_after)
-        await trio.sleep(max(MIN_TICK, min(core.next_check(tunnel, now, keepalive), timer) - now))
+        await trio.sleep(max(MIN_TICK, min(liveness.next_check(tunnel, now, keepalive), timer) - now))

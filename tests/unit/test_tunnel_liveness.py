@@ -3,6 +3,7 @@
 import ipaddress
 
 from cyphonic import crypto
+from cyphonic.core import liveness
 from cyphonic.core import tunnel as core
 
 T0 = 1_800_000_000.0
@@ -17,41 +18,41 @@ def make_tunnel() -> core.Tunnel:
 
 def test_an_idle_tunnel_sends_keepalives_then_dies_when_unanswered():
     t = make_tunnel()
-    assert core.liveness(t, T0 + 5, keepalive=10) == "ok"
-    assert core.liveness(t, T0 + 10, keepalive=10) == "keepalive"
+    assert liveness.liveness(t, T0 + 5, keepalive=10) == "ok"
+    assert liveness.liveness(t, T0 + 10, keepalive=10) == "keepalive"
     t.last_sent = T0 + 10
-    assert core.liveness(t, T0 + 15, keepalive=10) == "ok"
-    assert core.liveness(t, T0 + 32.5, keepalive=10) == "dead"
+    assert liveness.liveness(t, T0 + 15, keepalive=10) == "ok"
+    assert liveness.liveness(t, T0 + 32.5, keepalive=10) == "dead"
 
 
 def test_an_answered_tunnel_stays_alive():
     t = make_tunnel()
     t.last_received = t.last_sent = T0 + 30
-    assert core.liveness(t, T0 + 35, keepalive=10) == "ok"
+    assert liveness.liveness(t, T0 + 35, keepalive=10) == "ok"
 
 
 def test_only_a_tunnel_that_carried_data_until_it_died_is_rerouted():
     t = make_tunnel()
-    assert not core.carried_traffic(t, T0 + 40, keepalive=10)  # only keepalives ever
+    assert not liveness.carried_traffic(t, T0 + 40, keepalive=10)  # only keepalives ever
     t.tx_bytes, t.last_data_sent = 1000, T0 + 20
-    assert core.carried_traffic(t, T0 + 40, keepalive=10)
-    assert not core.carried_traffic(t, T0 + 80, keepalive=10)  # data stopped long before
+    assert liveness.carried_traffic(t, T0 + 40, keepalive=10)
+    assert not liveness.carried_traffic(t, T0 + 80, keepalive=10)  # data stopped long before
 
 
 def test_data_sent_and_nothing_back_draws_probes_then_fails_the_path_within_a_second():
     t = make_tunnel()  # nothing heard since T0; data goes out all the time
     t.last_data_sent = T0 + 0.3
-    assert core.liveness(t, T0 + 0.3, keepalive=10) == "ok"  # not yet suspect
+    assert liveness.liveness(t, T0 + 0.3, keepalive=10) == "ok"  # not yet suspect
     t.last_data_sent = T0 + 0.45
-    assert core.liveness(t, T0 + 0.45, keepalive=10) == "probe"
+    assert liveness.liveness(t, T0 + 0.45, keepalive=10) == "probe"
     t.probed = T0 + 0.45
-    assert core.liveness(t, T0 + 0.5, keepalive=10) == "ok"  # probes are paced
+    assert liveness.liveness(t, T0 + 0.5, keepalive=10) == "ok"  # probes are paced
     t.last_data_sent = T0 + 1.0
-    assert core.liveness(t, T0 + 1.0, keepalive=10) == "failed"
+    assert liveness.liveness(t, T0 + 1.0, keepalive=10) == "failed"
     t.failed_at = T0 + 1.0
-    assert core.liveness(t, T0 + 1.1, keepalive=10) == "probe"  # reported once, probed on
+    assert liveness.liveness(t, T0 + 1.1, keepalive=10) == "probe"  # reported once, probed on
     t.last_received = T0 + 1.15  # an Ack: the path works again
-    assert core.liveness(t, T0 + 1.2, keepalive=10) == "ok"
+    assert liveness.liveness(t, T0 + 1.2, keepalive=10) == "ok"
     assert t.failed_at is None
 
 
@@ -61,7 +62,7 @@ def test_one_way_traffic_that_is_answered_by_probe_acks_never_fails():
     for step in range(100):  # 10 s of a one-way stream, each probe answered
         now = T0 + step * 0.1
         t.last_data_sent = now
-        action = core.liveness(t, now, keepalive=10)
+        action = liveness.liveness(t, now, keepalive=10)
         assert action != "failed"
         if action == "probe":
             t.probed = t.last_received = now + 0.001
@@ -70,20 +71,20 @@ def test_one_way_traffic_that_is_answered_by_probe_acks_never_fails():
 def test_without_an_uplink_a_tunnel_neither_fails_nor_dies():
     t = make_tunnel()
     t.last_data_sent = T0 + 100
-    assert core.liveness(t, T0 + 100, keepalive=10, offline=True) == "ok"
-    assert core.liveness(t, T0 + 100, keepalive=10) == "failed"
+    assert liveness.liveness(t, T0 + 100, keepalive=10, offline=True) == "ok"
+    assert liveness.liveness(t, T0 + 100, keepalive=10) == "failed"
 
 
 def test_a_flow_in_that_stops_at_once_draws_one_probe():
     t = make_tunnel()
     t.rx_packets = 50
-    assert core.liveness(t, T0 + 0.1, keepalive=10) == "ok"  # flowing: 50 since the last look
+    assert liveness.liveness(t, T0 + 0.1, keepalive=10) == "ok"  # flowing: 50 since the last look
     t.last_received = T0 + 0.1
-    assert core.liveness(t, T0 + 0.3, keepalive=10) == "ok"
-    assert core.liveness(t, T0 + 0.55, keepalive=10) == "probe"  # silent since the flow stopped
+    assert liveness.liveness(t, T0 + 0.3, keepalive=10) == "ok"
+    assert liveness.liveness(t, T0 + 0.55, keepalive=10) == "probe"  # silent since the flow stopped
     t.probed = T0 + 0.55
-    assert core.liveness(t, T0 + 0.8, keepalive=10) == "ok"  # once per silence
+    assert liveness.liveness(t, T0 + 0.8, keepalive=10) == "ok"  # once per silence
     t.last_received = T0 + 5  # a lone datagram later, no flow: no probe after it
     t.rx_packets += 1
-    assert core.liveness(t, T0 + 5.1, keepalive=10) == "ok"
-    assert core.liveness(t, T0 + 6, keepalive=10) == "ok"
+    assert liveness.liveness(t, T0 + 5.1, keepalive=10) == "ok"
+    assert liveness.liveness(t, T0 + 6, keepalive=10) == "ok"
