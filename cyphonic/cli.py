@@ -248,7 +248,7 @@ def format_status(s: dict) -> str:
         for p in s["peers"]:
             lines.append(
                 f"{p['fqdn']:<28} {p['path']:<8} {p['endpoint']:<24} {p['tx_bytes']:>12} {p['rx_bytes']:>12}"
-                f"  {p['last_handshake']:.0f}s ago, {p.get('rekeys', 0)} rekeys"
+                f"  {p['last_handshake']:.0f}s ago, {p.get('rekeys', 0)} rekeys, {p.get('cipher', '-')}"
             )
         if not s["peers"]:
             lines.append("(no peers)")

@@ -4,8 +4,9 @@
 - Certificates: `wire.certificate` bodies signed by the CA.
 - Signaling: XChaCha20-Poly1305 with a random 24-byte nonce (login grant,
   tickets, NMS messages, tunnel hellos): rare, so a random nonce is safe.
-- Data: ChaCha20-Poly1305-IETF under the End Key with a 64-bit counter nonce,
-  called through libsodium's cffi binding with no per-call Python wrapper.
+- Data: ChaCha20-Poly1305-IETF (or AES-256-GCM where both ends' CPUs run
+  it) under the End Key with a 64-bit counter nonce, called through
+  libsodium's cffi binding with no per-call Python wrapper.
 """
 
 from __future__ import annotations
@@ -230,9 +231,54 @@ def end_keys(shared: bytes, tunnel_key: bytes, transcript: bytes, initiator: boo
 
 _NONCE_PAD = b"\0\0\0\0"
 
+# The data plane's cipher suites (protocols/tunnel.md#cipher-suites): one
+# bit each in the hellos' `suites`. ChaCha20-Poly1305 is the default and the
+# only one a CPU without AES instructions offers; AES-256-GCM (libsodium's,
+# only where the CPU has AES-NI and PCLMUL) is several times faster where it
+# exists. Both take the same 12-byte counter nonce and 16-byte tag.
+CHACHA20_POLY1305 = "chacha20-poly1305"
+AES256_GCM = "aes-256-gcm"
+SUITE_BITS = {CHACHA20_POLY1305: 0x01, AES256_GCM: 0x02}
+SUITES = {bit: name for name, bit in SUITE_BITS.items()}
+lib.sodium_init()  # libsodium looks at the CPU here: aes256gcm_is_available needs it
+
+
+def aes_available() -> bool:
+    """Can this CPU run libsodium's AES-256-GCM (AES-NI and PCLMUL)?"""
+    return bool(lib.crypto_aead_aes256gcm_is_available())
+
+
+def suites_offered(choice: str) -> int:
+    """The `suites` bits this node offers for a config's `cipher`:
+    "auto" = every suite this CPU runs fast, else the one named."""
+    if choice == "auto":
+        return SUITE_BITS[CHACHA20_POLY1305] | (SUITE_BITS[AES256_GCM] if aes_available() else 0)
+    return SUITE_BITS[choice]
+
+
+def choose_suite(offered: int, allowed: int) -> str:
+    """The responder's pick among the initiator's offer: AES-256-GCM when
+    both run it, else ChaCha20-Poly1305 (AuthenticationError if none)."""
+    common = offered & allowed
+    for name in (AES256_GCM, CHACHA20_POLY1305):
+        if common & SUITE_BITS[name]:
+            return name
+    raise AuthenticationError("no cipher suite in common")
+
+
+_ENCRYPT = {
+    CHACHA20_POLY1305: lib.crypto_aead_chacha20poly1305_ietf_encrypt,
+    AES256_GCM: lib.crypto_aead_aes256gcm_encrypt,
+}
+_DECRYPT = {
+    CHACHA20_POLY1305: lib.crypto_aead_chacha20poly1305_ietf_decrypt,
+    AES256_GCM: lib.crypto_aead_aes256gcm_decrypt,
+}
+
 
 class DataCipher:
-    """ChaCha20-Poly1305-IETF with the counter nonce, for one tunnel.
+    """The tunnel's AEAD (ChaCha20-Poly1305-IETF, or AES-256-GCM where both
+    ends run it) with the counter nonce, for one tunnel.
 
     The nonce is 4 zero bytes + the 8-byte little-endian counter that the
     capsule header carries, so building the nonce is one concatenation.
@@ -243,7 +289,11 @@ class DataCipher:
 
     BUFFER = 65536 + 64
 
-    def __init__(self, send_key: bytes, recv_key: bytes, buffers: bool = True) -> None:
+    def __init__(self, send_key: bytes, recv_key: bytes, buffers: bool = True, suite: str = CHACHA20_POLY1305) -> None:
+        if suite == AES256_GCM and not aes_available():
+            raise ValueError("AES-256-GCM needs a CPU with AES-NI and PCLMUL")
+        self.suite = suite
+        self._encrypt, self._decrypt = _ENCRYPT[suite], _DECRYPT[suite]
         self._send_key = ffi.from_buffer(bytes(send_key))
         self._recv_key = ffi.from_buffer(bytes(recv_key))
         self._out = self._out_c = self._in = self._in_c = self._len = None
@@ -276,7 +326,7 @@ class DataCipher:
         # buffers (Tunnel.rotate hands them over: take_buffers)
         assert out is not None and out_c is not None and out_len is not None, "keys without buffers"
         out[:n] = header
-        lib.crypto_aead_chacha20poly1305_ietf_encrypt(
+        self._encrypt(
             out_c + n,
             out_len,
             ffi.from_buffer(plaintext),
@@ -299,7 +349,7 @@ class DataCipher:
         assert in_ is not None and in_c is not None and in_len is not None, "keys without buffers"  # as in seal
         header = bytes(datagram[:header_len])
         body = ffi.from_buffer(datagram)
-        rc = lib.crypto_aead_chacha20poly1305_ietf_decrypt(
+        rc = self._decrypt(
             in_c,
             in_len,
             ffi.NULL,
@@ -323,7 +373,7 @@ class DataCipher:
         = its last 8 bytes); returns the datagram's length."""
         p = buf.ptr + pos
         nonce = _NONCE_PAD + bytes(buf.view[pos + header_len - 8 : pos + header_len])
-        lib.crypto_aead_chacha20poly1305_ietf_encrypt(
+        self._encrypt(
             p + header_len, ffi.NULL, p + header_len, plain_len, p, header_len, ffi.NULL, nonce, self._send_key
         )
         return header_len + plain_len + TAG
@@ -335,7 +385,7 @@ class DataCipher:
             raise AuthenticationError("capsule too short")
         p = buf.ptr + pos
         nonce = _NONCE_PAD + bytes(buf.view[pos + header_len - 8 : pos + header_len])
-        rc = lib.crypto_aead_chacha20poly1305_ietf_decrypt(
+        rc = self._decrypt(
             p + header_len,
             ffi.NULL,
             ffi.NULL,

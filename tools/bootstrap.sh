@@ -31,8 +31,10 @@ case "$what" in
     .venv/bin/ruff format --check cyphonic
     .venv/bin/mypy cyphonic
     # every tier once (the data-path stress test at its full 10^6 packets per
-    # path), then the system tier again on the plain data path
+    # path; system tests with cipher auto: AES-256-GCM on a CPU with AES-NI),
+    # then the system tier again on the plain data path with ChaCha20-Poly1305
     CYPHONIC_STRESS_PACKETS=1000000 .venv/bin/python -m pytest -q -p no:cacheprovider tests
-    CYPHONIC_DATAPLANE=plain exec .venv/bin/python -m pytest -q -p no:cacheprovider -m "not control_plane" tests/system ;;
+    CYPHONIC_DATAPLANE=plain CYPHONIC_CIPHER=chacha20-poly1305 \
+      exec .venv/bin/python -m pytest -q -p no:cacheprovider -m "not control_plane" tests/system ;;
   *) echo "bootstrap: unknown action '$what' (use demo or test)" >&2; exit 2 ;;
 esac

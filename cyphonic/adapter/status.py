@@ -29,6 +29,7 @@ def _peer(t, now: float) -> dict[str, Any]:
         "vip6": str(t.peer.vip6),
         "path": "relay" if t.relayed else PATH_NAMES.get(t.path.process, t.path.process),
         "endpoint": format_address(t.endpoint),
+        "cipher": t.cipher.suite,
         "tx_bytes": t.tx_bytes,
         "rx_bytes": t.rx_bytes,
         "last_handshake": round(now - t.established, 1),

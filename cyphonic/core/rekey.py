@@ -90,7 +90,8 @@ def accept_request(tunnel: Tunnel, body: bytes, now: float, index: int) -> bytes
     shared = ephemeral.agree(bytes(msg.ephemeral))
     transcript = _transcript(tunnel, msg.sender_index, index, bytes(msg.ephemeral), ephemeral.public)
     send, recv = crypto.end_keys(shared, tunnel.path.tunnel_key, transcript, initiator=False)
-    tunnel.next = Keys(index, msg.sender_index, crypto.DataCipher(send, recv, buffers=False))
+    cipher = crypto.DataCipher(send, recv, buffers=False, suite=tunnel.cipher.suite)  # a rekey keeps the suite
+    tunnel.next = Keys(index, msg.sender_index, cipher)
     response = build(
         wire.RekeyResponseBody,
         dict(sender_index=index, receiver_index=msg.sender_index, ephemeral=ephemeral.public),
@@ -111,7 +112,10 @@ def accept_response(tunnel: Tunnel, body: bytes, now: float) -> bool:
     shared = pending.ephemeral.agree(bytes(msg.ephemeral))
     transcript = _transcript(tunnel, pending.index, msg.sender_index, pending.ephemeral.public, bytes(msg.ephemeral))
     send, recv = crypto.end_keys(shared, tunnel.path.tunnel_key, transcript, initiator=True)
-    tunnel.rotate(Keys(pending.index, msg.sender_index, crypto.DataCipher(send, recv, buffers=False)), now)
+    tunnel.rotate(
+        Keys(pending.index, msg.sender_index, crypto.DataCipher(send, recv, buffers=False, suite=tunnel.cipher.suite)),
+        now,
+    )
     tunnel.previous_until = math.inf  # until the responder is seen using the new keys
     tunnel.rekey_pending = None
     return True

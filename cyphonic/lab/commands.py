@@ -49,6 +49,12 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument(
         "--no-punch", action="store_true", help="no hole punching: nodes both behind NAPT stay on the relay (TRS)"
     )
+    p.add_argument(
+        "--cipher",
+        choices=("auto", "chacha20-poly1305", "aes-256-gcm"),
+        default="auto",
+        help="the nodes' and adapters' data cipher (default auto: AES-256-GCM where the CPU has AES-NI)",
+    )
     p.set_defaults(func=_as_root(cmd_up))
 
     p = sub.add_parser("show", parents=[common], help="hosts, addresses and virtual IPs")
@@ -135,7 +141,7 @@ def _report(e: LabError) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    lab = Lab(args.prefix, dataplane=args.dataplane, hole_punching=not args.no_punch)
+    lab = Lab(args.prefix, dataplane=args.dataplane, hole_punching=not args.no_punch, cipher=args.cipher)
     if lab.is_up():
         raise LabError(
             f"a lab with prefix {lab.prefix!r} is already up "

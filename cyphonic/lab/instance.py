@@ -48,8 +48,10 @@ class Lab:
         topology: Topology = BASIC,
         dataplane: str = "offload",
         hole_punching: bool = True,
+        cipher: str = "auto",
     ) -> None:
         self.prefix = check_prefix(prefix)
+        self.cipher = cipher  # the nodes' and adapters' `cipher` key (CI runs both suites)
         self.topology = topology
         if dataplane not in DATAPLANES:
             raise LabError(f"dataplane must be one of {', '.join(DATAPLANES)}, not {dataplane!r}")
@@ -126,6 +128,8 @@ class Lab:
             changes["offload"] = False
         if not self.hole_punching:  # show the relay path on demand
             changes["hole_punching"] = False
+        if self.cipher != "auto":
+            changes["cipher"] = self.cipher
         enrollment.enroll_lab(self.topology, self.paths, changes)
 
     def config(self, host: str) -> Path:

@@ -207,6 +207,7 @@ class NodeDaemon:
                 "rx_packets": t.rx_packets,
                 "last_handshake": round(now - t.established, 1),
                 "rekeys": t.rekeys,
+                "cipher": t.cipher.suite,
             }
             for t in self.packet.by_index.values()
         ]

@@ -1,7 +1,19 @@
 """node.toml: what `cyphonic enroll node` writes, checked strictly."""
 
+from pathlib import Path
+from typing import Any
+
 from cyphonic import config as c
-from cyphonic import control
+from cyphonic import control, crypto
+
+
+def cipher_suite(value: Any, base: Path) -> str:
+    if value not in ("auto", crypto.CHACHA20_POLY1305, crypto.AES256_GCM):
+        raise ValueError(f'must be "auto", "{crypto.CHACHA20_POLY1305}" or "{crypto.AES256_GCM}"')
+    if value == crypto.AES256_GCM and not crypto.aes_available():
+        raise ValueError("aes-256-gcm needs a CPU with AES-NI and PCLMUL, which this one lacks")
+    return value
+
 
 # What every daemon with an identity has (the node, the adapter).
 DAEMON: c.Schema = {
@@ -20,6 +32,10 @@ DAEMON: c.Schema = {
     "offload": c.Key(c.boolean, True),
     # when both ends are behind NAPT: try a direct path beside the relay
     "hole_punching": c.Key(c.boolean, True),
+    # the data plane's cipher: "auto" offers AES-256-GCM too where this CPU
+    # runs it (a tunnel uses it when both ends do), else ChaCha20-Poly1305;
+    # naming one suite offers only that one (protocols/tunnel.md#cipher-suites)
+    "cipher": c.Key(cipher_suite, "auto"),
     "log_level": c.Key(c.text, "INFO"),
     # besides root and the daemon's uid, members of this group (name or
     # gid) may read the status through the control socket

@@ -61,6 +61,7 @@ class SignalingModule:
             port=cfg["listen_port"],
             now=time.time(),
             hole_punching=cfg["hole_punching"],
+            suites=crypto.suites_offered(cfg["cipher"]),
         )
         self.nursery: trio.Nursery | None = None
         self._wake = trio.Event()

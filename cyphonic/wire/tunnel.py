@@ -11,7 +11,7 @@ associated data. 29 bytes of overhead per packet.
 
 import struct
 
-from construct import Bytes, GreedyBytes, Int32ub, Int32ul, Int64ub, Int64ul, Struct, Terminated
+from construct import Bytes, GreedyBytes, Int8ub, Int32ub, Int32ul, Int64ub, Int64ul, Struct, Terminated
 
 from cyphonic.wire.common import Fqdn, Locator, MessageType
 
@@ -36,6 +36,9 @@ TunnelHello = Struct(
     "vip6" / Bytes(16),
     "ephemeral" / Bytes(32),
     "timestamp" / Int64ub,
+    # cipher suites (crypto.SUITE_BITS): in the Tunnel Request the ones the
+    # initiator offers, in the Tunnel Response the one the responder chose
+    "suites" / Int8ub,
     Terminated,
 )
 

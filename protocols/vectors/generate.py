@@ -73,10 +73,13 @@ def xseal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
     return nonce + sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key)
 
 
-def capsule_seal(key: bytes, header: bytes, plaintext: bytes) -> bytes:
-    """A Capsule-layout datagram: header || ChaCha20-Poly1305-IETF(plaintext)
-    with AAD = the 13 header bytes and nonce = 4 zero bytes || counter (LE)."""
+def capsule_seal(key: bytes, header: bytes, plaintext: bytes, suite: str = "chacha20-poly1305") -> bytes:
+    """A Capsule-layout datagram: header || AEAD(plaintext) with AAD = the 13
+    header bytes and nonce = 4 zero bytes || counter (LE); the AEAD is
+    ChaCha20-Poly1305-IETF, or AES-256-GCM (needs a CPU with AES-NI)."""
     nonce = b"\0\0\0\0" + header[5:13]
+    if suite == "aes-256-gcm":
+        return header + sodium.crypto_aead_aes256gcm_encrypt(plaintext, header, nonce, key)
     return header + sodium.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, header, nonce, key)
 
 
@@ -602,10 +605,12 @@ def icmp_echo(src: bytes, dst: bytes) -> bytes:
 
 
 def capsule(p: Protocol, name: str, mtype: str, index: int, counter: int, key: bytes,
-            plaintext: bytes, plaintext_name: str | None = None) -> bytes:
+            plaintext: bytes, plaintext_name: str | None = None, suite: str = "chacha20-poly1305") -> bytes:
     header = struct.pack("<BIQ", common.TYPE[mtype], index, counter)
-    datagram = capsule_seal(key, header, plaintext)
+    datagram = capsule_seal(key, header, plaintext, suite)
     check = {"key": key, "plaintext": plaintext, "nonce": b"\0\0\0\0" + header[5:], "aad": header}
+    if suite != "chacha20-poly1305":
+        check["suite"] = suite
     if plaintext_name:
         check["plaintext_vector"] = plaintext_name
     return p.message(
@@ -623,7 +628,10 @@ def tunnel_vectors() -> Protocol:
     i_pub, r_pub = x25519_public(i_eph), x25519_public(r_eph)
     i_index, r_index = 0x1A2B3C4D, 0x5E6F7081
     shared = x25519(i_eph, r_pub)
-    transcript = PATH_ID.to_bytes(4, "big") + i_pub + r_pub
+    # CN offers both suites (0x03); MN, configured with cipher =
+    # "chacha20-poly1305", chooses ChaCha20-Poly1305 (0x01)
+    offered, chosen = 0x03, 0x01
+    transcript = PATH_ID.to_bytes(4, "big") + i_pub + r_pub + bytes([offered, chosen])
     i2r = kdf(b"cyphonic end key i2r", shared, MN_CN_KEY, transcript)
     r2i = kdf(b"cyphonic end key r2i", shared, MN_CN_KEY, transcript)
     p.inputs = {
@@ -645,7 +653,8 @@ def tunnel_vectors() -> Protocol:
     hello = p.message(
         "Tunnel Hello (initiator, CN)",
         "tunnel.TunnelHello",
-        {"fqdn": CN_FQDN, "vip4": CN_VIP4, "vip6": CN_VIP6, "ephemeral": i_pub, "timestamp": NOW + 1},
+        {"fqdn": CN_FQDN, "vip4": CN_VIP4, "vip6": CN_VIP6, "ephemeral": i_pub, "timestamp": NOW + 1,
+         "suites": offered},
     )
     head = {"type": "TunnelRequest", "path_id": PATH_ID, "sender_index": i_index}
     aad = tunnel.TunnelRequest.build(dict(head, sealed=b""))
@@ -658,7 +667,8 @@ def tunnel_vectors() -> Protocol:
     hello = p.message(
         "Tunnel Hello (responder, MN)",
         "tunnel.TunnelHello",
-        {"fqdn": MN_FQDN, "vip4": MN_VIP4, "vip6": MN_VIP6, "ephemeral": r_pub, "timestamp": NOW + 1},
+        {"fqdn": MN_FQDN, "vip4": MN_VIP4, "vip6": MN_VIP6, "ephemeral": r_pub, "timestamp": NOW + 1,
+         "suites": chosen},
     )
     head = {"type": "TunnelResponse", "path_id": PATH_ID, "sender_index": r_index, "receiver_index": i_index}
     aad = tunnel.TunnelResponse.build(dict(head, sealed=b""))
@@ -682,6 +692,21 @@ def tunnel_vectors() -> Protocol:
     ack = p.message("Tunnel Update Ack Body", "tunnel.TunnelUpdateAckBody", {"nonce": nonce})
     capsule(p, "Tunnel Update Ack (CN to MN, counter 2)", "TunnelUpdateAck", r_index, 2, i2r, ack,
             "Tunnel Update Ack Body")
+
+    # The same handshake with an MN that runs AES-256-GCM and chooses it
+    # (0x02): the choice is in the transcript, so the End Keys differ.
+    aes_transcript = PATH_ID.to_bytes(4, "big") + i_pub + r_pub + bytes([offered, 0x02])
+    aes_i2r = kdf(b"cyphonic end key i2r", shared, MN_CN_KEY, aes_transcript)
+    p.derived.update(aes_transcript=aes_transcript, aes_end_key_i2r=aes_i2r,
+                     aes_end_key_r2i=kdf(b"cyphonic end key r2i", shared, MN_CN_KEY, aes_transcript))
+    p.message(
+        "Tunnel Hello (responder, MN, choosing AES-256-GCM)",
+        "tunnel.TunnelHello",
+        {"fqdn": MN_FQDN, "vip4": MN_VIP4, "vip6": MN_VIP6, "ephemeral": r_pub, "timestamp": NOW + 1,
+         "suites": 0x02},
+    )
+    capsule(p, "Capsule Message (CN to MN, counter 0, AES-256-GCM)", "CapsuleMessage", r_index, 0, aes_i2r,
+            icmp_echo(CN_VIP4, MN_VIP4), suite="aes-256-gcm")
     return p
 
 
@@ -791,7 +816,8 @@ def relay_vectors() -> Protocol:
     hello = p.message(
         hello_name,
         "tunnel.TunnelHello",
-        {"fqdn": MN_FQDN, "vip4": MN_VIP4, "vip6": MN_VIP6, "ephemeral": x25519_public(mn_eph), "timestamp": NOW + 1},
+        {"fqdn": MN_FQDN, "vip4": MN_VIP4, "vip6": MN_VIP6, "ephemeral": x25519_public(mn_eph), "timestamp": NOW + 1,
+         "suites": 0x01},
     )
     head = {"type": "TunnelRequest", "path_id": RELAY_PATH_ID, "sender_index": 0x2B3C4D5E}
     aad = tunnel.TunnelRequest.build(dict(head, sealed=b""))

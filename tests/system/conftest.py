@@ -72,7 +72,11 @@ def lab() -> Iterator[Lab]:
 @contextlib.contextmanager
 def running_lab(prefix: str) -> Iterator[Lab]:
     """A lab up on the data path CI chose, always torn down; a failed `up` fails the test."""
-    lab = Lab(prefix, dataplane=os.environ.get("CYPHONIC_DATAPLANE", "offload"))
+    lab = Lab(
+        prefix,
+        dataplane=os.environ.get("CYPHONIC_DATAPLANE", "offload"),
+        cipher=os.environ.get("CYPHONIC_CIPHER", "auto"),
+    )
     try:
         try:
             lab.up(timeout=30)

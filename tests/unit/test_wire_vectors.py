@@ -198,9 +198,14 @@ def test_capsule_vector_is_chacha20_poly1305_with_the_counter_nonce(protocol, ve
     assert bytes.fromhex(check["aad"]) == header
     assert bytes.fromhex(check["nonce"]) == b"\0\0\0\0" + vector["fields"]["counter"].to_bytes(8, "little")
     nonce = bytes.fromhex(check["nonce"])
-    assert sodium.crypto_aead_chacha20poly1305_ietf_decrypt(data[13:], header, nonce, key) == plaintext
-    assert crypto.DataCipher(bytes(32), key).open(data, tunnel.CAPSULE_HEADER) == plaintext
-    assert crypto.DataCipher(key, bytes(32)).seal(header, plaintext) == data
+    suite = check.get("suite", crypto.CHACHA20_POLY1305)
+    decrypt = {
+        crypto.CHACHA20_POLY1305: sodium.crypto_aead_chacha20poly1305_ietf_decrypt,
+        crypto.AES256_GCM: sodium.crypto_aead_aes256gcm_decrypt,
+    }[suite]
+    assert decrypt(data[13:], header, nonce, key) == plaintext
+    assert crypto.DataCipher(bytes(32), key, suite=suite).open(data, tunnel.CAPSULE_HEADER) == plaintext
+    assert crypto.DataCipher(key, bytes(32), suite=suite).seal(header, plaintext) == data
     assert len(data) == len(plaintext) + tunnel.OVERHEAD
     if "plaintext_vector" in check:
         assert plaintext == raw(protocol, check["plaintext_vector"])
@@ -276,7 +281,9 @@ def test_end_keys_match_the_vector(monkeypatch):
     responder = fixed_ephemeral(monkeypatch, bytes.fromhex(inputs["responder_ephemeral_secret"]))
     assert initiator.public.hex() == message("tunnel", "Tunnel Hello (initiator, CN)")["fields"]["ephemeral"]
     assert responder.public.hex() == message("tunnel", "Tunnel Hello (responder, MN)")["fields"]["ephemeral"]
-    transcript = inputs["path_id"].to_bytes(4, "big") + initiator.public + responder.public
+    offered = message("tunnel", "Tunnel Hello (initiator, CN)")["fields"]["suites"]
+    chosen = message("tunnel", "Tunnel Hello (responder, MN)")["fields"]["suites"]
+    transcript = inputs["path_id"].to_bytes(4, "big") + initiator.public + responder.public + bytes([offered, chosen])
     assert transcript.hex() == derived["transcript"]
     shared = initiator.agree(responder.public)
     assert shared.hex() == derived["shared"]
@@ -296,6 +303,8 @@ def test_tunnel_messages_use_the_indices_of_the_handshake():
         if vector["schema"] == "tunnel.Capsule":
             to_responder = vector["fields"]["receiver_index"] == inputs["responder_index"]
             key = "end_key_i2r" if to_responder else "end_key_r2i"
+            if vector["data_cipher"].get("suite") == crypto.AES256_GCM:
+                key = "aes_" + key
             assert vector["data_cipher"]["key"] == DOCS["tunnel"]["derived"][key], vector["name"]
 
 

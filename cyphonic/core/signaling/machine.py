@@ -69,8 +69,10 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching, Mobili
         port: int,
         now: float,
         hole_punching: bool = True,
+        suites: int = core.DEFAULT_SUITES,
     ) -> None:
         self.identity = identity
+        self.suites = suites  # the cipher suites our handshakes offer and accept
         self.certificate = certificate
         self.ca_public = ca_public
         self.port = port

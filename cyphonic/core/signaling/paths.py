@@ -70,6 +70,7 @@ class TunnelEstablishment:
     if TYPE_CHECKING:
         selections: dict[str, Selection]
         punching: bool
+        suites: int
         drops: Drops
         transactions: Transactions
         timers: Timers
@@ -92,7 +93,7 @@ class TunnelEstablishment:
     # -- initiator ------------------------------------------------------------------------
 
     def open_tunnel(self, path: core.Path, now: float) -> None:
-        initiator = core.Initiator(path, self.me, now)
+        initiator = core.Initiator(path, self.me, now, self.suites)
         request = path.relay.wrap(initiator.request, sealed=True) if path.relay else initiator.request
         self.paths[path.path_id] = PathEntry(path, OPENING, now)
 
@@ -147,7 +148,7 @@ class TunnelEstablishment:
         if entry is None or entry.state != ANNOUNCED:
             self.drops("tunnel request on an unannounced path", source)
             return
-        tunnel, response = core.respond(entry.path, self.me, data, source, now)
+        tunnel, response = core.respond(entry.path, self.me, data, source, now, self.suites)
         entry.state, entry.since = ANSWERED, now
         entry.request, entry.response, entry.peer = data, response, source
         self.send_path(entry.path, response, source)
