@@ -228,6 +228,16 @@ def relay_table(result: dict) -> list[str]:
     return lines + [""]
 
 
+def _ciphers(result: dict) -> str:
+    """The suite each CYPHONIC end used with the other (status after the throughput runs)."""
+    status = result.get("status_after_throughput") or {}
+    used = []
+    for host, peer in (("mn", "cn"), ("cn", "mn")):
+        rows = [p for p in ((status.get(host) or {}).get("peers") or []) if p.get("fqdn", "").startswith(peer + ".")]
+        used.append(f"{host} {rows[0].get('cipher', '?') if rows else '?'}")
+    return ", ".join(used)
+
+
 def markdown(result: dict) -> str:
     env = result["environment"]
     cfg = result["config"]
@@ -240,6 +250,7 @@ def markdown(result: dict) -> str:
         + ("" if result.get("complete") else f"; INCOMPLETE: {result.get('error')}"),
         f"- kernel: {env['kernel']}",
         f"- CPU: {env['cpu_model']} x {env['cpus']}",
+        f"- ciphers: CYPHONIC {_ciphers(result)}; Nebula {neb.get('cipher', 'aes (default)')}",
         f"- git commit: {env['git_commit']} ({env['git_describe']})"
         + (
             f"; working tree differs in {len(env['dirty_cyphonic'])} file(s) under cyphonic/"
