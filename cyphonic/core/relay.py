@@ -207,7 +207,7 @@ class RelayLink:
         self.flags = wire.FROM_RESPONDER if responder else 0
         self.sequence = sequence  # start from the clock: restarts stay newer
         # the head of every data frame we send, packed once
-        self._head = wire.RELAYED_HEAD.pack(TYPE["Relayed"], session_id, self.flags)
+        self.head = wire.RELAYED_HEAD.pack(TYPE["Relayed"], session_id, self.flags)
 
     def wrap(self, datagram: bytes, sealed: bool = False) -> bytes:
         if sealed:
@@ -215,7 +215,7 @@ class RelayLink:
             fields = dict(type="Relayed", session_id=self.session_id, flags=self.flags | wire.SEALED)
             inner = build(wire.SealedInner, dict(sequence=self.sequence, datagram=datagram))
             return crypto.seal_message(wire.Relayed, fields, self.seal_key, inner)
-        head = self._head + datagram
+        head = self.head + datagram
         return head + crypto.relay_mac(self.mac_key, head)
 
     def unwrap(self, frame: bytes) -> bytes:

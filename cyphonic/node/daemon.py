@@ -25,12 +25,13 @@ from cyphonic.node.resolver import ResolverModule
 from cyphonic.node.signaling import SignalingModule
 from cyphonic.udp import size_buffers
 from cyphonic.wire.certificate import Certificate
-from cyphonic.wire.common import MAX_DATAGRAM, parse
+from cyphonic.wire.common import MAX_DATAGRAM, TYPE, parse
 from cyphonic.wire.tunnel import DATA_TYPES
 
 log = logging.getLogger("cyphonic.node")
 
 # a relayed path whose hole punch succeeded is reported "direct"
+RELAYED = TYPE["Relayed"]
 PATH_NAMES = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", "TunnelRequestToTRS": "direct"}
 
 
@@ -78,6 +79,8 @@ async def read_sockets(sock: socket.socket, packet: PacketHandlingModule, demux:
                 try:
                     if data[start] in DATA_TYPES:
                         packet.receive_at(buf, start, end, source, now)
+                    elif data[start] == RELAYED and packet.receive_relayed_at(buf, start, end, source, now):
+                        pass  # a relayed data frame, opened where it lies
                     else:
                         demux.receive(bytes(view[start:end]), source, now)
                 except (ParseError, AuthenticationError) as exc:

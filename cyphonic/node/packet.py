@@ -28,14 +28,17 @@ from collections.abc import Callable
 
 import trio
 
+from cyphonic import crypto
 from cyphonic.core import offload
 from cyphonic.core import tunnel as core
 from cyphonic.core.replay import COUNTER_LIMIT
-from cyphonic.crypto import PacketBuffer
+from cyphonic.crypto import RELAY_TAG, PacketBuffer
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.kernel.batch import MAX_GSO_BYTES, MAX_GSO_SEGMENTS, send_run, send_segments
 from cyphonic.node.control_messages import TunnelControl
+from cyphonic.node.relayed_frames import RelayedFrames
+from cyphonic.wire.relay import RELAYED_HEADER
 from cyphonic.wire.tunnel import CAPSULE_HEADER, CAPSULE_HEADER_STRUCT, OVERHEAD
 
 log = logging.getLogger("cyphonic.packet")
@@ -51,10 +54,11 @@ MAX_REPLACED = 256
 TEST_LOSS = float(os.environ.get("CYPHONIC_TEST_LOSS", "0") or 0)
 
 
-class PacketHandlingModule(TunnelControl):
+class PacketHandlingModule(TunnelControl, RelayedFrames):
     def __init__(
         self, tun_fd: int, sockets: dict[int, socket.socket], *, vnet: bool = False, gso: bool = False
     ) -> None:
+        RelayedFrames.__init__(self)
         self.tun_fd = tun_fd
         self.sockets = sockets
         self.vnet = vnet
@@ -104,6 +108,7 @@ class PacketHandlingModule(TunnelControl):
             if len(self._replaced) < MAX_REPLACED:
                 self._replaced[old.local_index] = (old, now + REPLACED_FOR)
         tunnel.probes = self._probes
+        self._link_relay(tunnel)
         self.by_index[tunnel.local_index] = tunnel
         for index in tunnel.indices()[1:]:
             self._others[index] = tunnel
@@ -112,6 +117,7 @@ class PacketHandlingModule(TunnelControl):
         return old
 
     def remove(self, tunnel: core.Tunnel) -> None:
+        self._unlink_relay(tunnel)
         for index in tunnel.indices():
             if self.by_index.get(index) is tunnel:
                 del self.by_index[index]
@@ -232,22 +238,20 @@ class PacketHandlingModule(TunnelControl):
         if tunnel is None:
             self.drops("no tunnel for destination")
             return
-        if tunnel.relayed:
-            # relayed: each capsule is wrapped for the TRS (the per-packet path)
-            self.flush_run()
-            for header, start, end in parts:
-                self.send(tunnel, core.CAPSULE, header + bytes(packet[start:end]))
-            return
         if tunnel is not self._run_tunnel:
             self.flush_run()
             self._run_tunnel = tunnel
+        # relayed: each capsule framed for the TRS where it lies, its
+        # relay head before it and its relay MAC behind it (one run too)
+        relay = tunnel.path.relay if tunnel.relayed else None
+        pre, post = (RELAYED_HEADER, RELAY_TAG) if relay is not None else (0, 0)
         out = self._out
         data, cipher, pack = out.data, tunnel.cipher, CAPSULE_HEADER_STRUCT.pack_into
         try:
             for header, start, end in parts:
                 hl = len(header)
                 plain = hl + end - start
-                length = OVERHEAD + plain
+                length = pre + OVERHEAD + plain + post
                 pos = self._run_length
                 # GSO: every datagram of a run has the first one's size but the last
                 if pos and (
@@ -259,11 +263,15 @@ class PacketHandlingModule(TunnelControl):
                     self.flush_run()
                     self._run_tunnel = tunnel
                     pos = 0
-                pack(data, pos, core.CAPSULE, tunnel.remote_index, tunnel.next_counter())
-                body = pos + CAPSULE_HEADER
+                capsule = pos + pre
+                pack(data, capsule, core.CAPSULE, tunnel.remote_index, tunnel.next_counter())
+                body = capsule + CAPSULE_HEADER
                 data[body : body + hl] = header
                 data[body + hl : body + plain] = packet[start:end]
-                cipher.seal_at(out, pos, CAPSULE_HEADER, plain)
+                cipher.seal_at(out, capsule, CAPSULE_HEADER, plain)
+                if relay is not None:
+                    data[pos:capsule] = relay.head
+                    crypto.relay_mac_into(relay.mac_key, out, pos, pre + OVERHEAD + plain)
                 if not pos:
                     self._run_size = length
                 elif length < self._run_size:
