@@ -6,18 +6,22 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import trio
 
 from cyphonic.config import Address, format_address
+from cyphonic.crypto import PacketBuffer
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
-from cyphonic.wire.common import MAX_DATAGRAM
+from cyphonic.kernel import batch as batch_io
+from cyphonic.wire.common import MAX_DATAGRAM, TYPE
+from cyphonic.wire.relay import SEALED
 
 log = logging.getLogger("cyphonic.udp")
 
 Outgoing = list[tuple[bytes, Address]]
+RELAYED = TYPE["Relayed"]
 
 
 class DatagramService(Protocol):
@@ -36,6 +40,16 @@ class DatagramService(Protocol):
 
     def handle_timer(self, now: float) -> Outgoing:
         """Retransmissions and expiry due by `now`."""
+        ...
+
+
+@runtime_checkable
+class BatchForwarder(DatagramService, Protocol):
+    """A service that forwards data frames unchanged (the TRS): the driver
+    reads GRO batches and hands it each frame where it lies."""
+
+    def forward_at(self, buf: PacketBuffer, start: int, end: int, source: Address, now: float) -> Address | None:
+        """Where the data frame in buf[start:end] goes (None: dropped)."""
         ...
 
 
@@ -82,6 +96,7 @@ class UdpServer:
         self.listen = listen
         self.name = name
         self._sockets: dict[int, socket.socket] = {}
+        self._gso: dict[int, bool] = {}
         self.send_drops = 0
 
     def send(self, out: Outgoing) -> None:
@@ -97,10 +112,15 @@ class UdpServer:
                 log.warning("%s: cannot send to %s: %s", self.name, format_address(dest), exc)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        relay = isinstance(self.service, BatchForwarder)
         async with trio.open_nursery() as nursery:
             for address in self.listen:
                 sock = open_udp(address)
                 self._sockets[sock.family] = sock
+                if relay and batch_io.enable_gro(sock):
+                    self._gso[sock.family] = batch_io.gso_supported(sock)
+                    nursery.start_soon(self._forward, sock)
+                    continue
                 nursery.start_soon(self._receive, sock)
                 log.info("%s listening on %s", self.name, format_address(address))
             nursery.start_soon(self._timers)
@@ -128,6 +148,67 @@ class UdpServer:
                     continue
                 if out:
                     send(out)
+
+    async def _forward(self, sock: socket.socket) -> None:
+        """The relay's receive loop (DESIGN §10, protocols/relay.md): GRO
+        batches read into one buffer; each data frame is checked where it
+        lies (`forward_at`) and forwarded unchanged, consecutive frames to
+        one destination in one GSO send; anything else through `receive`."""
+        service = self.service
+        assert isinstance(service, BatchForwarder)  # run() starts this loop only for one
+        buf = PacketBuffer(MAX_DATAGRAM)
+        data, view = buf.data, buf.view
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            now = time.time()
+            while True:
+                try:
+                    batch = batch_io.receive_into(sock, data)
+                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                    log.debug("%s: receive error %s", self.name, exc)
+                    continue
+                if batch is None:
+                    break
+                n, size, source = batch
+                source = (source[0], source[1])
+                # start, end, destination of the frames to send as one
+                run: tuple[int, int, Address | None] = (0, 0, None)
+                for start in range(0, n, size):
+                    end = min(start + size, n)
+                    if end - start > 6 and data[start] == RELAYED and not data[start + 5] & SEALED:
+                        dest = service.forward_at(buf, start, end, source, now)
+                        if dest is not None and dest == run[2] and start == run[1]:
+                            run = (run[0], end, dest)
+                            continue
+                        self._send_run(view, run, size)
+                        run = (start, end, dest) if dest is not None else (0, 0, None)
+                        continue
+                    self._send_run(view, run, size)
+                    run = (0, 0, None)
+                    try:
+                        out = service.receive(bytes(view[start:end]), source, now)
+                    except (ParseError, AuthenticationError) as exc:
+                        service.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
+                        continue
+                    if out:
+                        self.send(out)
+                self._send_run(view, run, size)
+
+    def _send_run(self, view: memoryview, run: tuple[int, int, Address | None], size: int) -> None:
+        start, end, dest = run
+        if dest is None or end <= start:
+            return
+        family = family_of(dest[0])
+        sock = self._sockets.get(family)
+        if sock is None:
+            return
+        count = -(-(end - start) // size)
+        try:
+            sent = batch_io.send_run(sock, view[start:end], size, dest, self._gso.get(family, False))
+        except OSError as exc:
+            log.warning("%s: cannot send to %s: %s", self.name, format_address(dest), exc)
+            return
+        self.send_drops += count - sent
 
     async def _timers(self) -> None:
         while True:

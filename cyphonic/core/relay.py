@@ -158,6 +158,37 @@ class RelayService:
             return []
         return [(data, other.endpoint)]
 
+    def forward_at(self, buf: crypto.PacketBuffer, start: int, end: int, source: Address, now: float) -> Address | None:
+        """The batch path's `receive` for a data frame (MAC only) lying in
+        buf[start:end]: where it goes unchanged, or None (dropped, counted).
+        The same checks as `_relayed`, with the MAC checked in place. Sealed
+        frames and every other message go through `receive`."""
+        length = end - start
+        if length < wire.RELAYED_HEADER + wire.RELAY_TAG:
+            self.drops("malformed datagram", source, "relayed frame too short")
+            return None
+        _, session_id, flags = wire.RELAYED_HEAD.unpack_from(buf.data, start)
+        session = self.sessions.get(session_id)
+        if session is None:
+            self.drops("frame for an unknown session", source)
+            return None
+        side_id = flags & wire.FROM_RESPONDER
+        side = session.sides[side_id]
+        if source != side.endpoint:
+            self.drops("frame from a non-endpoint address", source)
+            return None
+        if not crypto.relay_mac_ok_at(session.mac_key, buf, start, length - wire.RELAY_TAG):
+            self.drops("unauthenticated datagram", source, "bad relay MAC")
+            return None
+        other = session.sides[side_id ^ wire.FROM_RESPONDER]
+        session.last_seen = now
+        side.packets += 1
+        side.bytes += length
+        if other.endpoint is None:
+            self.drops("other end not yet known", source)
+            return None
+        return other.endpoint
+
     # -- time ---------------------------------------------------------------------
 
     def next_timer(self) -> float | None:

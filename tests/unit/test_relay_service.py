@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections import Counter
 import struct
 
 import pytest
@@ -160,3 +161,25 @@ def test_a_relay_request_for_an_existing_session_with_a_new_key_replaces_its_key
     assert dest == CN and cn2.unwrap(frame) == b"under the new key"
     # frames under the old key no longer pass
     assert trs.receive(mn.wrap(b"old"), MN, NOW + 1) == []
+
+
+def test_the_batch_path_decides_every_data_frame_as_receive_does(setup):
+    trs, mn, cn, _ = setup
+    bind(trs, mn, cn)
+    twin = RelayService(trs.nms_key, [])  # the same sessions, driven through `receive`
+    twin.sessions = {k: type(v)(**{**v.__dict__, "sides": {s: type(x)(**x.__dict__) for s, x in v.sides.items()}})
+                     for k, v in trs.sessions.items()}
+    good = mn.wrap(os.urandom(200))
+    bad_mac = good[:-1] + bytes([good[-1] ^ 1])
+    stranger = RelayLink(0xBEEF, crypto.random_key(), responder=False, sequence=1).wrap(os.urandom(50))
+    cases = [(good, MN), (good, EVIL), (bad_mac, MN), (stranger, MN), (good[:10], MN), (cn.wrap(b"y" * 40), CN)]
+    before = Counter(trs.drops.counts)
+    for frame, source in cases:
+        buf = crypto.PacketBuffer(data=bytearray(b"\0" * 7 + frame + b"\0" * 5))  # where it lies in a batch
+        dest = trs.forward_at(buf, 7, 7 + len(frame), source, NOW)
+        expected = twin.receive(frame, source, NOW)
+        assert ([(frame, dest)] if dest is not None else []) == expected, (frame[:8], source)
+    assert Counter(trs.drops.counts) - before == Counter(twin.drops.counts)
+    assert {s: (x.packets, x.bytes) for s, x in trs.sessions[0xC0FFEE].sides.items()} == {
+        s: (x.packets, x.bytes) for s, x in twin.sessions[0xC0FFEE].sides.items()
+    }
