@@ -23,7 +23,14 @@ def record_trs(overlay) -> list[bytes]:
         seen.append(bytes(data))
         return receive(data, source, now)
 
+    forward_at = overlay.trs.forward_at
+
+    def recording_at(buf, start, end, source, now):  # the batch path's data frames
+        seen.append(bytes(buf.data[start:end]))
+        return forward_at(buf, start, end, source, now)
+
     overlay.trs.receive = recording
+    overlay.trs.forward_at = recording_at
     return seen
 
 
