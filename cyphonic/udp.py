@@ -158,41 +158,29 @@ class UdpServer:
         assert isinstance(service, BatchForwarder)  # run() starts this loop only for one
         buf = PacketBuffer(MAX_DATAGRAM)
         data, view = buf.data, buf.view
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            now = time.time()
-            while True:
-                try:
-                    batch = batch_io.receive_into(sock, data)
-                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                    log.debug("%s: receive error %s", self.name, exc)
-                    continue
-                if batch is None:
-                    break
-                n, size, source = batch
-                source = (source[0], source[1])
-                # start, end, destination of the frames to send as one
-                run: tuple[int, int, Address | None] = (0, 0, None)
-                for start in range(0, n, size):
-                    end = min(start + size, n)
-                    if end - start > 6 and data[start] == RELAYED and not data[start + 5] & SEALED:
-                        dest = service.forward_at(buf, start, end, source, now)
-                        if dest is not None and dest == run[2] and start == run[1]:
-                            run = (run[0], end, dest)
-                            continue
-                        self._send_run(view, run, size)
-                        run = (start, end, dest) if dest is not None else (0, 0, None)
+        async for n, size, source, now in batch_io.gro_batches(sock, data):
+            # start, end, destination of the frames to send as one
+            run: tuple[int, int, Address | None] = (0, 0, None)
+            for start in range(0, n, size):
+                end = min(start + size, n)
+                if end - start > 6 and data[start] == RELAYED and not data[start + 5] & SEALED:
+                    dest = service.forward_at(buf, start, end, source, now)
+                    if dest is not None and dest == run[2] and start == run[1]:
+                        run = (run[0], end, dest)
                         continue
                     self._send_run(view, run, size)
-                    run = (0, 0, None)
-                    try:
-                        out = service.receive(bytes(view[start:end]), source, now)
-                    except (ParseError, AuthenticationError) as exc:
-                        service.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
-                        continue
-                    if out:
-                        self.send(out)
+                    run = (start, end, dest) if dest is not None else (0, 0, None)
+                    continue
                 self._send_run(view, run, size)
+                run = (0, 0, None)
+                try:
+                    out = service.receive(bytes(view[start:end]), source, now)
+                except (ParseError, AuthenticationError) as exc:
+                    service.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
+                    continue
+                if out:
+                    self.send(out)
+            self._send_run(view, run, size)
 
     def _send_run(self, view: memoryview, run: tuple[int, int, Address | None], size: int) -> None:
         start, end, dest = run

@@ -5,6 +5,8 @@
 - `enable_gro` + `receive_into`: UDP GRO; one `recvmsg_into` returns a run
   of datagrams from one source and their size in a control message.
 - `send_run`: the data path's GSO send of datagrams already laid end to end.
+- `gro_batches`: the readers' loop: every GRO batch, the socket drained on
+  each wake-up.
 Both are probed: a socket without them works one datagram per call.
 """
 
@@ -12,6 +14,10 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
+from collections.abc import AsyncIterator
+
+import trio
 
 SOL_UDP = 17
 UDP_SEGMENT = 103
@@ -121,3 +127,22 @@ def receive_into(sock: socket.socket, buffer: bytearray) -> tuple[int, int, tupl
         if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
             size = struct.unpack_from("=i", data)[0] or n
     return n, max(size, 1), source
+
+
+async def gro_batches(sock: socket.socket, buffer: bytearray) -> AsyncIterator[tuple[int, int, tuple[str, int], float]]:
+    """(bytes, datagram size, source, time of the wake-up) of every GRO read
+    into `buffer`, which the next one overwrites: the socket is drained on
+    each wake-up. Receive errors (an ICMP error reported on the socket) are
+    skipped."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        now = time.time()
+        while True:
+            try:
+                batch = receive_into(sock, buffer)
+            except OSError:
+                continue
+            if batch is None:
+                break
+            n, size, source = batch
+            yield n, size, (source[0], source[1]), now

@@ -62,32 +62,21 @@ async def read_sockets(sock: socket.socket, packet: PacketHandlingModule, demux:
     data is handled in place and coalesced writes flushed per batch."""
     buf = PacketBuffer(MAX_DATAGRAM)
     data, view = buf.data, buf.view
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        now = time.time()
-        while True:
+    async for n, size, source, now in batch_io.gro_batches(sock, data):
+        for start in range(0, n, size):
+            end = min(start + size, n)
             try:
-                batch = batch_io.receive_into(sock, data)
-            except OSError:
-                continue
-            if batch is None:
-                break
-            n, size, source = batch
-            source = source[:2]
-            for start in range(0, n, size):
-                end = min(start + size, n)
-                try:
-                    if data[start] in DATA_TYPES:
-                        packet.receive_at(buf, start, end, source, now)
-                    elif data[start] == RELAYED and packet.receive_relayed_at(buf, start, end, source, now):
-                        pass  # a relayed data frame, opened where it lies
-                    else:
-                        demux.receive(bytes(view[start:end]), source, now)
-                except (ParseError, AuthenticationError) as exc:
-                    # the modules count their own; this boundary keeps the reader alive
-                    drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
-            # the next read reuses the buffer: write what it still holds
-            packet.flush()
+                if data[start] in DATA_TYPES:
+                    packet.receive_at(buf, start, end, source, now)
+                elif data[start] == RELAYED and packet.receive_relayed_at(buf, start, end, source, now):
+                    pass  # a relayed data frame, opened where it lies
+                else:
+                    demux.receive(bytes(view[start:end]), source, now)
+            except (ParseError, AuthenticationError) as exc:
+                # the modules count their own; this boundary keeps the reader alive
+                drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
+        # the next read reuses the buffer: write what it still holds
+        packet.flush()
 
 
 def network_changed(packet: PacketHandlingModule, identities: list[SignalingModule]) -> None:
