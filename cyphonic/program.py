@@ -33,11 +33,7 @@ def main(
     serve: Callable[[dict[str, Any], Any], Awaitable[None]],
 ) -> None:
     """`python -m program --config FILE`: serve(cfg, build(cfg)) until killed."""
-    parser = argparse.ArgumentParser(prog=f"python -m {program}")
-    parser.add_argument("--config", required=True, type=Path, help=file)
-    args = parser.parse_args()
-    cfg = config.load_or_exit(program, args.config, schema)
-    logs.setup(cfg["log_level"])
+    cfg = _configured(program, file, schema)
     try:
         built = build(cfg)
     except ConfigError as exc:  # a rule the schema cannot state (e.g. a list that must not be empty)
@@ -55,11 +51,7 @@ def run_daemon(program: str, file: str, schema: config.Schema, make: Callable[[d
     make(cfg).run() until killed. A bad config or a key it cannot read is
     one line and exit 2; a Fatal (e.g. the AS refused the certificate) one
     line and exit 1."""
-    parser = argparse.ArgumentParser(prog=f"python -m {program}")
-    parser.add_argument("--config", required=True, type=Path, help=file)
-    args = parser.parse_args()
-    cfg = config.load_or_exit(program, args.config, schema)
-    logs.setup(cfg["log_level"])
+    cfg = _configured(program, file, schema)
     try:
         daemon = make(cfg)
     except (OSError, ValueError, KeyError, ParseError, AuthenticationError, NetlinkError) as exc:
@@ -118,3 +110,13 @@ async def serve_one(
         if control_name:
             await nursery.start(control.serve, control_name, document, cfg["control_group"])
         task_status.started()
+
+
+def _configured(program: str, file: str, schema: config.Schema) -> dict[str, Any]:
+    """The checked config named by `--config` (one line and exit 2 if bad), logging set up."""
+    parser = argparse.ArgumentParser(prog=f"python -m {program}")
+    parser.add_argument("--config", required=True, type=Path, help=file)
+    args = parser.parse_args()
+    cfg = config.load_or_exit(program, args.config, schema)
+    logs.setup(cfg["log_level"])
+    return cfg

@@ -27,7 +27,8 @@ FLOWING = 3  # datagrams since the supervisor's last look that make a flow
 def liveness(tunnel: Tunnel, now: float, keepalive: float, offline: bool = False) -> str:
     """What the tunnel's supervisor must do now: "failed", "dead", "probe",
     "keepalive" or "ok". Without an uplink (`offline`) nothing can be heard:
-    the tunnel waits for one instead of dying."""
+    the tunnel waits for one instead of dying. Notes on the tunnel what this
+    look saw (a flow coming in; a failed path that works again)."""
     if offline:
         return "ok"
     if tunnel.rx_packets - tunnel.rx_mark >= FLOWING:

@@ -13,6 +13,7 @@ import trio
 
 from cyphonic import crypto
 from cyphonic.auth.service import AuthenticationService
+from cyphonic.core import handshake
 from cyphonic.core import tunnel as core
 from cyphonic.core.login import LoginClient
 from cyphonic.core.signaling.routes import Selection
@@ -142,7 +143,7 @@ def handshake_for(node, path_id: int) -> tuple[core.Path, bytes]:
     peer = core.PeerInfo(f"peer.{DOMAIN}", ipaddress.IPv4Address("10.96.9.9"), ipaddress.IPv6Address("fd7c:1f00::909"))
     mine = core.Path(path_id, "TunnelRequestToNATcn", False, peer, ("127.0.0.1", 9), key)
     theirs = core.Path(path_id, "TunnelRequestToNATcn", True, node.daemon.signaling.me, ("127.0.0.1", node.port), key)
-    return mine, core.Initiator(theirs, peer, time.time()).request
+    return mine, handshake.Initiator(theirs, peer, time.time()).request
 
 
 async def test_junk_tunnel_requests_neither_overwrite_nor_lock_out_an_early_request(overlay):

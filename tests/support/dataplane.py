@@ -1,7 +1,7 @@
 """Two PacketHandlingModules ("mn" and "cn") with only the OS edges replaced.
 
-They share a real pair of Tunnels made by the handshake (core.Initiator /
-core.respond). Each TUN is one end of an AF_UNIX datagram socketpair (the
+They share a real pair of Tunnels made by the handshake (core.handshake's Initiator /
+respond). Each TUN is one end of an AF_UNIX datagram socketpair (the
 module's own `tun_reader` reads it, its `os.write`s land on the other end),
 and each UDP socket is a stand-in (`FakeUdp`) that cuts UDP_SEGMENT sends
 the way the kernel does. A `Link` hands the datagrams to the receiver,
@@ -28,6 +28,7 @@ import trio
 import trio.testing
 
 from cyphonic import crypto
+from cyphonic.core.handshake import Initiator, respond
 from cyphonic.core import tunnel as core
 from cyphonic.core.replay import WINDOW
 from cyphonic.kernel import batch as batch_io
@@ -117,8 +118,8 @@ def handshake(now: float) -> tuple[core.Tunnel, core.Tunnel]:
     key = crypto.random_key()
     mn_path = core.Path(0xA001, "TunnelRequestToCN", True, CN, CN_ADDR, key)
     cn_path = core.Path(0xA001, "TunnelRequestToCN", False, MN, MN_ADDR, key)
-    initiator = core.Initiator(mn_path, MN, now)
-    cn_tunnel, response = core.respond(cn_path, CN, initiator.request, MN_ADDR, now)
+    initiator = Initiator(mn_path, MN, now)
+    cn_tunnel, response = respond(cn_path, CN, initiator.request, MN_ADDR, now)
     mn_tunnel = initiator.accept_response(response, CN_ADDR, now)
     return mn_tunnel, cn_tunnel
 

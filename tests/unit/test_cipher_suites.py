@@ -13,6 +13,7 @@ import pytest
 from cyphonic import crypto
 from cyphonic.config import ConfigError, load
 from cyphonic.core import rekey
+from cyphonic.core import handshake
 from cyphonic.core import tunnel as core
 from cyphonic.errors import AuthenticationError
 from cyphonic.node.settings import SCHEMA
@@ -23,11 +24,11 @@ CHACHA, AES = crypto.SUITE_BITS[crypto.CHACHA20_POLY1305], crypto.SUITE_BITS[cry
 needs_aes = pytest.mark.skipif(not crypto.aes_available(), reason="this CPU has no AES-NI: it never offers AES")
 
 
-def handshake(offer: int, allow: int) -> tuple[core.Tunnel, core.Tunnel]:
+def negotiate(offer: int, allow: int) -> tuple[core.Tunnel, core.Tunnel]:
     key, now = crypto.random_key(), time.time()
-    initiator = core.Initiator(core.Path(7, "TunnelRequestToCN", True, CN, ("192.0.2.3", 4500), key), MN, now, offer)
+    initiator = handshake.Initiator(core.Path(7, "TunnelRequestToCN", True, CN, ("192.0.2.3", 4500), key), MN, now, offer)
     path = core.Path(7, "TunnelRequestToCN", False, MN, ("192.0.2.2", 4500), key)
-    cn, response = core.respond(path, CN, initiator.request, ("192.0.2.2", 4500), now, allow)
+    cn, response = handshake.respond(path, CN, initiator.request, ("192.0.2.2", 4500), now, allow)
     return initiator.accept_response(response, ("192.0.2.3", 4500), now), cn
 
 
@@ -38,7 +39,7 @@ def carries(a: core.Tunnel, b: core.Tunnel) -> bool:
 
 @needs_aes
 def test_both_ends_with_aes_use_aes_and_data_flows():
-    mn, cn = handshake(CHACHA | AES, CHACHA | AES)
+    mn, cn = negotiate(CHACHA | AES, CHACHA | AES)
     assert mn.cipher.suite == cn.cipher.suite == crypto.AES256_GCM
     assert carries(mn, cn) and carries(cn, mn)
 
@@ -47,7 +48,7 @@ def test_both_ends_with_aes_use_aes_and_data_flows():
 def test_an_end_without_aes_gets_chacha20_poly1305(offer, allow):
     if (offer | allow) & AES and not crypto.aes_available():
         pytest.skip("this CPU has no AES-NI")
-    mn, cn = handshake(offer, allow)
+    mn, cn = negotiate(offer, allow)
     assert mn.cipher.suite == cn.cipher.suite == crypto.CHACHA20_POLY1305
     assert carries(mn, cn) and carries(cn, mn)
 
@@ -55,21 +56,21 @@ def test_an_end_without_aes_gets_chacha20_poly1305(offer, allow):
 @needs_aes
 def test_no_suite_in_common_is_refused():
     with pytest.raises(AuthenticationError, match="no cipher suite in common"):
-        handshake(CHACHA, AES)
+        negotiate(CHACHA, AES)
 
 
 @needs_aes
 def test_an_answer_naming_a_suite_not_offered_is_refused(monkeypatch):
     monkeypatch.setattr(crypto, "choose_suite", lambda offered, allowed: crypto.AES256_GCM)
     with pytest.raises(AuthenticationError, match="did not offer"):
-        handshake(CHACHA, CHACHA | AES)
+        negotiate(CHACHA, CHACHA | AES)
 
 
 def test_the_choice_is_bound_into_the_end_keys():
     # the same agreement, another choice: other End Keys (no downgrade can pass unnoticed)
     shared, key = crypto.random_key(), crypto.random_key()
     keys = {
-        chosen: crypto.end_keys(shared, key, core._transcript(7, b"i" * 32, b"r" * 32, CHACHA | AES, chosen), True)
+        chosen: crypto.end_keys(shared, key, handshake._transcript(7, b"i" * 32, b"r" * 32, CHACHA | AES, chosen), True)
         for chosen in (CHACHA, AES)
     }
     assert keys[CHACHA] != keys[AES]
@@ -77,7 +78,7 @@ def test_the_choice_is_bound_into_the_end_keys():
 
 @needs_aes
 def test_a_rekey_keeps_the_suite():
-    mn, cn = handshake(CHACHA | AES, CHACHA | AES)
+    mn, cn = negotiate(CHACHA | AES, CHACHA | AES)
     now = time.time()
     request = rekey.start(mn, now, 1234)
     response = rekey.accept_request(cn, request, now, 5678)

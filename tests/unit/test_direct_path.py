@@ -8,6 +8,7 @@ import ipaddress
 import socket
 
 from cyphonic import crypto
+from cyphonic.core import handshake
 from cyphonic.core import tunnel as core
 from cyphonic.core.relay import RelayLink
 from cyphonic.node.packet import PacketHandlingModule
@@ -26,8 +27,8 @@ def pair(relayed: bool = True) -> tuple[core.Tunnel, core.Tunnel]:
     key = crypto.random_key()
     link = RelayLink(9, crypto.random_key(), responder=False, sequence=0) if relayed else None
     peer_address = TRS if relayed else CN_DIRECT
-    init = core.Initiator(core.Path(9, "TunnelRequestToTRS", True, CN, peer_address, key, link), MN, T0)
-    cn, response = core.respond(core.Path(9, "TunnelRequestToTRS", False, MN, TRS, key), CN, init.request, TRS, T0)
+    init = handshake.Initiator(core.Path(9, "TunnelRequestToTRS", True, CN, peer_address, key, link), MN, T0)
+    cn, response = handshake.respond(core.Path(9, "TunnelRequestToTRS", False, MN, TRS, key), CN, init.request, TRS, T0)
     return init.accept_response(response, peer_address, T0), cn
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from cyphonic import crypto
 from cyphonic.core import rekey
+from cyphonic.core import handshake
 from cyphonic.core import tunnel as core
 from cyphonic.core.replay import COUNTER_LIMIT
 from cyphonic.errors import AuthenticationError, ParseError
@@ -28,9 +29,9 @@ MN_ADDR, CN_ADDR = ("192.0.2.10", 4500), ("198.51.100.20", 4500)
 def pair() -> tuple[core.Tunnel, core.Tunnel]:
     """(initiator MN, responder CN) from a real handshake at T0."""
     key = crypto.random_key()
-    init = core.Initiator(core.Path(7, "TunnelRequestToCN", True, CN, CN_ADDR, key), MN, T0)
+    init = handshake.Initiator(core.Path(7, "TunnelRequestToCN", True, CN, CN_ADDR, key), MN, T0)
     path = core.Path(7, "TunnelRequestToCN", False, MN, MN_ADDR, key)
-    responder, response = core.respond(path, CN, init.request, MN_ADDR, T0)
+    responder, response = handshake.respond(path, CN, init.request, MN_ADDR, T0)
     return init.accept_response(response, CN_ADDR, T0), responder
 
 

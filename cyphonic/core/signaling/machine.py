@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cyphonic import crypto
+from cyphonic.core import handshake
 from cyphonic.core import tunnel as core
 from cyphonic.core.login import Grant, LoginClient, LoginRefused
 from cyphonic.core.signaling import events as ev
@@ -69,7 +70,7 @@ class SignalingMachine(RouteSelection, TunnelEstablishment, HolePunching, Mobili
         port: int,
         now: float,
         hole_punching: bool = True,
-        suites: int = core.DEFAULT_SUITES,
+        suites: int = handshake.DEFAULT_SUITES,
     ) -> None:
         self.identity = identity
         self.suites = suites  # the cipher suites our handshakes offer and accept

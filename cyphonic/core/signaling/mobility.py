@@ -219,13 +219,14 @@ class Mobility:
 
     # -- selecting the path again ---------------------------------------------------------
 
-    def reselect(self, fqdn: str, now: float, why: str) -> None:
+    def reselect(self, fqdn: str, now: float, why: str, retry: bool = False) -> None:
         """Route selection for a peer we have a tunnel with; the tunnel it
-        brings replaces the old one (RouteSelected or RouteFailed follows)."""
+        brings replaces the old one (RouteSelected or RouteFailed follows).
+        `retry`: the same change tried again (not counted again)."""
         if fqdn in self.selections or self.offline:
             return
         log.info("selecting the path to %s again: %s", fqdn, why)
-        self.path_changes += 1
+        self.path_changes += not retry
         self._reselects.setdefault(fqdn, RESELECT_FIRST)
         if self._registering:
             # the NMS must know where we are now first (registration_settled asks)
@@ -247,8 +248,7 @@ class Mobility:
 
         def again(now: float) -> None:
             if self.tunnels.get(fqdn) is tunnel and tunnel.last_received < failed and fqdn in self._reselects:
-                self.path_changes -= 1  # the same change, tried again
-                self.reselect(fqdn, now, f"retrying after {wait:.0f} s")
+                self.reselect(fqdn, now, f"retrying after {wait:.0f} s", retry=True)
 
         self.timers.at(now + wait, again)
 

@@ -26,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cyphonic.core import handshake
 from cyphonic.core import tunnel as core
 from cyphonic.core.relay import RelayLink
 from cyphonic.core.signaling import events as ev
@@ -93,7 +94,7 @@ class TunnelEstablishment:
     # -- initiator ------------------------------------------------------------------------
 
     def open_tunnel(self, path: core.Path, now: float) -> None:
-        initiator = core.Initiator(path, self.me, now, self.suites)
+        initiator = handshake.Initiator(path, self.me, now, self.suites)
         request = path.relay.wrap(initiator.request, sealed=True) if path.relay else initiator.request
         self.paths[path.path_id] = PathEntry(path, OPENING, now)
 
@@ -148,7 +149,7 @@ class TunnelEstablishment:
         if entry is None or entry.state != ANNOUNCED:
             self.drops("tunnel request on an unannounced path", source)
             return
-        tunnel, response = core.respond(entry.path, self.me, data, source, now, self.suites)
+        tunnel, response = handshake.respond(entry.path, self.me, data, source, now, self.suites)
         entry.state, entry.since = ANSWERED, now
         entry.request, entry.response, entry.peer = data, response, source
         self.send_path(entry.path, response, source)
