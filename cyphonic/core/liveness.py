@@ -37,12 +37,22 @@ def liveness(tunnel: Tunnel, now: float, keepalive: float, offline: bool = False
     silent = now - tunnel.last_received
     if tunnel.failed_at is not None and tunnel.last_received > tunnel.failed_at:
         tunnel.failed_at = None  # the path works again
-    sending = tunnel.last_data_sent > tunnel.last_received and now - tunnel.last_data_sent < SUSPECT_AFTER
-    if sending and silent >= FAIL_AFTER and tunnel.failed_at is None:
+    # How long data has gone unanswered: from the first look that found data
+    # sent after the last datagram heard, not from that datagram (a ping a
+    # second apart is answered in a millisecond: its silence before it is no
+    # failure).
+    waiting = tunnel.last_data_sent > tunnel.last_received
+    if not waiting:
+        tunnel.unanswered_since = None
+    elif tunnel.unanswered_since is None or tunnel.last_received > tunnel.unanswered_since:
+        tunnel.unanswered_since = now
+    unanswered = now - tunnel.unanswered_since if tunnel.unanswered_since is not None else 0.0
+    sending = waiting and now - tunnel.last_data_sent < SUSPECT_AFTER
+    if sending and unanswered >= FAIL_AFTER and tunnel.failed_at is None:
         return "failed"
     if silent > dead_after(keepalive):
         return "dead"
-    if sending and silent >= SUSPECT_AFTER and now - tunnel.probed >= PROBE_EVERY:
+    if sending and unanswered >= SUSPECT_AFTER and now - tunnel.probed >= PROBE_EVERY:
         return "probe"
     if (
         silent >= SUSPECT_AFTER

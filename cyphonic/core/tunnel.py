@@ -120,6 +120,7 @@ class Tunnel:
     update_nonce: bytes | None = None
     probed: float = -math.inf
     failed_at: float | None = None
+    unanswered_since: float | None = None  # the supervisor first saw data unanswered
     # the supervisor's view of arrivals: rx_packets at its last look, and
     # the last look that found datagrams flowing in
     rx_mark: int = 0
