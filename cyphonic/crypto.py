@@ -276,6 +276,14 @@ _DECRYPT = {
 }
 
 
+def native_functions(suite: str) -> tuple[int, int, int]:
+    """Addresses of libsodium's AEAD encrypt and decrypt for `suite` and of
+    the relay MAC's BLAKE2b, for the compiled loops (cyphonic.fastpath):
+    they call the very libsodium everything else here does."""
+    names = (_ENCRYPT[suite], _DECRYPT[suite], _blake2b)
+    return tuple(int(ffi.cast("uintptr_t", f)) for f in names)  # type: ignore[return-value]
+
+
 class DataCipher:
     """The tunnel's AEAD (ChaCha20-Poly1305-IETF, or AES-256-GCM where both
     ends run it) with the counter nonce, for one tunnel.
@@ -303,6 +311,10 @@ class DataCipher:
             self._in = bytearray(self.BUFFER)
             self._in_c = ffi.from_buffer(self._in)
             self._len = ffi.new("unsigned long long *")
+
+    def native_keys(self) -> tuple[int, int]:
+        """Addresses of the (send, receive) keys, valid while this object lives."""
+        return int(ffi.cast("uintptr_t", self._send_key)), int(ffi.cast("uintptr_t", self._recv_key))
 
     def take_buffers(self, other: DataCipher) -> None:
         """Use `other`'s buffers from now on (`other` keeps only `open_at`)."""

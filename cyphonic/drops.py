@@ -20,11 +20,14 @@ class Drops:
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
 
-    def __call__(self, reason: str, source: object = None, detail: str = "", *, per_detail: bool = False) -> None:
-        """Count a drop; log it unless this reason (or, with `per_detail`,
-        this reason and detail, for a small fixed set of details) was
-        logged within the interval."""
-        self.counts[reason] += 1
+    def __call__(
+        self, reason: str, source: object = None, detail: str = "", *, per_detail: bool = False, count: int = 1
+    ) -> None:
+        """Count a drop (`count` of them: a compiled loop reports a batch's);
+        log it unless this reason (or, with `per_detail`, this reason and
+        detail, for a small fixed set of details) was logged within the
+        interval."""
+        self.counts[reason] += count
         now = time.monotonic()
         key = f"{reason}\0{detail}" if per_detail else reason
         if now - self._last.get(key, -1e9) < self._interval:

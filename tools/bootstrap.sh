@@ -22,6 +22,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
+# the data path's compiled per-packet loops (cyphonic/fastpath; gcc and
+# python3-dev above); without them the daemons run the pure-Python loops
+.venv/bin/python -m cyphonic.fastpath.build
 
 case "$what" in
   demo) exec .venv/bin/cyphonic lab demo ;;
@@ -31,10 +34,13 @@ case "$what" in
     .venv/bin/ruff format --check cyphonic
     .venv/bin/mypy cyphonic
     # every tier once (the data-path stress test at its full 10^6 packets per
-    # path; system tests with cipher auto: AES-256-GCM on a CPU with AES-NI),
-    # then the system tier again on the plain data path with ChaCha20-Poly1305
+    # path; system tests on the compiled loops with cipher auto: AES-256-GCM
+    # on a CPU with AES-NI), then the system tier again on the pure-Python
+    # loops with ChaCha20-Poly1305, and the data path's on the plain path
     CYPHONIC_STRESS_PACKETS=1000000 .venv/bin/python -m pytest -q -p no:cacheprovider tests
+    CYPHONIC_DATAPLANE=python CYPHONIC_CIPHER=chacha20-poly1305 \
+      .venv/bin/python -m pytest -q -p no:cacheprovider -m "not control_plane" tests/system
     CYPHONIC_DATAPLANE=plain CYPHONIC_CIPHER=chacha20-poly1305 \
-      exec .venv/bin/python -m pytest -q -p no:cacheprovider -m "not control_plane" tests/system ;;
+      exec .venv/bin/python -m pytest -q -p no:cacheprovider tests/system/test_dataplane.py ;;
   *) echo "bootstrap: unknown action '$what' (use demo or test)" >&2; exit 2 ;;
 esac

@@ -27,6 +27,7 @@ from cyphonic.kernel import packet_socket
 from cyphonic.kernel.netlink import global_addresses, network_changes
 from cyphonic.kernel.packet_socket import PacketSocket
 from cyphonic.keys import read_certificate
+from cyphonic.node.compiled_loops import CompiledLoops, use_compiled
 from cyphonic.node.daemon import network_changed, open_sockets, read_sockets
 from cyphonic.node.demux import Demultiplexer
 from cyphonic.node.signaling import SignalingModule
@@ -72,6 +73,10 @@ class AdapterDaemon:
         self.gso = offload and all(batch_io.gso_supported(s) for s in self.sockets.values())
         self.gro = offload and all(batch_io.enable_gro(s) for s in self.sockets.values())
         self.packet = LanPacketHandling(self.sockets, self.lan, offload=offload, gso=self.gso)
+        if self.packet.vnet and use_compiled(cfg["packet_loops"]):
+            # sealing and opening compiled; delivery stays the adapter's own
+            # (its inner-address check, Ethernet framing on the LAN port)
+            self.packet.compiled = CompiledLoops(self.packet, coalesce=False)
         self.packet.on_tunnel_message = lambda tunnel, type_, body: tunnel.owner.signaling.tunnel_message(
             tunnel, type_, body
         )
@@ -166,6 +171,7 @@ class AdapterDaemon:
     def dataplane(self) -> dict:
         return {
             "path": "offload" if self.packet.vnet else "plain",
+            "packet_loops": "compiled" if self.packet.compiled else "python",
             "lan_vnet_header": self.lan.vnet,
             "udp_gso": self.gso,
             "udp_gro": self.gro,

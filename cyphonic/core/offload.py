@@ -35,6 +35,7 @@ from cyphonic.wire.virtio import (
 TCP, UDP = 6, 17
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 1, 2, 4, 8, 16, 32, 64, 128
 MAX_SUPER = 65535
+MAX_FLOWS = 64  # flows a Coalescer holds at once: a batch of many flows costs bounded memory
 
 
 def _l3(packet) -> tuple[int, int]:
@@ -258,6 +259,9 @@ class Coalescer:
                 return
             self._emit(self._flows.pop(key))
         if mergeable:
+            if len(self._flows) >= MAX_FLOWS:
+                # the oldest held flow makes room (insertion order, as the C coalescer does)
+                self._emit(self._flows.pop(next(iter(self._flows))))
             self._flows[key] = _Flow(packet, l3, header, seq, match)
         else:
             self.write(single_frame(packet))

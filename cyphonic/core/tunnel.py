@@ -140,6 +140,7 @@ class Tunnel:
     candidates: dict[tuple[str, int], Candidate] = field(default_factory=dict)
     probes: list = field(default_factory=list)
     owner: Any = None  # whose tunnel it is where a process runs several identities (the adapter's general nodes)
+    fast: Any = None  # the compiled loops' state for the current keys (fastpath.TunnelLoops)
 
     @property
     def peer(self) -> PeerInfo:

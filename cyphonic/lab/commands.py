@@ -42,9 +42,10 @@ def add_lab_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     )
     p.add_argument(
         "--dataplane",
-        choices=("offload", "plain"),
+        choices=("offload", "python", "plain"),
         default="offload",
-        help="the nodes' data path (default: offload, probed)",
+        help="the data path: offload (probed) with its compiled per-packet loops where built; python: the same "
+        "on its pure-Python loops; plain: one packet per system call",
     )
     p.add_argument(
         "--no-punch", action="store_true", help="no hole punching: nodes both behind NAPT stay on the relay (TRS)"

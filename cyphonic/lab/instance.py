@@ -36,9 +36,11 @@ DAEMONS: dict[Role, Program] = {
 PROGRAMS: dict[Role, Program] = {**DAEMONS, Role.ADAPTER: Program("cyphonic.adapter", "adapter")}
 
 DEFAULT_PREFIX = "cyp"
-# Which data path the nodes run: TUN offloads + UDP GSO/GRO, or the plain
-# one-packet-per-system-call path (CI runs the system tests on both).
-DATAPLANES = ("offload", "plain")
+# Which data path the nodes run: TUN offloads + UDP GSO/GRO with the
+# compiled per-packet loops, the same on the pure-Python loops, or the plain
+# one-packet-per-system-call path (CI runs the system tests on the first
+# two, and the data path's on the third).
+DATAPLANES = ("offload", "python", "plain")
 
 
 class Lab:
@@ -126,6 +128,8 @@ class Lab:
         changes: dict[str, object] = {}
         if self.dataplane == "plain":
             changes["offload"] = False
+        if self.dataplane == "python":  # the offload path on its pure-Python loops
+            changes["packet_loops"] = "python"
         if not self.hole_punching:  # show the relay path on demand
             changes["hole_punching"] = False
         if self.cipher != "auto":

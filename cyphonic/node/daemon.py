@@ -19,19 +19,18 @@ from cyphonic.kernel import batch as batch_io
 from cyphonic.kernel.netlink import global_addresses, network_changes
 from cyphonic.kernel.tun import Tun
 from cyphonic.keys import read_certificate
+from cyphonic.node.compiled_loops import CompiledLoops, use_compiled
 from cyphonic.node.demux import Demultiplexer
 from cyphonic.node.packet import PacketHandlingModule
 from cyphonic.node.resolver import ResolverModule
 from cyphonic.node.signaling import SignalingModule
 from cyphonic.udp import size_buffers
 from cyphonic.wire.certificate import Certificate
-from cyphonic.wire.common import MAX_DATAGRAM, TYPE, parse
-from cyphonic.wire.tunnel import DATA_TYPES
+from cyphonic.wire.common import MAX_DATAGRAM, parse
 
 log = logging.getLogger("cyphonic.node")
 
 # a relayed path whose hole punch succeeded is reported "direct"
-RELAYED = TYPE["Relayed"]
 PATH_NAMES = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", "TunnelRequestToTRS": "direct"}
 
 
@@ -59,22 +58,19 @@ def open_sockets(port: int) -> dict[int, socket.socket]:
 
 async def read_sockets(sock: socket.socket, packet: PacketHandlingModule, demux: Demultiplexer, drops) -> None:
     """Drain the socket on every wake-up (GRO: many datagrams per call);
-    data is handled in place and coalesced writes flushed per batch."""
+    data is handled in place, signaling goes to the demultiplexer."""
     buf = PacketBuffer(MAX_DATAGRAM)
-    data, view = buf.data, buf.view
-    async for n, size, source, now in batch_io.gro_batches(sock, data):
-        for start in range(0, n, size):
-            end = min(start + size, n)
+    view = buf.view
+    async for n, size, source, now in batch_io.gro_batches(sock, buf.data):
+
+        def signaling(start: int, end: int, source=source, now=now) -> None:
             try:
-                if data[start] in DATA_TYPES:
-                    packet.receive_at(buf, start, end, source, now)
-                elif data[start] == RELAYED and packet.receive_relayed_at(buf, start, end, source, now):
-                    pass  # a relayed data frame, opened where it lies
-                else:
-                    demux.receive(bytes(view[start:end]), source, now)
+                demux.receive(bytes(view[start:end]), source, now)
             except (ParseError, AuthenticationError) as exc:
                 # the modules count their own; this boundary keeps the reader alive
                 drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
+
+        packet.receive_batch(buf, n, size, source, now, signaling)
         # the next read reuses the buffer: write what it still holds
         packet.flush()
 
@@ -163,6 +159,8 @@ class NodeDaemon:
             self.tun.configure(self.cfg["mtu"], grant.vip4, grant.vip4_prefix, grant.vip6, grant.vip6_prefix)
             self.packet.tun_fd = self.tun.fd
             self.packet.vnet = getattr(self.tun, "vnet", False)
+            if self.packet.vnet and use_compiled(self.cfg["packet_loops"]):
+                self.packet.compiled = CompiledLoops(self.packet, coalesce=True)
             log.info("data path: %s", self.dataplane())
             nursery.start_soon(self.packet.tun_reader)
             await self.signaling.register_all()
@@ -177,6 +175,7 @@ class NodeDaemon:
     def dataplane(self) -> dict:
         return {
             "path": "offload" if self.packet.vnet else "plain",
+            "packet_loops": "compiled" if self.packet.compiled else "python",
             "tun_offloads": getattr(self.tun, "offload_names", []),
             "udp_gso": self.gso,
             "udp_gro": self.gro,

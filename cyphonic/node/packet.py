@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import trio
 
-from cyphonic import crypto
+from cyphonic import crypto, fastpath
 from cyphonic.core import offload
 from cyphonic.core import tunnel as core
 from cyphonic.core.replay import COUNTER_LIMIT
@@ -36,15 +36,18 @@ from cyphonic.crypto import RELAY_TAG, PacketBuffer
 from cyphonic.drops import Drops
 from cyphonic.errors import AuthenticationError, ParseError
 from cyphonic.kernel.batch import MAX_GSO_BYTES, MAX_GSO_SEGMENTS, send_run, send_segments
+from cyphonic.node.compiled_loops import CompiledLoops
 from cyphonic.node.control_messages import TunnelControl
 from cyphonic.node.relayed_frames import RelayedFrames
+from cyphonic.wire.common import TYPE
 from cyphonic.wire.relay import RELAYED_HEADER
-from cyphonic.wire.tunnel import CAPSULE_HEADER, CAPSULE_HEADER_STRUCT, OVERHEAD
+from cyphonic.wire.tunnel import CAPSULE_HEADER, CAPSULE_HEADER_STRUCT, DATA_TYPES, OVERHEAD
 
 log = logging.getLogger("cyphonic.packet")
 
 Address = tuple[str, int]
 TUN_READ = 65535 + offload.VNET_HDR_LEN
+RELAYED = TYPE["Relayed"]
 # A tunnel a new path replaced still opens data for this long (what was in
 # flight on the old path), at most this many at once
 REPLACED_FOR = 2.0
@@ -73,7 +76,7 @@ class PacketHandlingModule(TunnelControl, RelayedFrames):
         # general node's and the peer's, `route_keys`)
         self.routes: dict[bytes, core.Tunnel] = {}
         self.drops = Drops(log)
-        self.coalescer = offload.Coalescer(self._write_frame)
+        self.coalescer: offload.Coalescer | fastpath.Coalescer = offload.Coalescer(self._write_frame)
         self._tun_buffer = bytearray(TUN_READ)
         self._out = PacketBuffer(MAX_GSO_BYTES + 2048)
         # the run being built in _out: one peer, equal-size datagrams
@@ -81,6 +84,8 @@ class PacketHandlingModule(TunnelControl, RelayedFrames):
         self._run_length = self._run_count = self._run_inner = self._run_size = 0
         self._run_short = False
         self.loss = TEST_LOSS
+        # the compiled per-packet loops (node.compiled_loops), when in use
+        self.compiled: CompiledLoops | None = None
         # the Signaling Module's hook for a peer's Tunnel Update or its Ack
         self.on_tunnel_message: Callable[[core.Tunnel, int, bytes], None] | None = None
         # mobility: when the first authenticated datagram came after the
@@ -228,6 +233,9 @@ class PacketHandlingModule(TunnelControl, RelayedFrames):
         super-packet) into `tunnel`, or the one its addresses route to:
         each segment is written straight into the send buffer behind its
         capsule header and sealed in place. `flush_run` sends what is left."""
+        if self.compiled is not None:
+            self.compiled.send_frame(frame, tunnel)
+            return
         try:
             packet, parts = offload.plan(frame)
         except ParseError as exc:
@@ -252,6 +260,9 @@ class PacketHandlingModule(TunnelControl, RelayedFrames):
                 hl = len(header)
                 plain = hl + end - start
                 length = pre + OVERHEAD + plain + post
+                if length > MAX_GSO_BYTES:
+                    self.drops("unusable TUN frame", None, "segment larger than one datagram")
+                    return
                 pos = self._run_length
                 # GSO: every datagram of a run has the first one's size but the last
                 if pos and (
@@ -283,6 +294,9 @@ class PacketHandlingModule(TunnelControl, RelayedFrames):
             self._exhausted(tunnel)
 
     def flush_run(self) -> None:
+        if self.compiled is not None:
+            self.compiled.flush_run()
+            return
         tunnel, length = self._run_tunnel, self._run_length
         count, inner = self._run_count, self._run_inner
         self._run_tunnel, self._run_length, self._run_count, self._run_inner = None, 0, 0, 0
@@ -290,10 +304,12 @@ class PacketHandlingModule(TunnelControl, RelayedFrames):
         if not length:
             return
         assert tunnel is not None  # send_frame_sealed sets the run's tunnel before it adds bytes
+        self._send_run(tunnel, length, self._run_size, count, inner)
+
+    def _send_run(self, tunnel: core.Tunnel, length: int, size: int, count: int, inner: int) -> None:
+        """The run of `count` datagrams in the send buffer's first `length` bytes."""
         try:
-            sent = send_run(
-                self._socket_for(tunnel), self._out.view[:length], self._run_size, tunnel.endpoint, self.gso
-            )
+            sent = send_run(self._socket_for(tunnel), self._out.view[:length], size, tunnel.endpoint, self.gso)
         except OSError as exc:
             self.drops("send failed", tunnel.endpoint, str(exc))
             return
@@ -304,6 +320,39 @@ class PacketHandlingModule(TunnelControl, RelayedFrames):
         tunnel.last_sent = tunnel.last_data_sent = time.time()
 
     # -- receiving ------------------------------------------------------------
+
+    def receive_batch(
+        self,
+        buf: PacketBuffer,
+        n: int,
+        size: int,
+        source: Address,
+        now: float,
+        other: Callable[[int, int], None],
+    ) -> None:
+        """One GRO read: the datagrams in buf[:n], `size` bytes each but the
+        last, opened where they lie; `other(start, end)` gets each one that
+        is not data (signaling). The caller must `flush` before it reuses `buf`."""
+
+        def one(start: int, end: int) -> None:
+            kind = buf.data[start]
+            try:
+                if kind in DATA_TYPES:
+                    self.receive_at(buf, start, end, source, now)
+                    return
+                if kind == RELAYED and self.receive_relayed_at(buf, start, end, source, now):
+                    return  # a relayed data frame, opened where it lies
+            except (ParseError, AuthenticationError) as exc:
+                # the methods count their own; this boundary keeps the reader alive
+                self.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
+                return
+            other(start, end)
+
+        if self.compiled is not None:
+            self.compiled.receive_batch(buf, n, size, source, now, one)
+        else:
+            for start in range(0, n, size):
+                one(start, min(start + size, n))
 
     def receive(self, data: bytes, source: Address, now: float, via_relay: bool = False) -> None:
         """One datagram given as bytes (its own buffer: what is delivered may

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any
 
 from cyphonic import config as c
-from cyphonic import control, crypto
+from cyphonic import control, crypto, fastpath
 
 
 def cipher_suite(value: Any, base: Path) -> str:
@@ -12,6 +12,14 @@ def cipher_suite(value: Any, base: Path) -> str:
         raise ValueError(f'must be "auto", "{crypto.CHACHA20_POLY1305}" or "{crypto.AES256_GCM}"')
     if value == crypto.AES256_GCM and not crypto.aes_available():
         raise ValueError("aes-256-gcm needs a CPU with AES-NI and PCLMUL, which this one lacks")
+    return value
+
+
+def packet_loops(value: Any, base: Path) -> str:
+    if value not in ("auto", "compiled", "python"):
+        raise ValueError('must be "auto", "compiled" or "python"')
+    if value == "compiled" and not fastpath.available():
+        raise ValueError(f"the compiled loops are not built (python -m cyphonic.fastpath.build): {fastpath.MISSING}")
     return value
 
 
@@ -36,6 +44,10 @@ DAEMON: c.Schema = {
     # runs it (a tunnel uses it when both ends do), else ChaCha20-Poly1305;
     # naming one suite offers only that one (protocols/tunnel.md#cipher-suites)
     "cipher": c.Key(cipher_suite, "auto"),
+    # the offload path's per-packet loops: "compiled" (cyphonic.fastpath,
+    # built by the install step), "python" (the reference they match byte
+    # for byte), "auto" = compiled where built
+    "packet_loops": c.Key(packet_loops, "auto"),
     "log_level": c.Key(c.text, "INFO"),
     # besides root and the daemon's uid, members of this group (name or
     # gid) may read the status through the control socket

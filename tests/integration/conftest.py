@@ -194,8 +194,8 @@ async def overlay(tmp_path, nursery):
 @pytest.fixture
 def pair(request):
     """mn's and cn's PacketHandlingModules, a real tunnel between them (tests/support/dataplane.py):
-    request.param "offload" or "plain" picks the data path (`dataplane.PATHS`)."""
-    mn, cn = dataplane.node_pair(request.param == "offload")
+    request.param "compiled", "offload" or "plain" picks the data path (`dataplane.PATHS`)."""
+    mn, cn = dataplane.node_pair(request.param)
     yield mn, cn
     mn.close()
     cn.close()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from cyphonic.core import offload
 from cyphonic.core import tunnel as core
-from cyphonic.node.daemon import DATA_TYPES
+from cyphonic.wire.tunnel import DATA_TYPES
 from tests.support.dataplane import CN, MN, MN_ADDR, PATHS, pump, read_tun, socket_batch
 from tests.support.traffic import flows_from
 

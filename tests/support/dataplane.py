@@ -27,12 +27,12 @@ import pytest
 import trio
 import trio.testing
 
-from cyphonic import crypto
-from cyphonic.core.handshake import Initiator, respond
+from cyphonic import crypto, fastpath
 from cyphonic.core import tunnel as core
+from cyphonic.core.handshake import Initiator, respond
 from cyphonic.core.replay import WINDOW
 from cyphonic.kernel import batch as batch_io
-from cyphonic.node.daemon import DATA_TYPES
+from cyphonic.node.compiled_loops import CompiledLoops
 from cyphonic.node.packet import PacketHandlingModule
 from cyphonic.wire.tunnel import CAPSULE_HEADER_STRUCT
 from tests.support.checksum import ipv4_header_ok, l4_checksum_ok, pseudo_header, rfc1071_sum
@@ -46,7 +46,9 @@ MN = core.PeerInfo("mn.cyphonic.test", ipaddress.IPv4Address("10.64.0.2"), ipadd
 CN = core.PeerInfo("cn.cyphonic.test", ipaddress.IPv4Address("10.64.0.3"), ipaddress.IPv6Address("fd00:64::3"))
 MN_ADDR, CN_ADDR = ("192.0.2.10", 4500), ("198.51.100.20", 4500)
 
-PATHS = pytest.mark.parametrize("pair", ["offload", "plain"], indirect=True)
+# the offload path with its compiled loops (cyphonic.fastpath) and with the
+# pure-Python ones they must match, and the plain one-packet-per-call path
+PATHS = pytest.mark.parametrize("pair", ["compiled", "offload", "plain"], indirect=True)
 
 
 class FakeUdp:
@@ -94,7 +96,9 @@ def force_buffers(sock: socket.socket, size: int = 16 << 20) -> None:
 
 
 class Node:
-    def __init__(self, me: core.PeerInfo, address, tunnel: core.Tunnel, vnet: bool, udp=None) -> None:
+    def __init__(
+        self, me: core.PeerInfo, address, tunnel: core.Tunnel, vnet: bool, udp=None, compiled: bool = False
+    ) -> None:
         kernel, app = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         for s in (kernel, app):
             s.setblocking(False)
@@ -106,6 +110,9 @@ class Node:
         self.module = PacketHandlingModule(
             kernel.fileno(), {socket.AF_INET: self.wire, socket.AF_INET6: self.wire}, vnet=vnet, gso=gso
         )
+        if compiled:
+            assert fastpath.available(), f"the compiled loops are not built: {fastpath.MISSING}"
+            self.module.compiled = CompiledLoops(self.module, coalesce=True)
         self.module.install(tunnel)
 
     def close(self) -> None:
@@ -124,10 +131,12 @@ def handshake(now: float) -> tuple[core.Tunnel, core.Tunnel]:
     return mn_tunnel, cn_tunnel
 
 
-def node_pair(vnet: bool) -> tuple[Node, Node]:
-    """mn and cn, the tunnel between them up, on the offload (`vnet`) or the plain path."""
+def node_pair(path: str) -> tuple[Node, Node]:
+    """mn and cn, the tunnel between them up, on one data path: "compiled"
+    (offload, compiled loops), "offload" (offload, Python loops) or "plain"."""
     mn_tunnel, cn_tunnel = handshake(time.time())
-    return Node(MN, MN_ADDR, mn_tunnel, vnet), Node(CN, CN_ADDR, cn_tunnel, vnet)
+    vnet, compiled = path != "plain", path == "compiled"
+    return Node(MN, MN_ADDR, mn_tunnel, vnet, compiled=compiled), Node(CN, CN_ADDR, cn_tunnel, vnet, compiled=compiled)
 
 
 def read_tun(node: Node) -> list[bytes]:
@@ -140,12 +149,32 @@ def read_tun(node: Node) -> list[bytes]:
             return out
 
 
-def socket_batch(node: Node, datagrams: list[bytes], source, now: float) -> None:
-    """One GRO batch, as node.daemon.read_sockets handles it."""
-    for data in datagrams:
-        if data and data[0] in DATA_TYPES:
-            node.module.receive(data, source, now)
+def socket_batch(node: Node, datagrams: list[bytes], source, now: float) -> list[bytes]:
+    """`datagrams` as GRO reads hand them to node.daemon.read_sockets: runs
+    of equal size (the last may be shorter, at most 64) laid end to end in
+    one buffer, each its own (the Python coalescer may hold views of them
+    until the flush at the end). Returns what went to the signaling side."""
+    signaling: list[bytes] = []
+    datagrams = [d for d in datagrams if d]  # GRO never returns an empty read
+    i = 0
+    while i < len(datagrams):
+        size, j = len(datagrams[i]), i + 1
+        while j < len(datagrams) and j - i < 64 and len(datagrams[j]) <= size:
+            j += 1
+            if len(datagrams[j - 1]) < size:
+                break
+        buf = crypto.PacketBuffer(data=bytearray(b"".join(datagrams[i:j])))
+        node.module.receive_batch(
+            buf,
+            len(buf.data),
+            size,
+            source,
+            now,
+            lambda start, end, buf=buf: signaling.append(bytes(buf.data[start:end])),
+        )
+        i = j
     node.module.flush()
+    return signaling
 
 
 class Checker:

@@ -10,11 +10,16 @@ pytestmark = pytest.mark.system
 
 
 def test_nodes_run_the_requested_data_path(lab):
-    wanted = os.environ.get("CYPHONIC_DATAPLANE", "offload")
-    for host in ("mn", "cn"):
+    asked = os.environ.get("CYPHONIC_DATAPLANE", "offload")
+    wanted, loops = {"offload": ("offload", "compiled"), "python": ("offload", "python"), "plain": ("plain", "python")}[
+        asked
+    ]
+    for host in ("mn", "cn", "adapter"):
         dataplane = lab.status(host)["dataplane"]
         assert dataplane["path"] == wanted, (host, dataplane)
-        if wanted == "offload":
+        # the install step builds the compiled loops: a silent fallback would hide a regression
+        assert dataplane["packet_loops"] == loops, (host, dataplane)
+        if wanted == "offload" and host != "adapter":
             # this kernel has every offload: a silent fallback would hide a regression
             assert set(dataplane["tun_offloads"]) >= {"csum", "tso4", "tso6"}
             assert dataplane["udp_gso"] and dataplane["udp_gro"]
