@@ -10,6 +10,11 @@ Two data paths share this module (DESIGN section 10):
 The reader drains the TUN until EAGAIN on each wake-up and seals and sends
 in place: no channel hop per packet.
 
+On the offload path the per-packet loops run compiled where the extension
+is built (node.compiled_loops, cyphonic.fastpath); the Python loops here are
+their reference and fallback, and produce the same bytes. The tunnel table
+is node.tunnel_table.
+
 The per-packet path reads only a tunnel's current keys. Rekeying
 (core.rekey), the keys it retires or has not yet used (looked up only when
 an index is not a current one) and probes of a direct path (sent at the end
@@ -39,6 +44,7 @@ from cyphonic.kernel.batch import MAX_GSO_BYTES, MAX_GSO_SEGMENTS, send_run, sen
 from cyphonic.node.compiled_loops import CompiledLoops
 from cyphonic.node.control_messages import TunnelControl
 from cyphonic.node.relayed_frames import RelayedFrames
+from cyphonic.node.tunnel_table import TunnelTable
 from cyphonic.wire.common import TYPE
 from cyphonic.wire.relay import RELAYED_HEADER
 from cyphonic.wire.tunnel import CAPSULE_HEADER, CAPSULE_HEADER_STRUCT, DATA_TYPES, OVERHEAD
@@ -48,16 +54,12 @@ log = logging.getLogger("cyphonic.packet")
 Address = tuple[str, int]
 TUN_READ = 65535 + offload.VNET_HDR_LEN
 RELAYED = TYPE["Relayed"]
-# A tunnel a new path replaced still opens data for this long (what was in
-# flight on the old path), at most this many at once
-REPLACED_FOR = 2.0
-MAX_REPLACED = 256
 # Test-only: drop this fraction of received outer datagrams (the kernel has
 # no netem); read once, so the hot path pays one float comparison.
 TEST_LOSS = float(os.environ.get("CYPHONIC_TEST_LOSS", "0") or 0)
 
 
-class PacketHandlingModule(TunnelControl, RelayedFrames):
+class PacketHandlingModule(TunnelTable, TunnelControl, RelayedFrames):
     def __init__(
         self, tun_fd: int, sockets: dict[int, socket.socket], *, vnet: bool = False, gso: bool = False
     ) -> None:
@@ -66,15 +68,7 @@ class PacketHandlingModule(TunnelControl, RelayedFrames):
         self.sockets = sockets
         self.vnet = vnet
         self.gso = gso
-        self.by_index: dict[int, core.Tunnel] = {}  # current keys' index -> tunnel
-        self._others: dict[int, core.Tunnel] = {}  # previous / next keys' index -> tunnel
-        # tunnels a new path replaced: they still open what was in flight on
-        # the old path for a while (make before break), and send nothing
-        self._replaced: dict[int, tuple[core.Tunnel, float]] = {}
-        self._probes: list[tuple[core.Tunnel, Address]] = []  # shared by every tunnel
-        # destination -> tunnel: the peer's virtual IPs (the adapter: the
-        # general node's and the peer's, `route_keys`)
-        self.routes: dict[bytes, core.Tunnel] = {}
+        TunnelTable.__init__(self)
         self.drops = Drops(log)
         self.coalescer: offload.Coalescer | fastpath.Coalescer = offload.Coalescer(self._write_frame)
         self._tun_buffer = bytearray(TUN_READ)
@@ -93,50 +87,6 @@ class PacketHandlingModule(TunnelControl, RelayedFrames):
         self.heard_after_move: float | None = 0.0
         if self.loss:
             log.warning("test loss hook active: dropping %.2f%% of received datagrams", self.loss * 100)
-
-    # -- tunnel table ---------------------------------------------------------
-
-    def route_keys(self, tunnel: core.Tunnel) -> tuple[bytes, bytes]:
-        """The keys `_route` finds `tunnel` under: the peer's virtual IPv4 and IPv6."""
-        return tunnel.peer.vip4_bytes, tunnel.peer.vip6_bytes
-
-    def install(self, tunnel: core.Tunnel) -> core.Tunnel | None:
-        """Add `tunnel`; returns the tunnel it replaces for the same peer."""
-        keys = self.route_keys(tunnel)
-        old = self.routes.get(keys[0])
-        if old is not None:
-            self.remove(old)
-            now = time.time()
-            for index, (_, until) in list(self._replaced.items()):
-                if until <= now:
-                    del self._replaced[index]
-            if len(self._replaced) < MAX_REPLACED:
-                self._replaced[old.local_index] = (old, now + REPLACED_FOR)
-        tunnel.probes = self._probes
-        self._link_relay(tunnel)
-        self.by_index[tunnel.local_index] = tunnel
-        for index in tunnel.indices()[1:]:
-            self._others[index] = tunnel
-        for key in keys:
-            self.routes[key] = tunnel
-        return old
-
-    def remove(self, tunnel: core.Tunnel) -> None:
-        self._unlink_relay(tunnel)
-        for index in tunnel.indices():
-            if self.by_index.get(index) is tunnel:
-                del self.by_index[index]
-            if self._others.get(index) is tunnel:
-                del self._others[index]
-        for key in self.route_keys(tunnel):
-            if self.routes.get(key) is tunnel:
-                del self.routes[key]
-
-    def tunnel_to(self, fqdn: str) -> core.Tunnel | None:
-        for t in self.by_index.values():
-            if t.peer.fqdn == fqdn:
-                return t
-        return None
 
     # -- sending --------------------------------------------------------------
 
@@ -189,14 +139,6 @@ class PacketHandlingModule(TunnelControl, RelayedFrames):
         tunnel.tx_bytes += inner_bytes
         tunnel.tx_packets += sent
         tunnel.last_sent = time.time()
-
-    def _route(self, packet: bytes | memoryview) -> core.Tunnel | None:
-        version = packet[0] >> 4 if packet else 0
-        if version == 4:
-            return self.routes.get(bytes(packet[16:20]))
-        if version == 6:
-            return self.routes.get(bytes(packet[24:40]))
-        return None
 
     async def tun_reader(self) -> None:
         """TUN -> tunnel: drain the device on every wake-up. On the offload

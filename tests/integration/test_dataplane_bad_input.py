@@ -188,7 +188,7 @@ def test_tun_frame_with_tcp_data_offset_below_5_is_counted_not_fatal(pair, doff)
 
 @PATHS
 def test_a_tunnel_a_new_path_replaced_still_delivers_what_was_in_flight_then_nothing(pair):
-    from cyphonic.node import packet as packet_module
+    from cyphonic.node import tunnel_table
     from tests.support.packets import ipv4_udp
 
     mn, cn = pair
@@ -202,7 +202,7 @@ def test_a_tunnel_a_new_path_replaced_still_delivers_what_was_in_flight_then_not
     keepalive = mn.tunnel.seal(core.KEEPALIVE, b"")
     socket_batch(cn, [keepalive], MN_ADDR, time.time())
     assert cn.module.drops.counts["capsule for unknown tunnel"] == 1  # data only: nothing answered on it
-    later = time.time() + packet_module.REPLACED_FOR + 0.1
+    later = time.time() + tunnel_table.REPLACED_FOR + 0.1
     socket_batch(cn, in_flight[2:], MN_ADDR, later)
     assert not read_tun(cn)
     assert cn.module.drops.counts["capsule for unknown tunnel"] == 2

@@ -23,6 +23,7 @@ import random
 import socket
 import time
 
+from cyphonic import fastpath
 from cyphonic.kernel import batch as batch_io
 from tests.support.dataplane import (
     CN,
@@ -106,8 +107,12 @@ async def test_stress_every_byte_checked(pair, nursery):
         assert sum(link.checker.deep for link in links.values()) > 0
     else:
         assert tcp_frames == tcp_segments
+    if mn.module.compiled is not None:  # the C loops opened what arrived, not a silent Python fallback
+        assert all(isinstance(n.tunnel.replay, fastpath.ReplayWindow) for n in (mn, cn))
+    loops = "compiled" if mn.module.compiled else "python"
     print(
-        f"\n{'offload' if vnet else 'plain'} path: {sent} packets ({payload / 1e6:.0f} MB of payload) in "
+        f"\n{'offload' if vnet else 'plain'} path, {loops} loops, {mn.tunnel.cipher.suite}: {sent} packets "
+        f"({payload / 1e6:.0f} MB of payload) in "
         f"{elapsed:.1f} s, {frames} TUN writes ({tcp_segments} TCP segments in {tcp_frames}), "
         f"lost {sum(link.lost for link in links.values())}, duplicated {sum(link.dups for link in links.values())}, "
         f"old replays {sum(link.old_replays for link in links.values())}"

@@ -29,7 +29,7 @@ import trio.testing
 
 from cyphonic import crypto, fastpath
 from cyphonic.core import tunnel as core
-from cyphonic.core.handshake import Initiator, respond
+from cyphonic.core.handshake import DEFAULT_SUITES, Initiator, respond
 from cyphonic.core.replay import WINDOW
 from cyphonic.kernel import batch as batch_io
 from cyphonic.node.compiled_loops import CompiledLoops
@@ -46,9 +46,17 @@ MN = core.PeerInfo("mn.cyphonic.test", ipaddress.IPv4Address("10.64.0.2"), ipadd
 CN = core.PeerInfo("cn.cyphonic.test", ipaddress.IPv4Address("10.64.0.3"), ipaddress.IPv6Address("fd00:64::3"))
 MN_ADDR, CN_ADDR = ("192.0.2.10", 4500), ("198.51.100.20", 4500)
 
-# the offload path with its compiled loops (cyphonic.fastpath) and with the
-# pure-Python ones they must match, and the plain one-packet-per-call path
-PATHS = pytest.mark.parametrize("pair", ["compiled", "offload", "plain"], indirect=True)
+# name -> (offload, compiled loops, cipher suites): the offload path with its
+# compiled loops (cyphonic.fastpath) under each cipher, with the pure-Python
+# loops they must match, and the plain one-packet-per-call path
+CHACHA = crypto.SUITE_BITS[crypto.CHACHA20_POLY1305]
+SETUPS = {
+    "compiled": (True, True, DEFAULT_SUITES),  # AES-256-GCM where the CPU has AES-NI
+    "compiled-chacha": (True, True, CHACHA),
+    "offload": (True, False, CHACHA),
+    "plain": (False, False, DEFAULT_SUITES),
+}
+PATHS = pytest.mark.parametrize("pair", list(SETUPS), indirect=True)
 
 
 class FakeUdp:
@@ -120,22 +128,21 @@ class Node:
         self.app.close()
 
 
-def handshake(now: float) -> tuple[core.Tunnel, core.Tunnel]:
+def handshake(now: float, suites: int = DEFAULT_SUITES) -> tuple[core.Tunnel, core.Tunnel]:
     """A real tunnel: Tunnel Request / Response, ephemeral X25519, End Keys."""
     key = crypto.random_key()
     mn_path = core.Path(0xA001, "TunnelRequestToCN", True, CN, CN_ADDR, key)
     cn_path = core.Path(0xA001, "TunnelRequestToCN", False, MN, MN_ADDR, key)
-    initiator = Initiator(mn_path, MN, now)
-    cn_tunnel, response = respond(cn_path, CN, initiator.request, MN_ADDR, now)
+    initiator = Initiator(mn_path, MN, now, suites)
+    cn_tunnel, response = respond(cn_path, CN, initiator.request, MN_ADDR, now, suites)
     mn_tunnel = initiator.accept_response(response, CN_ADDR, now)
     return mn_tunnel, cn_tunnel
 
 
 def node_pair(path: str) -> tuple[Node, Node]:
-    """mn and cn, the tunnel between them up, on one data path: "compiled"
-    (offload, compiled loops), "offload" (offload, Python loops) or "plain"."""
-    mn_tunnel, cn_tunnel = handshake(time.time())
-    vnet, compiled = path != "plain", path == "compiled"
+    """mn and cn, the tunnel between them up, on one data path of SETUPS."""
+    vnet, compiled, suites = SETUPS[path]
+    mn_tunnel, cn_tunnel = handshake(time.time(), suites)
     return Node(MN, MN_ADDR, mn_tunnel, vnet, compiled=compiled), Node(CN, CN_ADDR, cn_tunnel, vnet, compiled=compiled)
 
 

@@ -135,7 +135,15 @@ def describe_op(op) -> str:
     if op is None:
         return "flush"
     packet, tunnel = op
-    return f"add {len(packet)} bytes {bytes(packet[:4]).hex()}... tunnel {tunnel}"
+    n = len(packet)
+    l3 = 20 if n >= 40 and packet[0] == 0x45 else 40 if n >= 60 and packet[0] >> 4 == 6 else 0
+    if l3 and packet[9 if l3 == 20 else 6] == TCP:
+        ports, seq, ack, doff, flags, window = struct.unpack_from("!4sIIBBH", packet, l3)
+        return (
+            f"tunnel {tunnel}: {n} bytes v{packet[0] >> 4} TCP ports {ports.hex()} seq {seq} ack {ack} "
+            f"doff {doff >> 4} flags {flags:#04x} window {window}"
+        )
+    return f"tunnel {tunnel}: {n} bytes {bytes(packet[:12]).hex()}"
 
 
 def difference(py: list[bytes], c: list[bytes]) -> str:
@@ -356,8 +364,15 @@ def extras(draw) -> bytes:
     return bytes(junk)
 
 
+class Stream(list):
+    """A stream's ops, shown one line each: a falsifying example stays readable."""
+
+    def __repr__(self) -> str:
+        return "Stream([\n" + "".join(f"  {describe_op(op)}\n" for op in self) + "])"
+
+
 @st.composite
-def streams(draw) -> list:
+def streams(draw) -> Stream:
     """Adds ((packet, tunnel)) and flushes (None) of a few receive batches."""
     many = draw(st.integers(0, 4)) == 4  # more flows than a coalescer holds
     nflows = draw(st.integers(65, 80)) if many else draw(st.integers(1, 6))
@@ -366,7 +381,7 @@ def streams(draw) -> list:
         queues = [[fs.next(fs.mss), *flow_packets(draw, fs, draw(st.integers(0, 2)), 3)] for fs in flows]
     else:
         queues = [flow_packets(draw, fs, draw(st.integers(1, 10)), max(2, min(50, 150_000 // fs.mss))) for fs in flows]
-    ops: list = []
+    ops = Stream()
     if many and draw(st.integers(0, 3)) < 3:
         # round robin: every flow held at once
         depth = max(len(q) for q in queues)
