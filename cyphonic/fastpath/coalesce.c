@@ -166,7 +166,7 @@ static void single_in_place(struct fp_coalescer *co, unsigned char *f, size_t n)
 }
 
 /* a frame of a packet we do not hold: copied, since its checksum field
- * changes and the frame must be contiguous */
+ * changes and the frame must be contiguous (out of memory: a failed write) */
 static void single(struct fp_coalescer *co, const unsigned char *packet, size_t n, int plain)
 {
     if (grow(&co->scratch, &co->scratch_cap, n) < 0) {
@@ -257,8 +257,8 @@ int fp_coalescer_add(struct fp_coalescer *co, const unsigned char *p, size_t n, 
 {
     unsigned l3, keyoff, keylen;
     co->failed = 0;
-    /* the Python test, in its order: IPv4 without options or fragmentation,
-     * or IPv6 whose next header is TCP; the key is addresses + ports */
+    /* Coalescer.add's tests: IPv4 without options or fragmentation, or IPv6
+     * whose next header is TCP; the key is addresses + ports */
     if (n >= 40 && p[0] == 0x45 && p[9] == TCP && !((p[6] & 0x3F) | p[7])) {
         l3 = 20, keyoff = 12, keylen = 12;
     } else if (n >= 60 && p[0] >> 4 == 6 && p[6] == TCP) {
@@ -293,7 +293,9 @@ int fp_coalescer_add(struct fp_coalescer *co, const unsigned char *p, size_t n, 
     if (fl != NULL) {
         const unsigned char *h = fl->buf + VNET_LEN;
         /* GRO's rules, as the Python match tuple: ack, window, header length,
-         * TOS + TTL (v4) or version/class/label + hop limit (v6), options */
+         * TOS + TTL (v4) or version/class/label + hop limit (v6), options.
+         * Compared against the held head itself: it is the first packet's,
+         * and a merge only ever changes its PSH bit, which is not compared. */
         if (mergeable && !fl->closed && seq == fl->next_seq && header == fl->header && payload <= fl->size &&
             fl->last == fl->size && fl->length + payload <= MAX_SUPER && !memcmp(h + l3 + 8, t + 8, 4) &&
             !memcmp(h + l3 + 14, t + 14, 2) &&
@@ -320,7 +322,9 @@ int fp_coalescer_add(struct fp_coalescer *co, const unsigned char *p, size_t n, 
     if (co->nflows >= MAX_FLOWS)
         emit_remove(co, 0);
     fl = co->flows[co->nflows];
-    /* a packet past MAX_SUPER is held too (alone: nothing can join it) */
+    /* a packet past MAX_SUPER is held too (alone: nothing can join it).
+     * Out of memory, it goes out at once: the one case where C and Python
+     * write different sequences. */
     if (grow(&fl->buf, &fl->cap, n > MAX_SUPER ? n : MAX_SUPER) < 0) {
         single(co, p, n, 0);
         return co->failed;
