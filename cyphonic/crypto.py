@@ -462,6 +462,21 @@ def relay_mac_into(mac_key: bytes, buf: PacketBuffer, start: int, length: int) -
     _blake2b(p + length, RELAY_TAG, p, length, mac_key, len(mac_key), ffi.NULL, ffi.NULL)
 
 
+def relay_mac_run(buf: PacketBuffer, start: int, n: int, size: int, head: bytes, mac_key: bytes) -> int:
+    """The TRS's batch check: from buf[start], the frames (`size` bytes each
+    but the last, up to n) that begin with `head` and carry a good relay
+    MAC; returns where they end (fastpath.relay_mac_run is the same in C)."""
+    pos = start
+    while pos < n:
+        length = min(size, n - pos)
+        if length < len(head) + RELAY_TAG or buf.data[pos : pos + len(head)] != head:
+            break
+        if not relay_mac_ok_at(mac_key, buf, pos, length - RELAY_TAG):
+            break
+        pos += length
+    return pos
+
+
 def relay_mac_ok_at(mac_key: bytes, buf: PacketBuffer, start: int, length: int) -> bool:
     """Does the tag right behind buf[start:start+length] authenticate it?"""
     p = buf.ptr + start

@@ -52,6 +52,13 @@ class BatchForwarder(DatagramService, Protocol):
         """Where the data frame in buf[start:end] goes (None: dropped)."""
         ...
 
+    def forward_run(
+        self, buf: PacketBuffer, start: int, n: int, size: int, source: Address, now: float
+    ) -> tuple[int, Address | None]:
+        """The end of the run of data frames from buf[start] that go to one
+        place, and that place ((start, None): none, ask `forward_at`)."""
+        ...
+
 
 def family_of(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -151,9 +158,11 @@ class UdpServer:
 
     async def _forward(self, sock: socket.socket) -> None:
         """The relay's receive loop (DESIGN §10, protocols/relay.md): GRO
-        batches read into one buffer; each data frame is checked where it
-        lies (`forward_at`) and forwarded unchanged, consecutive frames to
-        one destination in one GSO send; anything else through `receive`."""
+        batches read into one buffer; each run of one session side's data
+        frames is checked where it lies (`forward_run`: one call for its
+        MACs, compiled where built) and forwarded unchanged, consecutive
+        frames to one destination in one GSO send; a frame that ends a run
+        goes alone through `forward_at`, anything else through `receive`."""
         service = self.service
         assert isinstance(service, BatchForwarder)  # run() starts this loop only for one
         buf = PacketBuffer(MAX_DATAGRAM)
@@ -161,20 +170,33 @@ class UdpServer:
         async for n, size, source, now in batch_io.gro_batches(sock, data):
             # start, end, destination of the frames to send as one
             run: tuple[int, int, Address | None] = (0, 0, None)
-            for start in range(0, n, size):
+            start = 0
+            while start < n:
                 end = min(start + size, n)
                 if end - start > 6 and data[start] == RELAYED and not data[start + 5] & SEALED:
+                    # a run of one session side's frames, MACs checked in one call
+                    after, dest = service.forward_run(buf, start, n, size, source, now)
+                    if after > start:
+                        if dest == run[2] and start == run[1]:
+                            run = (run[0], after, dest)
+                        else:
+                            self._send_run(view, run, size)
+                            run = (start, after, dest)
+                        start = after
+                        continue
                     dest = service.forward_at(buf, start, end, source, now)
                     if dest is not None and dest == run[2] and start == run[1]:
                         run = (run[0], end, dest)
-                        continue
-                    self._send_run(view, run, size)
-                    run = (start, end, dest) if dest is not None else (0, 0, None)
+                    else:
+                        self._send_run(view, run, size)
+                        run = (start, end, dest) if dest is not None else (0, 0, None)
+                    start = end
                     continue
                 self._send_run(view, run, size)
                 run = (0, 0, None)
+                frame, start = bytes(view[start:end]), end
                 try:
-                    out = service.receive(bytes(view[start:end]), source, now)
+                    out = service.receive(frame, source, now)
                 except (ParseError, AuthenticationError) as exc:
                     service.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
                     continue

@@ -12,6 +12,7 @@ nothing is kept for datagrams that fail: a flood costs counters only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cyphonic import crypto
@@ -49,8 +50,14 @@ class Session:
     sides: dict[int, Side] = field(default_factory=lambda: {s: Side() for s in SIDES})
 
 
+MacRun = Callable[[crypto.PacketBuffer, int, int, int, bytes, bytes], int]
+
+
 class RelayService:
-    def __init__(self, nms_key: bytes, locators: list[Address]) -> None:
+    def __init__(self, nms_key: bytes, locators: list[Address], mac_run: MacRun = crypto.relay_mac_run) -> None:
+        """`mac_run`: how `forward_run` checks a run of frames (crypto's, or
+        the compiled one of cyphonic.fastpath)."""
+        self.mac_run = mac_run
         self.nms_key = nms_key
         self.locators = locators
         self.sessions: dict[int, Session] = {}
@@ -188,6 +195,33 @@ class RelayService:
             self.drops("other end not yet known", source)
             return None
         return other.endpoint
+
+    def forward_run(
+        self, buf: crypto.PacketBuffer, start: int, n: int, size: int, source: Address, now: float
+    ) -> tuple[int, Address | None]:
+        """`forward_at` for a run of a GRO batch: the data frames from
+        buf[start] on (`size` bytes each but the last) of the first one's
+        session side, up to the first that is not or whose MAC fails. Returns
+        (their end, where they go); (start, None) when the first frame is not
+        such a frame, for the caller to hand to `forward_at` (which counts
+        the drop or forwards it alone)."""
+        if min(size, n - start) < wire.RELAYED_HEADER + wire.RELAY_TAG:
+            return start, None
+        _, session_id, flags = wire.RELAYED_HEAD.unpack_from(buf.data, start)
+        session = self.sessions.get(session_id)
+        if session is None or flags & wire.SEALED:
+            return start, None
+        side_id = flags & wire.FROM_RESPONDER
+        side, other = session.sides[side_id], session.sides[side_id ^ wire.FROM_RESPONDER]
+        if source != side.endpoint or other.endpoint is None:
+            return start, None
+        head = bytes(buf.data[start : start + wire.RELAYED_HEADER])
+        end = self.mac_run(buf, start, n, size, head, session.mac_key)
+        if end > start:
+            session.last_seen = now
+            side.packets += -(-(end - start) // size)
+            side.bytes += end - start
+        return end, other.endpoint
 
     # -- time ---------------------------------------------------------------------
 

@@ -96,6 +96,17 @@ class Coalescer:
             self.failed(lib.fp_coalescer_errno(self.c), failures)
 
 
+_MAC = None
+
+
+def relay_mac_run(buf, start: int, n: int, size: int, head: bytes, mac_key: bytes) -> int:
+    """crypto.relay_mac_run in C (`buf` a crypto.PacketBuffer)."""
+    global _MAC
+    if _MAC is None:
+        _MAC = ffi.cast("fp_mac_fn", crypto.native_functions(crypto.CHACHA20_POLY1305)[2])
+    return lib.fp_relay_run(pointer(buf.data), start, n, size, head, mac_key, len(mac_key), _MAC)
+
+
 class TunnelLoops:
     """The compiled loops' view of one tunnel's current keys: a sender and
     a receiver struct pointing at the End Keys, the C replay window that

@@ -118,3 +118,10 @@ struct fp_receiver {
 
 size_t fp_open_run(struct fp_receiver *r, struct fp_coalescer *co, unsigned char *buf,
                    size_t pos, size_t n, size_t size);
+
+/* --- the TRS: a run of one GRO batch's data frames of one session side
+ * (the same 6-byte relay head as the first), each with a good relay MAC;
+ * returns where the run ends (the first frame that is not one) --- */
+
+size_t fp_relay_run(const unsigned char *buf, size_t pos, size_t n, size_t size, const unsigned char *head,
+                    const unsigned char *key, size_t keylen, fp_mac_fn mac);

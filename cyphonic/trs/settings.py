@@ -3,13 +3,17 @@ and the relay service built from either."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from cyphonic import config as c
-from cyphonic import control
-from cyphonic.core.relay import RelayService
+from cyphonic import control, crypto, fastpath
+from cyphonic.core.relay import MacRun, RelayService
 from cyphonic.errors import ConfigError
 from cyphonic.keys import read_secret
+from cyphonic.node.settings import packet_loops
+
+log = logging.getLogger("cyphonic.trs")
 
 SCHEMA: c.Schema = {  # trs.toml
     "listen": c.Key(c.addresses, [("0.0.0.0", 7002), ("::", 7002)]),
@@ -17,6 +21,9 @@ SCHEMA: c.Schema = {  # trs.toml
     "nms_key": c.Key(c.path),
     "log_level": c.Key(c.text, "INFO"),
     "control_group": c.Key(control.existing_group, ""),  # may read the status, besides root and our uid
+    # the relay's per-frame MAC check: "compiled" (cyphonic.fastpath, built by
+    # the install step), "python" (the reference), "auto" = compiled where built
+    "packet_loops": c.Key(packet_loops, "auto"),
 }
 
 # [trs] of cloud.toml: `python -m cyphonic.cloud` can run a TRS in the same
@@ -29,11 +36,20 @@ EMBEDDED: c.Schema = {
 }
 
 
+def mac_run(choice: str) -> MacRun:
+    """How the relay checks a run of frames' MACs, for `packet_loops`."""
+    if choice != "python" and fastpath.available():
+        return fastpath.relay_mac_run
+    if choice == "auto":
+        log.warning("compiled packet loops not built, the relay runs the Python ones: %s", fastpath.MISSING)
+    return crypto.relay_mac_run
+
+
 def build(cfg: dict[str, Any]) -> RelayService:
     """The TRS of a checked trs.toml."""
     if not cfg["public"]:
         raise ConfigError("public", "must list where nodes reach this TRS")
-    return RelayService(read_secret(cfg["nms_key"]), cfg["public"])
+    return RelayService(read_secret(cfg["nms_key"]), cfg["public"], mac_run(cfg["packet_loops"]))
 
 
 def build_embedded(cfg: dict[str, Any]) -> RelayService | None:
@@ -47,4 +63,4 @@ def build_embedded(cfg: dict[str, Any]) -> RelayService | None:
     key_path = t["nms_key"] or cfg["nms"]["trs_key"]
     if key_path is None:
         raise ValueError("trs.nms_key: the NMS–TRS key is needed")
-    return RelayService(read_secret(key_path), t["public"])
+    return RelayService(read_secret(key_path), t["public"], mac_run("auto"))

@@ -29,8 +29,16 @@ def record_trs(overlay) -> list[bytes]:
         seen.append(bytes(buf.data[start:end]))
         return forward_at(buf, start, end, source, now)
 
+    forward_run = overlay.trs.forward_run
+
+    def recording_run(buf, start, n, size, source, now):  # runs of them
+        end, dest = forward_run(buf, start, n, size, source, now)
+        seen.extend(bytes(buf.data[k : min(k + size, end)]) for k in range(start, end, size))
+        return end, dest
+
     overlay.trs.receive = recording
     overlay.trs.forward_at = recording_at
+    overlay.trs.forward_run = recording_run
     return seen
 
 

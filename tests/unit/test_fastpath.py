@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cyphonic import crypto, fastpath
-from cyphonic.core.relay import RelayLink
+from cyphonic.core.relay import RelayLink, RelayService
 from cyphonic.core.replay import COUNTER_LIMIT, ReplayWindow
 from tests.support.dataplane import CN, CN_ADDR, MN, MN_ADDR, Node, handshake, read_tun, socket_batch
 from tests.support.packets import (
@@ -280,3 +280,85 @@ def test_opening_makes_the_same_tun_writes_and_drops(case, relayed, moved):
     compiled = received_by(twin, links[1], batches, compiled=True)
     assert compiled == python
     assert how != "none" or python[3] == len(datagrams)
+
+
+# --- the TRS: runs of frames -> forwarded as frame by frame -------------------------------------
+
+
+def relay_setup(mac_run):
+    from tests.unit.test_relay_service import NMS, NOW, bind, relay_request
+
+    nms_key, tunnel_key = crypto.random_key(), crypto.random_key()
+    trs = RelayService(nms_key, [("203.0.113.20", 7002)], mac_run)
+    assert trs.receive(relay_request(nms_key, 0xC0FFEE, tunnel_key), NMS, NOW)
+    mn = RelayLink(0xC0FFEE, tunnel_key, responder=False, sequence=1000)
+    cn = RelayLink(0xC0FFEE, tunnel_key, responder=True, sequence=5000)
+    bind(trs, mn, cn)
+    return trs, mn, cn
+
+
+FRAME_KINDS = ["good", "good", "good", "good", "bad mac", "from cn", "stranger", "sealed", "head flip"]
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(FRAME_KINDS), min_size=1, max_size=40), st.integers(22, 300), st.integers(0, 2**32))
+def test_the_relay_forwards_runs_as_it_forwards_single_frames(kinds, size, seed):
+    """One GRO batch (equal sizes but the last) through `forward_run` (C and
+    Python MAC runs) with `forward_at` for what ends a run, against
+    `forward_at` frame by frame: the same destination for every frame, the
+    same drops, the same counters."""
+    from tests.unit.test_relay_service import CN as CN_AT
+    from tests.unit.test_relay_service import MN as MN_AT
+    from tests.unit.test_relay_service import NOW
+
+    rng = random.Random(seed)
+    runs = [crypto.relay_mac_run, fastpath.relay_mac_run]
+    services = [relay_setup(run) for run in [crypto.relay_mac_run, *runs]]
+    trs0, mn, cn = services[0]
+    for trs, _, _ in services[1:]:  # the same session and keys everywhere
+        trs.sessions = {
+            k: dataclasses.replace(v, sides={s: dataclasses.replace(x) for s, x in v.sides.items()})
+            for k, v in trs0.sessions.items()
+        }
+    body = size - 22
+    frames = []
+    for i, kind in enumerate(kinds):
+        last = i == len(kinds) - 1
+        inner = rng.randbytes(rng.randrange(0, body + 1) if last else body)
+        frame = (cn if kind == "from cn" else mn).wrap(inner)
+        if kind == "bad mac":
+            frame = frame[:-1] + bytes([frame[-1] ^ 1])
+        elif kind == "stranger":
+            frame = frame[:1] + b"\xde\xad\xbe\xef" + frame[5:]
+        elif kind == "sealed":
+            frame = frame[:5] + bytes([frame[5] | 0x80]) + frame[6:]
+        elif kind == "head flip":
+            frame = frame[:5] + bytes([frame[5] ^ 0x02]) + frame[6:]
+        frames.append(frame)
+    data = b"".join(frames)
+    n = len(data)
+
+    def frame_by_frame(trs):
+        buf = crypto.PacketBuffer(data=bytearray(data))
+        return [trs.forward_at(buf, k, min(k + size, n), MN_AT, NOW) for k in range(0, n, size)]
+
+    def in_runs(trs):
+        buf = crypto.PacketBuffer(data=bytearray(data))
+        out, k = [], 0
+        while k < n:
+            after, dest = trs.forward_run(buf, k, n, size, MN_AT, NOW)
+            if after > k:
+                out += [dest] * -(-(after - k) // size)
+                k = after
+                continue
+            out.append(trs.forward_at(buf, k, min(k + size, n), MN_AT, NOW))
+            k += size
+        return out
+
+    expected = frame_by_frame(trs0)
+    for trs, _, _ in services[1:]:
+        assert in_runs(trs) == expected
+        assert trs.drops.counts == trs0.drops.counts
+        for k, session in trs.sessions.items():
+            assert session.sides == trs0.sessions[k].sides
+    assert all(d in (CN_AT, None) for d in expected)
