@@ -3,6 +3,13 @@
 `iperf3 -u` at doubling (or halving) rates until the receiver's loss crosses
 1%, then a geometric bisection (`probes.udp_search`). Each repetition starts
 its search where the previous one ended: fewer steps.
+
+Every path's iperf3 gets `-w 4M` (UDP_BUFFER) on both ends: with the
+default 208 KB the receiving application's socket overflows in bursts
+first (RcvbufErrors at cn while the tunnel delivered every datagram: the
+plain path's ceiling was iperf3's, and CYPHONIC's GRO-batched delivery is
+burstier than Nebula's one-at-a-time). The same buffer for A, B and C keeps
+the figure the tunnel's.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from cyphonic.lab import Lab
 
 from . import probes
 from .datapaths import PORT, DataPath
+
+UDP_BUFFER = ("-w", "4M")
 
 
 class UdpStage:
@@ -34,7 +43,7 @@ class UdpStage:
                 start_mbps=self.start[p.key],
                 max_mbps=p.udp_max_mbps,
                 refine=self.refine,
-                extra=p.iperf_extra,
+                extra=tuple(p.iperf_extra) + UDP_BUFFER,
             )
             out[p.key] = r
             if r.get("max_rate_mbps"):

@@ -445,10 +445,30 @@ _blake2b = lib.crypto_generichash_blake2b_salt_personal
 _mac_scratch = ffi.new("unsigned char[16]")  # one frame at a time: the data path is one task
 
 
+# What a data frame's relay MAC covers (protocols/relay.md#data-frames): the
+# relay head and the capsule header (bytes 0-18), the inner datagram's last
+# 16 bytes (the capsule's AEAD tag) and the covered length (u16). The TRS
+# forwards only session members' frames, and the body it cannot check
+# anyway is bound by the AEAD tag the peer checks: hashing 37 bytes instead
+# of the whole frame made the MAC, not the AEAD, the relay's cost.
+RELAY_MAC_HEAD = 19
+
+
+def relay_mac_input(data: bytes | memoryview) -> bytes:
+    """The bytes a frame's relay MAC is computed over (`data`: the frame
+    without its tag); a frame too short to hold a capsule: all of it."""
+    n = len(data)
+    if n < RELAY_MAC_HEAD + RELAY_TAG:
+        return bytes(data)
+    return bytes(data[:RELAY_MAC_HEAD]) + bytes(data[n - RELAY_TAG :]) + n.to_bytes(2, "big")
+
+
 def relay_mac(mac_key: bytes, data: bytes | memoryview) -> bytes:
-    """16-byte keyed BLAKE2b tag: data frames are authenticated, not
-    encrypted again (the End Key already protects them)."""
-    _blake2b(_mac_scratch, RELAY_TAG, ffi.from_buffer(data), len(data), mac_key, len(mac_key), ffi.NULL, ffi.NULL)
+    """16-byte keyed BLAKE2b tag of a data frame (`data` without the tag):
+    data frames are authenticated, not encrypted again (the End Key
+    already protects them)."""
+    covered = relay_mac_input(data)
+    _blake2b(_mac_scratch, RELAY_TAG, covered, len(covered), mac_key, len(mac_key), ffi.NULL, ffi.NULL)
     return bytes(ffi.buffer(_mac_scratch, RELAY_TAG))
 
 
@@ -457,9 +477,9 @@ def relay_mac_ok(mac_key: bytes, data: bytes | memoryview, tag: bytes | memoryvi
 
 
 def relay_mac_into(mac_key: bytes, buf: PacketBuffer, start: int, length: int) -> None:
-    """The tag of buf[start:start+length], written right behind it (no copy)."""
-    p = buf.ptr + start
-    _blake2b(p + length, RELAY_TAG, p, length, mac_key, len(mac_key), ffi.NULL, ffi.NULL)
+    """The tag of buf[start:start+length], written right behind it."""
+    end = start + length
+    buf.data[end : end + RELAY_TAG] = relay_mac(mac_key, buf.view[start:end])
 
 
 def relay_mac_run(buf: PacketBuffer, start: int, n: int, size: int, head: bytes, mac_key: bytes) -> int:
@@ -479,6 +499,5 @@ def relay_mac_run(buf: PacketBuffer, start: int, n: int, size: int, head: bytes,
 
 def relay_mac_ok_at(mac_key: bytes, buf: PacketBuffer, start: int, length: int) -> bool:
     """Does the tag right behind buf[start:start+length] authenticate it?"""
-    p = buf.ptr + start
-    _blake2b(_mac_scratch, RELAY_TAG, p, length, mac_key, len(mac_key), ffi.NULL, ffi.NULL)
-    return lib.sodium_memcmp(_mac_scratch, p + length, RELAY_TAG) == 0
+    end = start + length
+    return sodium.sodium_memcmp(relay_mac(mac_key, buf.view[start:end]), bytes(buf.view[end : end + RELAY_TAG]))

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <string.h>
 #include "fastpath.h"
+#include "relay_tag.h"
 
 #define VNET_HDR_LEN 10
 #define CAPSULE_HEADER 13
@@ -232,7 +233,7 @@ int fp_seal_frame(struct fp_sender *s, struct fp_run *run, unsigned char *out,
         if (pre) {
             memcpy(out + pos, s->relay_head, pre);
             size_t covered = pre + CAPSULE_HEADER + TAG + plain;
-            s->mac(out + pos + covered, TAG, out + pos, covered, s->mac_key, s->mac_key_len, NULL, NULL);
+            fp_relay_tag(s->mac, s->mac_key, s->mac_key_len, out + pos, covered, out + pos + covered);
         }
         if (!pos)
             run->size = (uint32_t)length;

@@ -845,11 +845,14 @@ def relay_vectors() -> Protocol:
 
     # A data frame: CN's Capsule Message, authenticated with the MAC key and
     # otherwise unchanged. Its content is opaque to the TRS; here it is the
-    # Capsule Message vector of tunnel.md.
+    # Capsule Message vector of tunnel.md. The MAC covers the relay head and
+    # the capsule header (19 bytes), the capsule's last 16 bytes (its AEAD
+    # tag) and the covered length as u16: the body is bound by that tag.
     capsule_name = "Capsule Message (CN to MN, counter 0)"
     datagram = bytes.fromhex(next(m for m in tunnel_vectors().messages if m["name"] == capsule_name)["hex"])
     covered = relayed_header(relay.FROM_RESPONDER) + datagram
-    tag = hashlib.blake2b(covered, key=mac_key, digest_size=relay.RELAY_TAG).digest()
+    mac_input = covered[:19] + covered[-16:] + len(covered).to_bytes(2, "big")
+    tag = hashlib.blake2b(mac_input, key=mac_key, digest_size=relay.RELAY_TAG).digest()
     p.message(
         "Relayed, data (Capsule Message, from the responder)",
         "relay.Relayed",
@@ -857,6 +860,7 @@ def relay_vectors() -> Protocol:
         relay_mac={
             "key": mac_key,
             "data": covered,
+            "mac_input": mac_input,
             "tag": tag,
             "datagram": datagram,
             "datagram_vector": {"protocol": "tunnel", "name": capsule_name},

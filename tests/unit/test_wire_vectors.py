@@ -417,17 +417,27 @@ def test_data_frame_is_the_datagram_and_a_16_byte_keyed_blake2b_mac(protocol, ve
     assert frame == bytes.fromhex(check["data"]) + bytes.fromhex(check["tag"])
     assert len(frame) == relay.RELAYED_HEADER + len(datagram) + relay.RELAY_TAG == len(datagram) + 22
     assert crypto.relay_mac(key, frame[: -relay.RELAY_TAG]) == frame[-relay.RELAY_TAG :]
+    assert crypto.relay_mac_input(frame[: -relay.RELAY_TAG]) == bytes.fromhex(check["mac_input"])
     if "datagram_vector" in check:
         assert datagram == raw(check["datagram_vector"]["protocol"], check["datagram_vector"]["name"])
     from_responder = bool(frame[5] & relay.FROM_RESPONDER)
     assert relay_link(responder=from_responder).wrap(datagram) == frame  # the MAC is deterministic
     receiver = relay_link(responder=not from_responder)
     assert receiver.unwrap(frame) == datagram
+    # the MAC covers the head, the capsule header, the AEAD tag and the
+    # MAC itself; the body between them is the AEAD's to check, at the peer
+    body = range(relay.RELAYED_HEADER + tunnel.CAPSULE_HEADER, len(frame) - 2 * relay.RELAY_TAG)
     for position in range(len(frame)):
         mutated = bytearray(frame)
         mutated[position] ^= 1
+        if position not in body:
+            with pytest.raises(AuthenticationError):
+                receiver.unwrap(bytes(mutated))
+            continue
+        inner = receiver.unwrap(bytes(mutated))
+        key = bytes.fromhex(DOCS["tunnel"]["derived"]["end_key_r2i"])
         with pytest.raises(AuthenticationError):
-            receiver.unwrap(bytes(mutated))
+            crypto.DataCipher(bytes(32), key).open(inner, tunnel.CAPSULE_HEADER)
 
 
 # --- the documents and the generator --------------------------------------------------
