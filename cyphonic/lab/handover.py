@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -44,10 +45,14 @@ class Pinger:
 
     def __init__(self, lab: Lab, host: str, target: str, interval: float = INTERVAL) -> None:
         self.started = time.time()
+        # a file, not a pipe nobody reads until `stop`: 100 lines a second
+        # fill a pipe's 64 KB in ~9 s, and ping then blocks on its output
+        # and sends no more (a tour under load that took longer hit it)
+        self._out = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in stop()
         self._proc = lab.popen(
             host,
             ["ping", "-D", "-n", "-i", str(interval), "-W", "1", target],
-            stdout=subprocess.PIPE,
+            stdout=self._out,
             stderr=subprocess.STDOUT,
             text=True,
         )
@@ -60,10 +65,13 @@ class Pinger:
         if self._proc.poll() is None:
             self._proc.send_signal(signal.SIGINT)
         try:
-            self.output = self._proc.communicate(timeout=10)[0] or ""
+            self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._proc.kill()
-            self.output = self._proc.communicate()[0] or ""
+            self._proc.wait()
+        self._out.seek(0)
+        self.output = self._out.read()
+        self._out.close()
         self.replies = [(float(t), int(seq)) for t, seq in _REPLY.findall(self.output)]
         sent = _SENT.search(self.output)
         self.transmitted = int(sent[1]) if sent else 0

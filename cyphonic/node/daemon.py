@@ -19,6 +19,7 @@ from cyphonic.kernel import batch as batch_io
 from cyphonic.kernel.netlink import global_addresses, network_changes
 from cyphonic.kernel.tun import Tun
 from cyphonic.keys import read_certificate
+from cyphonic.node import data_thread
 from cyphonic.node.compiled_loops import CompiledLoops, use_compiled
 from cyphonic.node.demux import Demultiplexer
 from cyphonic.node.packet import PacketHandlingModule
@@ -135,6 +136,7 @@ class NodeDaemon:
         offload = cfg["offload"]
         self.gso = offload and all(batch_io.gso_supported(s) for s in self.sockets.values())
         self.gro = offload and all(batch_io.enable_gro(s) for s in self.sockets.values())
+        self.threaded = False  # the data path on its own thread (node.data_thread)
         self.tun: Tun | None = None
         self.packet = PacketHandlingModule(-1, self.sockets, gso=self.gso)
         self.signaling = SignalingModule(
@@ -152,8 +154,9 @@ class NodeDaemon:
             nursery.start_soon(self.signaling.run)
             if self.control_name:
                 await nursery.start(control.serve, self.control_name, self.status, self.cfg["control_group"])
-            for sock in self.sockets.values():
-                nursery.start_soon(read_sockets, sock, self.packet, self.demux, self.signaling.drops)
+            # the sockets' Trio readers, until a data thread takes over
+            readers = trio.CancelScope()
+            nursery.start_soon(self._read_sockets, readers)
             grant = await self.signaling.login()
             self.tun = self.tun_factory(self.cfg["tun"], offload=self.cfg["offload"])
             self.tun.configure(self.cfg["mtu"], grant.vip4, grant.vip4_prefix, grant.vip6, grant.vip6_prefix)
@@ -161,13 +164,37 @@ class NodeDaemon:
             self.packet.vnet = getattr(self.tun, "vnet", False)
             if self.packet.vnet and use_compiled(self.cfg["packet_loops"]):
                 self.packet.compiled = CompiledLoops(self.packet, coalesce=True)
+            self.threaded = self.cfg["data_thread"] and self.packet.compiled is not None
             log.info("data path: %s", self.dataplane())
-            nursery.start_soon(self.packet.tun_reader)
+            if self.threaded:
+                readers.cancel()
+                nursery.start_soon(data_thread.run, self.packet, list(self.sockets.values()), self._handed_over)
+            else:
+                nursery.start_soon(self.packet.tun_reader)
             await self.signaling.register_all()
             nursery.start_soon(network_changes, self.network_changed)
             await nursery.start(self.resolver.run)
             log.info("node %s ready on %s", grant.fqdn, self.tun.name)
             task_status.started(self)
+
+    async def _read_sockets(self, scope: trio.CancelScope) -> None:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                for sock in self.sockets.values():
+                    nursery.start_soon(read_sockets, sock, self.packet, self.demux, self.signaling.drops)
+
+    def _handed_over(self, data: bytes, source: tuple[str, int], now: float) -> None:
+        """A datagram the data thread's compiled loops did not take, here on
+        the Trio thread: the Python path, then signaling."""
+
+        def signaling(start: int, end: int) -> None:
+            try:
+                self.demux.receive(data, source, now)
+            except (ParseError, AuthenticationError) as exc:
+                self.signaling.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
+
+        self.packet.receive_one(PacketBuffer(data=bytearray(data)), 0, len(data), source, now, signaling)
+        self.packet.flush()
 
     def network_changed(self) -> None:
         network_changed(self.packet, [self.signaling])
@@ -176,6 +203,7 @@ class NodeDaemon:
         return {
             "path": "offload" if self.packet.vnet else "plain",
             "packet_loops": "compiled" if self.packet.compiled else "python",
+            "data_thread": self.threaded,
             "tun_offloads": getattr(self.tun, "offload_names", []),
             "udp_gso": self.gso,
             "udp_gro": self.gro,

@@ -146,29 +146,34 @@ class PacketHandlingModule(TunnelTable, TunnelControl, RelayedFrames):
         they go to the same peer at the same size (a stream of equal UDP
         packets is one system call per ~40); the run goes out when that
         changes and at the end of the drain: nothing waits for a wake-up."""
+        while True:
+            await trio.lowlevel.wait_readable(self.tun_fd)
+            self.drain_tun()
+
+    def drain_tun(self) -> None:
+        """Everything the TUN holds, sealed and sent (node.data_thread calls
+        this on its own wake-ups)."""
         fd = self.tun_fd
         buffer = self._tun_buffer
         view = memoryview(buffer)
         while True:
-            await trio.lowlevel.wait_readable(fd)
-            while True:
-                if self.vnet:
-                    try:
-                        n = os.readv(fd, [buffer])
-                    except BlockingIOError:
-                        break
-                    self.send_frame_sealed(view[:n])
-                    continue
+            if self.vnet:
                 try:
-                    frame = os.read(fd, TUN_READ)
+                    n = os.readv(fd, [buffer])
                 except BlockingIOError:
                     break
-                tunnel = self._route(frame)
-                if tunnel is None:
-                    self.drops("no tunnel for destination")
-                    continue
-                self.send(tunnel, core.CAPSULE, frame)
-            self.flush_run()
+                self.send_frame_sealed(view[:n])
+                continue
+            try:
+                frame = os.read(fd, TUN_READ)
+            except BlockingIOError:
+                break
+            tunnel = self._route(frame)
+            if tunnel is None:
+                self.drops("no tunnel for destination")
+                continue
+            self.send(tunnel, core.CAPSULE, frame)
+        self.flush_run()
 
     def send_frame_sealed(self, frame: memoryview, tunnel: core.Tunnel | None = None) -> None:
         """One TUN-shaped frame (virtio header + IP packet, up to a 64 KB
@@ -271,30 +276,41 @@ class PacketHandlingModule(TunnelTable, TunnelControl, RelayedFrames):
         source: Address,
         now: float,
         other: Callable[[int, int], None],
+        python: Callable[[int, int], None] | None = None,
     ) -> None:
         """One GRO read: the datagrams in buf[:n], `size` bytes each but the
         last, opened where they lie; `other(start, end)` gets each one that
-        is not data (signaling). The caller must `flush` before it reuses `buf`."""
+        is not data (signaling). `python(start, end)`, if given, gets every
+        datagram the compiled loop does not take, instead of this thread's
+        Python path (node.data_thread hands them to the Trio thread). The
+        caller must `flush` before it reuses `buf`."""
 
         def one(start: int, end: int) -> None:
-            kind = buf.data[start]
-            try:
-                if kind in DATA_TYPES:
-                    self.receive_at(buf, start, end, source, now)
-                    return
-                if kind == RELAYED and self.receive_relayed_at(buf, start, end, source, now):
-                    return  # a relayed data frame, opened where it lies
-            except (ParseError, AuthenticationError) as exc:
-                # the methods count their own; this boundary keeps the reader alive
-                self.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
-                return
-            other(start, end)
+            self.receive_one(buf, start, end, source, now, other)
 
         if self.compiled is not None:
-            self.compiled.receive_batch(buf, n, size, source, now, one)
+            self.compiled.receive_batch(buf, n, size, source, now, python or one)
         else:
             for start in range(0, n, size):
-                one(start, min(start + size, n))
+                (python or one)(start, min(start + size, n))
+
+    def receive_one(
+        self, buf: PacketBuffer, start: int, end: int, source: Address, now: float, other: Callable[[int, int], None]
+    ) -> None:
+        """One datagram of a batch on the Python path: data, relayed data,
+        or `other` (signaling)."""
+        kind = buf.data[start]
+        try:
+            if kind in DATA_TYPES:
+                self.receive_at(buf, start, end, source, now)
+                return
+            if kind == RELAYED and self.receive_relayed_at(buf, start, end, source, now):
+                return  # a relayed data frame, opened where it lies
+        except (ParseError, AuthenticationError) as exc:
+            # the methods count their own; this boundary keeps the reader alive
+            self.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
+            return
+        other(start, end)
 
     def receive(self, data: bytes, source: Address, now: float, via_relay: bool = False) -> None:
         """One datagram given as bytes (its own buffer: what is delivered may

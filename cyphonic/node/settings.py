@@ -58,6 +58,9 @@ SCHEMA: c.Schema = {
     **DAEMON,
     "tun": c.Key(c.text, "cyph0"),
     "mtu": c.Key(c.integer(576, 65000), 1400),
+    # with the compiled loops: the node's data path on a thread of its own
+    # instead of Trio tasks (idle latency; node/data_thread.py)
+    "data_thread": c.Key(c.boolean, True),
     # name of the control socket (abstract, per network namespace); a second
     # daemon in the same namespace needs its own
     "control": c.Key(c.text, "node"),
