@@ -10,12 +10,15 @@ tasks do (`drain_tun`, `receive_batch` with the compiled loops).
 One lock over the overlay's state keeps the two threads apart: the Trio
 thread holds it except while its run loop waits for I/O (an Instrument
 releases it in `before_io_wait` and takes it back in `after_io_wait`), and
-this thread takes it for each wake-up. So every signaling step, rekey,
-move and status read runs while the data path is still, and a tunnel's
-counters and keys are never used by both at once (nonces never repeat).
-What the compiled loops do not take (control messages, other keys,
-signaling) is copied and handed to the Trio thread (`run_sync_soon`): the
-Signaling Module and everything that calls Trio stay on it.
+this thread takes it for each wake-up, after letting a waiting Trio thread
+go first (else a busy data path could keep it out). So every signaling
+step, rekey, move and status read runs while the data path is still, and
+a tunnel's counters and keys are never used by both at once (nonces never
+repeat). Every datagram of the data path is opened here, in order,
+control messages too (a Keep Alive handed over late would fall behind the
+replay window under load); what reaches the Signaling Module (signaling
+datagrams, Tunnel Updates and their Acks) is handed to the Trio thread
+(`run_sync_soon`), where everything that calls Trio stays.
 
 The daemon's nursery owns the thread: `run` starts it and, when cancelled,
 wakes it through a pipe and waits for it to stop.
@@ -50,12 +53,15 @@ class OverlayLock(trio.abc.Instrument):
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.trio_waiting = False  # the data thread yields its next turn
 
     def before_io_wait(self, timeout: float) -> None:
         self.lock.release()
 
     def after_io_wait(self, timeout: float) -> None:
+        self.trio_waiting = True
         self.lock.acquire()
+        self.trio_waiting = False
 
 
 async def run(packet: PacketHandlingModule, sockets: list[socket.socket], signaling: Handler) -> None:
@@ -63,6 +69,9 @@ async def run(packet: PacketHandlingModule, sockets: list[socket.socket], signal
     source, now)` runs on the Trio thread for each datagram the compiled
     loops do not take."""
     token = trio.lowlevel.current_trio_token()
+    tunnel_message = packet.on_tunnel_message
+    if tunnel_message is not None:  # the Signaling Module's: on the Trio thread
+        packet.on_tunnel_message = lambda tunnel, kind, body: token.run_sync_soon(tunnel_message, tunnel, kind, body)
     overlay = OverlayLock()
     overlay.lock.acquire()  # we are between two I/O waits: the Trio thread's turn
     trio.lowlevel.add_instrument(overlay)
@@ -71,10 +80,11 @@ async def run(packet: PacketHandlingModule, sockets: list[socket.socket], signal
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_when_cancelled, stop_write)
             await trio.to_thread.run_sync(
-                _loop, packet, sockets, overlay.lock, token, signaling, stop_read, abandon_on_cancel=False
+                _loop, packet, sockets, overlay, token, signaling, stop_read, abandon_on_cancel=False
             )
             nursery.cancel_scope.cancel()
     finally:
+        packet.on_tunnel_message = tunnel_message
         trio.lowlevel.remove_instrument(overlay)
         overlay.lock.release()
         os.close(stop_read)
@@ -91,7 +101,7 @@ async def _stop_when_cancelled(stop_write: int) -> None:
 def _loop(
     packet: PacketHandlingModule,
     sockets: list[socket.socket],
-    lock: threading.Lock,
+    overlay: OverlayLock,
     token: trio.lowlevel.TrioToken,
     signaling: Handler,
     stop: int,
@@ -107,7 +117,9 @@ def _loop(
     try:
         while True:
             events = poll.poll()
-            with lock:
+            while overlay.trio_waiting:
+                os.sched_yield()
+            with overlay.lock:
                 for fd, _ in events:
                     if fd == stop:
                         return
@@ -141,5 +153,5 @@ def _drain_socket(
         def hand_over(start: int, end: int, source: Address = source) -> None:
             token.run_sync_soon(signaling, bytes(buf.data[start:end]), source, now)
 
-        packet.receive_batch(buf, n, size, source, now, hand_over, python=hand_over)
+        packet.receive_batch(buf, n, size, source, now, hand_over)
         packet.flush()

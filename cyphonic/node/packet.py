@@ -276,23 +276,19 @@ class PacketHandlingModule(TunnelTable, TunnelControl, RelayedFrames):
         source: Address,
         now: float,
         other: Callable[[int, int], None],
-        python: Callable[[int, int], None] | None = None,
     ) -> None:
         """One GRO read: the datagrams in buf[:n], `size` bytes each but the
         last, opened where they lie; `other(start, end)` gets each one that
-        is not data (signaling). `python(start, end)`, if given, gets every
-        datagram the compiled loop does not take, instead of this thread's
-        Python path (node.data_thread hands them to the Trio thread). The
-        caller must `flush` before it reuses `buf`."""
+        is not data (signaling). The caller must `flush` before it reuses `buf`."""
 
         def one(start: int, end: int) -> None:
             self.receive_one(buf, start, end, source, now, other)
 
         if self.compiled is not None:
-            self.compiled.receive_batch(buf, n, size, source, now, python or one)
+            self.compiled.receive_batch(buf, n, size, source, now, one)
         else:
             for start in range(0, n, size):
-                (python or one)(start, min(start + size, n))
+                one(start, min(start + size, n))
 
     def receive_one(
         self, buf: PacketBuffer, start: int, end: int, source: Address, now: float, other: Callable[[int, int], None]
