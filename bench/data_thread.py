@@ -13,7 +13,6 @@ Writes data-thread-<stamp>.{json,md} and data-thread-latest.*.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -108,12 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    for name in (f"data-thread-{stamp}", "data-thread-latest"):
-        (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-        (args.out / f"{name}.md").write_text(text)
-    print(text)
+    report.write_stage(args.out, "data-thread", started, result, text)
     return 0
 
 

@@ -8,6 +8,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from . import adapter_report, handover_report
@@ -53,6 +54,15 @@ def environment() -> dict:
         "dirty_cyphonic": [line[3:] for line in dirty],
         "other_namespaces": None,  # filled in by run.py: labs of other people share the CPUs
     }
+
+
+def write_stage(out: Path, name: str, started: datetime, result: dict, text: str) -> None:
+    """A stage run on its own: <name>-<stamp>.{json,md} and <name>-latest.*, then the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stem in (f"{name}-{started.strftime('%Y%m%dT%H%M%SZ')}", f"{name}-latest"):
+        (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / f"{stem}.md").write_text(text)
+    print(text)
 
 
 def loadavg() -> list[float]:

@@ -231,13 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             neb.stop()
         log("lab down")
         down(args.prefix)
-    text = markdown(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    for name in (f"traversal-{stamp}", "traversal-latest"):
-        (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-        (args.out / f"{name}.md").write_text(text)
-    print(text)
+    report.write_stage(args.out, "traversal", started, result, markdown(result))
     return 0
 
 
