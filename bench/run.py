@@ -201,10 +201,28 @@ def main(argv: list[str] | None = None) -> int:
     adapter_report.summarize(result)
     handover_report.summarize(result)
     result["notes"] = notes(result)
-    written = report.write(result, args.out, stamp, latest=result["complete"] and not args.only)
+    latest = result["complete"] and not args.only
+    written = report.write(result, args.out, stamp, latest=latest)
+    written += draw_charts(result, args.out, [stamp] + (["latest"] if latest else []))
     print(report.markdown(result))
     log("wrote " + ", ".join(str(p) for p in written))
     return rc
+
+
+def draw_charts(result: dict, out: Path, stems: list[str]) -> list[Path]:
+    """The run's PNG charts (bench/charts.py), when matplotlib is installed."""
+    try:
+        from bench import charts
+    except ImportError as exc:
+        log(f"no charts: {exc} (install the bench extra: matplotlib)")
+        return []
+    made: list[Path] = []
+    for stem in stems:
+        try:
+            made += charts.render(result, out, stem)
+        except Exception as exc:  # noqa: BLE001 - a chart must not lose the run's numbers
+            log(f"charts {stem}: {type(exc).__name__}: {exc}")
+    return made
 
 
 def run_lab(prefix: str, mode: dict, result: dict, family: int) -> int:
