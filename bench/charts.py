@@ -45,6 +45,14 @@ def _footer(fig, result: dict) -> None:
     )
 
 
+def _save(fig, result: dict, path: Path, rect: tuple = (0, 0.05, 1, 1)) -> Path:
+    _footer(fig, result)
+    fig.tight_layout(rect=rect)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _number(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
@@ -86,11 +94,7 @@ def throughput(result: dict, path: Path) -> Path:
         _bars(ax, labels, stats, colors, unit)
         ax.set_title(title, fontsize=10)
     fig.suptitle("Plain routing, Nebula and CYPHONIC in one run (median, min-max whiskers)", fontsize=11)
-    _footer(fig, result)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, result, path, rect=(0, 0.04, 1, 0.95))
 
 
 def cpu(result: dict, path: Path) -> Path:
@@ -99,11 +103,7 @@ def cpu(result: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 4))
     _bars(ax, labels, stats, colors, "CPU-s per Gbit (lower is better)")
     ax.set_title("CPU of the tunnel processes per Gbit of TCP", fontsize=10)
-    _footer(fig, result)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, result, path)
 
 
 def relay(result: dict, path: Path) -> Path | None:
@@ -125,11 +125,7 @@ def relay(result: dict, path: Path) -> Path | None:
         "Gbit/s",
     )
     ax.set_title("CYPHONIC TCP: hole-punched direct vs through the TRS", fontsize=10)
-    _footer(fig, result)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, result, path)
 
 
 def handover(result: dict, path: Path) -> Path | None:
@@ -148,11 +144,7 @@ def handover(result: dict, path: Path) -> Path | None:
     if nebula is not None:
         title += f"\n(Nebula 1.6.1, same family: {nebula[0] / 1000:.1f} s, off this scale)"
     ax.set_title(title, fontsize=10)
-    _footer(fig, result)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, result, path)
 
 
 def render(result: dict, out: Path, stem: str) -> list[Path]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import trio
 
-from cyphonic import control, crypto
+from cyphonic import control, crypto, fastpath
 from cyphonic.adapter.address_configuration import AddressConfiguration
 from cyphonic.adapter.general_nodes import GeneralNode, GeneralNodeManagement
 from cyphonic.adapter.interface import InterfaceHandling
@@ -27,7 +27,7 @@ from cyphonic.kernel import packet_socket
 from cyphonic.kernel.netlink import global_addresses, network_changes
 from cyphonic.kernel.packet_socket import PacketSocket
 from cyphonic.keys import read_certificate
-from cyphonic.node.compiled_loops import CompiledLoops, use_compiled
+from cyphonic.node.compiled_loops import CompiledLoops
 from cyphonic.node.daemon import network_changed, open_sockets, read_sockets
 from cyphonic.node.demux import Demultiplexer
 from cyphonic.node.signaling import SignalingModule
@@ -73,7 +73,7 @@ class AdapterDaemon:
         self.gso = offload and all(batch_io.gso_supported(s) for s in self.sockets.values())
         self.gro = offload and all(batch_io.enable_gro(s) for s in self.sockets.values())
         self.packet = LanPacketHandling(self.sockets, self.lan, offload=offload, gso=self.gso)
-        if self.packet.vnet and use_compiled(cfg["packet_loops"]):
+        if self.packet.vnet and fastpath.chosen(cfg["packet_loops"]):
             # sealing and opening compiled; delivery stays the adapter's own
             # (its inner-address check, Ethernet framing on the LAN port)
             self.packet.compiled = CompiledLoops(self.packet, coalesce=False)

@@ -16,6 +16,7 @@ node/compiled_loops.py drives it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from cyphonic import crypto
@@ -30,12 +31,31 @@ except ImportError as exc:  # not built: the pure-Python loops run
     ffi = lib = None
     MISSING = str(exc)
 
+log = logging.getLogger("cyphonic.packet")
+
 MAX_FLOWS = 64  # the coalescer's held flows (core/offload.MAX_FLOWS)
 
 
 def available() -> bool:
     """Was the extension built (and does it load)?"""
     return lib is not None
+
+
+def config_choice(value: Any, base: Any = None) -> str:
+    """The config key `packet_loops` (node, adapter, TRS), checked."""
+    if value not in ("auto", "compiled", "python"):
+        raise ValueError('must be "auto", "compiled" or "python"')
+    if value == "compiled" and not available():
+        raise ValueError(f"the compiled loops are not built (python -m cyphonic.fastpath.build): {MISSING}")
+    return value
+
+
+def chosen(choice: str) -> bool:
+    """Run the compiled loops for a checked `packet_loops`? ("auto" where
+    they are built; a warning where they are not)."""
+    if choice == "auto" and not available():
+        log.warning("compiled packet loops not built, running the Python ones: %s", MISSING)
+    return choice != "python" and available()
 
 
 def pointer(data: Any) -> Any:

@@ -104,7 +104,7 @@ struct fp_receiver {
     fp_mac_fn mac;
     uint32_t loss;                   /* test hook: drop when a random uint32 < loss */
     uint64_t rng;
-    /* what the run did (the caller zeroes these) */
+    /* what the run did (fp_open_run zeroes these first) */
     uint32_t rx_packets;
     uint64_t rx_bytes;
     uint32_t newest;                 /* some datagram was newer than every counter before */

@@ -58,6 +58,13 @@ static inline int tags_differ(const unsigned char *a, const unsigned char *b)
 size_t fp_open_run(struct fp_receiver *r, struct fp_coalescer *co, unsigned char *buf,
                    size_t pos, size_t n, size_t size)
 {
+    /* what this run did: counted from zero, read by the caller afterwards */
+    r->rx_packets = 0;
+    r->rx_bytes = 0;
+    r->newest = 0;
+    r->drop_unauthenticated = r->drop_replayed = r->drop_limit = r->drop_spoofed = r->drop_mac = r->drop_loss = 0;
+    r->write_failed = 0;
+    r->spans_used = 0;
     while (pos < n) {
         size_t end = n - pos > size ? pos + size : n;
         unsigned char *d = buf + pos;

@@ -56,14 +56,6 @@ _DROPS = (
     ("drop_mac", "relayed frame with a bad MAC", ""),
     ("drop_loss", "test loss hook", ""),
 )
-_RESET = ("rx_packets", "rx_bytes", "newest", "write_failed", "spans_used") + tuple(f for f, _, _ in _DROPS)
-
-
-def use_compiled(choice: str) -> bool:
-    """The config's `packet_loops` (checked: "compiled" only where built)."""
-    if choice == "auto" and not fastpath.available():
-        log.warning("compiled packet loops not built, running the Python ones: %s", fastpath.MISSING)
-    return choice != "python" and fastpath.available()
 
 
 def plan_error(frame) -> str:
@@ -197,8 +189,6 @@ class CompiledLoops:
                 if link is not fast.receive_relay:
                     fast.set_receive_relay(link)
                 r = fast.receiver
-                for field in _RESET:
-                    setattr(r, field, 0)
                 after = lib.fp_open_run(r, self._co, ptr, pos, n, size)
                 self._account(tunnel, r, buf, source, now, link is not None)
                 if after > pos:

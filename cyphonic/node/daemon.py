@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import trio
 
-from cyphonic import control, crypto
+from cyphonic import control, crypto, fastpath
 from cyphonic.config import format_address
 from cyphonic.crypto import PacketBuffer
 from cyphonic.errors import AuthenticationError, ParseError
@@ -20,7 +20,7 @@ from cyphonic.kernel.netlink import global_addresses, network_changes
 from cyphonic.kernel.tun import Tun
 from cyphonic.keys import read_certificate
 from cyphonic.node import data_thread
-from cyphonic.node.compiled_loops import CompiledLoops, use_compiled
+from cyphonic.node.compiled_loops import CompiledLoops
 from cyphonic.node.demux import Demultiplexer
 from cyphonic.node.packet import PacketHandlingModule
 from cyphonic.node.resolver import ResolverModule
@@ -65,15 +65,20 @@ async def read_sockets(sock: socket.socket, packet: PacketHandlingModule, demux:
     async for n, size, source, now in batch_io.gro_batches(sock, buf.data):
 
         def signaling(start: int, end: int, source=source, now=now) -> None:
-            try:
-                demux.receive(bytes(view[start:end]), source, now)
-            except (ParseError, AuthenticationError) as exc:
-                # the modules count their own; this boundary keeps the reader alive
-                drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
+            to_signaling(demux, drops, bytes(view[start:end]), source, now)
 
         packet.receive_batch(buf, n, size, source, now, signaling)
         # the next read reuses the buffer: write what it still holds
         packet.flush()
+
+
+def to_signaling(demux: Demultiplexer, drops, data: bytes, source: tuple[str, int], now: float) -> None:
+    """A signaling datagram to the identity it is for."""
+    try:
+        demux.receive(data, source, now)
+    except (ParseError, AuthenticationError) as exc:
+        # the modules count their own; this boundary keeps the reader alive
+        drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
 
 
 def network_changed(packet: PacketHandlingModule, identities: list[SignalingModule]) -> None:
@@ -162,13 +167,13 @@ class NodeDaemon:
             self.tun.configure(self.cfg["mtu"], grant.vip4, grant.vip4_prefix, grant.vip6, grant.vip6_prefix)
             self.packet.tun_fd = self.tun.fd
             self.packet.vnet = getattr(self.tun, "vnet", False)
-            if self.packet.vnet and use_compiled(self.cfg["packet_loops"]):
+            if self.packet.vnet and fastpath.chosen(self.cfg["packet_loops"]):
                 self.packet.compiled = CompiledLoops(self.packet, coalesce=True)
             self.threaded = self.cfg["data_thread"] and self.packet.compiled is not None
             log.info("data path: %s", self.dataplane())
             if self.threaded:
                 readers.cancel()
-                nursery.start_soon(data_thread.run, self.packet, list(self.sockets.values()), self._handed_over)
+                nursery.start_soon(data_thread.run, self.packet, list(self.sockets.values()), self._signaling)
             else:
                 nursery.start_soon(self.packet.tun_reader)
             await self.signaling.register_all()
@@ -183,18 +188,9 @@ class NodeDaemon:
                 for sock in self.sockets.values():
                     nursery.start_soon(read_sockets, sock, self.packet, self.demux, self.signaling.drops)
 
-    def _handed_over(self, data: bytes, source: tuple[str, int], now: float) -> None:
-        """A datagram the data thread's compiled loops did not take, here on
-        the Trio thread: the Python path, then signaling."""
-
-        def signaling(start: int, end: int) -> None:
-            try:
-                self.demux.receive(data, source, now)
-            except (ParseError, AuthenticationError) as exc:
-                self.signaling.drops(f"{type(exc).__name__} at the listener", source, str(exc).splitlines()[0])
-
-        self.packet.receive_one(PacketBuffer(data=bytearray(data)), 0, len(data), source, now, signaling)
-        self.packet.flush()
+    def _signaling(self, data: bytes, source: tuple[str, int], now: float) -> None:
+        """A signaling datagram the data thread handed over, on the Trio thread."""
+        to_signaling(self.demux, self.signaling.drops, data, source, now)
 
     def network_changed(self) -> None:
         network_changed(self.packet, [self.signaling])

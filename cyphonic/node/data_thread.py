@@ -44,7 +44,7 @@ from cyphonic.wire.common import MAX_DATAGRAM
 log = logging.getLogger("cyphonic.packet")
 
 Address = tuple[str, int]
-# what the Trio thread does with a datagram the data thread hands over
+# what the Trio thread does with a signaling datagram the data thread hands over
 Handler = Callable[[bytes, Address, float], None]
 
 
@@ -66,8 +66,7 @@ class OverlayLock(trio.abc.Instrument):
 
 async def run(packet: PacketHandlingModule, sockets: list[socket.socket], signaling: Handler) -> None:
     """The data path on its thread until cancelled. `signaling(data,
-    source, now)` runs on the Trio thread for each datagram the compiled
-    loops do not take."""
+    source, now)` runs on the Trio thread for each signaling datagram."""
     token = trio.lowlevel.current_trio_token()
     tunnel_message = packet.on_tunnel_message
     if tunnel_message is not None:  # the Signaling Module's: on the Trio thread

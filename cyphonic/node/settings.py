@@ -15,14 +15,6 @@ def cipher_suite(value: Any, base: Path) -> str:
     return value
 
 
-def packet_loops(value: Any, base: Path) -> str:
-    if value not in ("auto", "compiled", "python"):
-        raise ValueError('must be "auto", "compiled" or "python"')
-    if value == "compiled" and not fastpath.available():
-        raise ValueError(f"the compiled loops are not built (python -m cyphonic.fastpath.build): {fastpath.MISSING}")
-    return value
-
-
 # What every daemon with an identity has (the node, the adapter).
 DAEMON: c.Schema = {
     "certificate": c.Key(c.path),
@@ -47,7 +39,7 @@ DAEMON: c.Schema = {
     # the offload path's per-packet loops: "compiled" (cyphonic.fastpath,
     # built by the install step), "python" (the reference they match byte
     # for byte), "auto" = compiled where built
-    "packet_loops": c.Key(packet_loops, "auto"),
+    "packet_loops": c.Key(fastpath.config_choice, "auto"),
     "log_level": c.Key(c.text, "INFO"),
     # besides root and the daemon's uid, members of this group (name or
     # gid) may read the status through the control socket

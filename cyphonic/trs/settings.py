@@ -11,7 +11,6 @@ from cyphonic import control, crypto, fastpath
 from cyphonic.core.relay import MacRun, RelayService
 from cyphonic.errors import ConfigError
 from cyphonic.keys import read_secret
-from cyphonic.node.settings import packet_loops
 
 log = logging.getLogger("cyphonic.trs")
 
@@ -23,7 +22,7 @@ SCHEMA: c.Schema = {  # trs.toml
     "control_group": c.Key(control.existing_group, ""),  # may read the status, besides root and our uid
     # the relay's per-frame MAC check: "compiled" (cyphonic.fastpath, built by
     # the install step), "python" (the reference), "auto" = compiled where built
-    "packet_loops": c.Key(packet_loops, "auto"),
+    "packet_loops": c.Key(fastpath.config_choice, "auto"),
 }
 
 # [trs] of cloud.toml: `python -m cyphonic.cloud` can run a TRS in the same
@@ -38,11 +37,7 @@ EMBEDDED: c.Schema = {
 
 def mac_run(choice: str) -> MacRun:
     """How the relay checks a run of frames' MACs, for `packet_loops`."""
-    if choice != "python" and fastpath.available():
-        return fastpath.relay_mac_run
-    if choice == "auto":
-        log.warning("compiled packet loops not built, the relay runs the Python ones: %s", fastpath.MISSING)
-    return crypto.relay_mac_run
+    return fastpath.relay_mac_run if fastpath.chosen(choice) else crypto.relay_mac_run
 
 
 def build(cfg: dict[str, Any]) -> RelayService:
