@@ -11,15 +11,26 @@ from dataclasses import dataclass, field
 
 from cyphonic.lab import Lab
 
-from . import cpu, nebula
+from . import cpu, nebula, openvpn, wireguard
 from .progress import log
 
 MN_GLOBAL = "198.51.100.10"  # mn's address on the "internet"; cn reaches it through its NAPT
 CN = "cn.cyphonic.test"
 MN = "mn.cyphonic.test"
 PORT = 5201
+OTHERS = {"wireguard": wireguard, "openvpn": openvpn}
 UDP_IP_OVERHEAD = {4: 28, 6: 48}  # IP + UDP header: -l = inner MTU - this fills one packet
-PATHS = ("plain", "nebula", "cyphonic")
+# mn -> cn, side by side in every repetition: the ceiling, the overlays users
+# compare us with, and CYPHONIC (its "reverse" path: cn behind NAPT opens it)
+PATHS = ("plain", "nebula", "wireguard", "openvpn", "cyphonic")
+TUNNELS = PATHS[1:]
+LABELS = {
+    "plain": "plain routing",
+    "nebula": "Nebula",
+    "wireguard": "wireguard-go",
+    "openvpn": "OpenVPN",
+    "cyphonic": "CYPHONIC",
+}
 
 
 def tun_info(lab: Lab, host: str, name: str | None = None) -> dict:
@@ -53,7 +64,8 @@ class DataPath:
     counters: tuple[str, str] | None = None
     udp_length: int = 0
     hosts: tuple[str, ...] = ("mn", "cn")  # whose tunnel processes the CPU meter reads
-    links: list | None = None  # (host, device) byte counters; None: cn's cyph0 and neb0
+    links: list | None = None  # (host, device) byte counters; None: cn's tunnel devices
+    loss_match: str = ""  # nft match of this path's outer packets at cn (the 1% loss stage)
     extra: dict = field(default_factory=dict)
 
 
@@ -67,9 +79,21 @@ def start_nebula(lab: Lab, neb: nebula.Nebula, result: dict) -> None:
     log(f"nebula up: mn reaches {neb.ip('cn')} after {result['nebula']['start']['mn_reaches_cn_s']} s")
 
 
-def abc(lab: Lab, neb: nebula.Nebula, udp_length: int, family: int) -> dict[str, DataPath]:
-    """A plain routing, B Nebula, C CYPHONIC (over `family`); UDP datagrams of `udp_length`."""
+def start_other(lab: Lab, name: str, tunnel, result: dict) -> None:
+    """wireguard-go or OpenVPN between mn and cn, as Nebula: up once mn reaches cn."""
+    mod = OTHERS[name]
+    log(f"{name} {mod.version()}: mn <-> cn")
+    tunnel.setup()
+    result[name] = {"settings": tunnel.settings(), "start": tunnel.start()}
+    result[name]["tun"] = tun_info(lab, "mn", mod.TUN)
+    log(f"{name} up after {result[name]['start'].get('mn_reaches_cn_s')} s")
+
+
+def abc(lab: Lab, neb: nebula.Nebula, others: dict, udp_length: int, family: int) -> dict[str, DataPath]:
+    """Plain routing, Nebula, the `others` (wireguard, openvpn: started tunnels), CYPHONIC
+    (over `family`); UDP datagrams of `udp_length`."""
     fam = (f"-{family}",)
+    tunnel_pids = [neb, *others.values()]
     paths = {
         "plain": DataPath(
             "plain",
@@ -80,13 +104,30 @@ def abc(lab: Lab, neb: nebula.Nebula, udp_length: int, family: int) -> dict[str,
             udp_start_mbps=1000,
             udp_max_mbps=16000,
             # sanity: no tunnel process should work during plain runs
-            pids_of=lambda h: cpu.daemon_pids(lab.ns(h)) + neb.pids().get(h, []),
+            pids_of=lambda h: cpu.daemon_pids(lab.ns(h)) + [x for t in tunnel_pids for x in t.pids().get(h, [])],
+            loss_match="meta l4proto tcp",
         ),
         "nebula": DataPath(
-            "nebula", f"Nebula {nebula.version()}", "mn", neb.ip("cn"), pids_of=lambda h: neb.pids().get(h, [])
+            "nebula",
+            f"Nebula {nebula.version()}",
+            "mn",
+            neb.ip("cn"),
+            pids_of=lambda h: neb.pids().get(h, []),
+            loss_match=f"udp dport {nebula.PORT}",
         ),
-        "cyphonic": DataPath("cyphonic", "CYPHONIC", "mn", CN, iperf_extra=fam, ping_extra=fam, counters=("mn", CN)),
     }
+    for name, tunnel in others.items():
+        mod = OTHERS[name]
+        paths[name] = DataPath(
+            name,
+            f"{LABELS[name]} {mod.version()}",
+            "mn",
+            tunnel.ip("cn"),
+            pids_of=lambda h, t=tunnel: t.pids().get(h, []),
+            # mn is the listening end of both: what cn receives comes from its port
+            loss_match=f"udp sport {mod.PORT}",
+        )
+    paths["cyphonic"] = DataPath("cyphonic", "CYPHONIC", "mn", CN, iperf_extra=fam, ping_extra=fam, counters=("mn", CN))
     for p in paths.values():
         p.udp_length = udp_length
     return paths

@@ -1,10 +1,13 @@
 """1% random loss on the receiving side, one way per data path.
 
 This kernel has no netem (DESIGN.md section 10), so:
-- plain routing and Nebula: an nftables table of our own in cn's namespace,
-  `<match> counter numgen random mod 100 < 1 counter drop` on the input hook,
-  deleted afterwards; its two counters give the loss actually applied.
-- CYPHONIC: the receiver's test hook, CYPHONIC_TEST_LOSS=<fraction> in the
+- plain routing, Nebula, wireguard-go, OpenVPN: an nftables table of our own
+  in cn's namespace, `<match> counter numgen random mod 100 < 1 counter drop`
+  on the input hook (the path's `loss_match`: its outer datagrams), deleted
+  afterwards; its two counters give the loss actually applied. None of the
+  three asks for UDP GRO here, so the rule sees single datagrams.
+- CYPHONIC: its socket asks for UDP GRO, so nft would see whole batches and
+  drop bursts; instead the receiver's test hook, CYPHONIC_TEST_LOSS=<fraction> in the
   environment of cn's node daemon (cyphonic/node/packet.py). The daemon reads
   it at start, so cn's daemon is restarted with it and again without it.
 
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from cyphonic.lab import Lab, LabError
 
-from . import nebula, probes
+from . import probes
 from .datapaths import CN, MN, DataPath
 from .tcp import TcpRun
 
@@ -159,16 +162,13 @@ def stage(lab: Lab, paths: dict[str, DataPath], seconds: float, tcp: TcpRun, rep
     """
     out = rep["tcp_loss"]
     switch = rep["cyphonic_loss_switch"] = {}
-    p = paths["plain"]
-    with NftLoss(lab, "cn", "meta l4proto tcp") as rule:
-        r = tcp(p, seconds)
-    r["loss"] = rule.result
-    out["plain"] = r
-    p = paths["nebula"]
-    with NftLoss(lab, "cn", f"udp dport {nebula.PORT}") as rule:
-        r = tcp(p, seconds)
-    r["loss"] = rule.result
-    out["nebula"] = r
+    for p in paths.values():
+        if p.key == "cyphonic":
+            continue
+        with NftLoss(lab, "cn", p.loss_match) as rule:
+            r = tcp(p, seconds)
+        r["loss"] = rule.result
+        out[p.key] = r
 
     p = paths["cyphonic"]
     try:

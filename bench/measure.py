@@ -1,11 +1,13 @@
-"""The measuring sequence: servers and Nebula up, warm-up, interleaved repetitions, restarts.
+"""The measuring sequence: servers and the other tunnels up, warm-up, interleaved repetitions, restarts.
 
-Each repetition runs, in this order: TCP A B C (`tcp`), ping A B C (`rtt`),
-UDP search A B C (`udp`), TCP at 1% loss A B C (`loss`) and, unless
---no-relay, relayed vs direct (`relay`), so slow drift and other load hit
-all three paths alike. After the repetitions Nebula stops and mn's daemon
-is restarted N times for the signaling timers. Whatever stops the sequence,
-the servers and Nebula are stopped and the daemons' log tails kept.
+Each repetition runs, in this order, every mn -> cn system (plain, Nebula,
+wireguard-go, OpenVPN, CYPHONIC) through TCP (`tcp`), ping (`rtt`), the UDP
+search (`udp`), TCP at 1% loss (`loss`) and, unless --no-relay, the a1 -> b1
+pairs across two NAPTs, direct and relayed, Nebula's and CYPHONIC's
+(`relay`), so slow drift and other load hit every system alike. After the
+repetitions the other tunnels stop and mn's daemon is restarted N times for
+the signaling timers. Whatever stops the sequence, the servers and tunnels
+are stopped and the log tails kept.
 """
 
 from __future__ import annotations
@@ -13,25 +15,30 @@ from __future__ import annotations
 from cyphonic.lab import Lab, apps
 from cyphonic.lab.processes import log_tail
 
-from . import cpu, datapaths, loss, nebula, probes, relay, rtt, tcp, udp
+from . import cpu, datapaths, loss, nebula, nebula_pairs, probes, relay, rtt, tcp, udp
 from .datapaths import CN, PATHS, PORT, DataPath
-from .progress import log
+from .progress import Stages, log
 from .stats import short
 
 
-def measure(lab: Lab, mode: dict, result: dict, family: int) -> None:
+def measure(lab: Lab, mode: dict, result: dict, family: int, stages: Stages) -> None:
     servers = []
     neb = nebula.Nebula(lab)
+    others = {name: mod.Tunnel(lab) for name, mod in datapaths.OTHERS.items() if mod.version()}
+    neb_pairs = nebula_pairs.NebulaPairs(lab) if mode.get("relay") else None
     try:
-        servers.append(apps.serve_iperf3(lab, "cn", PORT))  # B and C target
+        stages.next("iperf3 servers; Nebula, wireguard-go, OpenVPN up beside CYPHONIC")
+        servers.append(apps.serve_iperf3(lab, "cn", PORT))  # every tunnel's target
         servers.append(apps.serve_iperf3(lab, "mn", PORT))  # A: cn -R to mn's global address
         result["hosts"] = lab.show()["hosts"]
         tun = result["tun"] = datapaths.tun_info(lab, "mn")
         datapaths.start_nebula(lab, neb, result)
+        for name, tunnel in others.items():
+            datapaths.start_other(lab, name, tunnel, result)
 
         length = (tun["mtu"] or 1400) - datapaths.UDP_IP_OVERHEAD[family]
         fam = (f"-{family}",)
-        paths = datapaths.abc(lab, neb, length, family)
+        paths = datapaths.abc(lab, neb, others, length, family)
         result["config"].update(
             tun_mtu=tun["mtu"],
             nebula_mtu=result["nebula"]["tun"]["mtu"],
@@ -39,15 +46,21 @@ def measure(lab: Lab, mode: dict, result: dict, family: int) -> None:
             cyphonic_family=family,
             paths=datapaths.config(paths),
         )
-        tcp_run = tcp.TcpRun(lab, mode.get("outside_limit", 0), [("cn", tun["name"]), ("cn", nebula.TUN)])
+        devices = [tun["name"], nebula.TUN] + [datapaths.OTHERS[name].TUN for name in others]
+        tcp_run = tcp.TcpRun(lab, mode.get("outside_limit", 0), [("cn", d) for d in devices])
         rpaths: dict[str, DataPath] = {}
         if mode.get("relay"):
             servers.append(apps.serve_iperf3(lab, "b1", PORT))  # direct and relayed a1 -> b1
             rpaths = relay.data_paths(lab, fam)
             result["relay"] = relay.config(lab, rpaths)
 
+        stages.next("warm-up")
         warm_up(lab, paths, tcp_run, result)
-        repetitions(lab, mode, paths, rpaths, tcp_run, fam, result["samples"]["repetitions"])
+        repetitions(lab, mode, paths, rpaths, neb_pairs, tcp_run, fam, result["samples"]["repetitions"], stages)
+        if neb_pairs:
+            result["relay"]["nebula"] = {"settings": neb_pairs.net.settings() if neb_pairs.net else None}
+            result["relay"]["nebula"]["starts"] = neb_pairs.starts
+            neb_pairs.stop()
         revive(lab, result.setdefault("after_repetitions", {}), fam, "after the repetitions")
         if rpaths:
             result["relay"]["trs_status_at_end"] = lab.status("trs")
@@ -57,10 +70,18 @@ def measure(lab: Lab, mode: dict, result: dict, family: int) -> None:
         # The restarts sample CYPHONIC alone, as before Nebula was added (a fresh
         # daemon would also announce neb0's address as one of its locators).
         neb.stop()
+        for tunnel in others.values():
+            tunnel.stop()
+        if mode["restarts"]:
+            stages.next(f"signaling timers: {mode['restarts']} restarts of mn's daemon")
         restarts(lab, mode["restarts"], result["samples"]["restarts"])
         result["status_at_end"] = {h: status_extract(lab.status(h)) for h in ("mn", "cn")}
     finally:
         neb.stop()
+        if neb_pairs:
+            neb_pairs.stop()
+        for tunnel in others.values():
+            tunnel.stop()
         for proc in servers:
             apps.stop(proc)
         # The daemons' last words, before `down` removes the logs.
@@ -68,6 +89,8 @@ def measure(lab: Lab, mode: dict, result: dict, family: int) -> None:
         if mode.get("relay"):
             result["log_tails"].update({h: log_tail(lab.paths.log(h), 10) for h in ("a1", "b1", "v6", "trs")})
         result["log_tails"].update({f"nebula-{h}": log_tail(neb.log(h), 5) for h in ("mn", "cn")})
+        for name, tunnel in others.items():
+            result["log_tails"].update({f"{name}-{h}": log_tail(tunnel.log(h), 5) for h in ("mn", "cn")})
 
 
 def warm_up(lab: Lab, paths: dict[str, DataPath], tcp_run: tcp.TcpRun, result: dict) -> None:
@@ -86,30 +109,36 @@ def repetitions(
     mode: dict,
     paths: dict[str, DataPath],
     rpaths: dict[str, DataPath],
+    neb_pairs: nebula_pairs.NebulaPairs | None,
     tcp_run: tcp.TcpRun,
     fam: tuple[str, ...],
     reps: list[dict],
+    stages: Stages,
 ) -> None:
     """mode["reps"] interleaved repetitions of every stage, appended to `reps`."""
-    udp_stage = udp.UdpStage(lab, paths, mode["udp_seconds"], mode["refine"])
+    udp_stage = udp.UdpStage(lab, paths, mode["udp_seconds"], mode["refine"], mode.get("udp_start", 0))
     n = mode["reps"]
     for i in range(n):
         rep: dict = {"rep": i, "tcp": {}, "rtt": {}, "udp": {}, "tcp_loss": {}}
         reps.append(rep)
+        stages.next(f"repetition {i + 1}/{n}: TCP, ping, UDP, TCP at 1% loss, relayed vs direct")
         revive(lab, rep, fam, f"before repetition {i + 1}")
         if mode.get("wait_idle"):
             rep["idle_wait"] = cpu.wait_idle(mode["wait_idle"])
-        log(f"repetition {i + 1}/{n}: TCP A B C")
+        log(f"repetition {i + 1}/{n}: TCP, every system")
         tcp.stage(tcp_run, paths, mode["tcp_seconds"], rep["tcp"])
-        log(f"repetition {i + 1}/{n}: ping A B C")
+        log(f"repetition {i + 1}/{n}: ping, every system")
         rtt.stage(lab, paths, rep["rtt"])
-        log(f"repetition {i + 1}/{n}: UDP search A B C")
+        log(f"repetition {i + 1}/{n}: UDP search, every system")
         udp_stage(rep["udp"])
-        log(f"repetition {i + 1}/{n}: TCP at {loss.FRACTION:.0%} loss A B C")
+        log(f"repetition {i + 1}/{n}: TCP at {loss.FRACTION:.0%} loss, every system")
         loss.stage(lab, paths, mode["tcp_seconds"], tcp_run, rep)
         if rpaths:
             log(f"repetition {i + 1}/{n}: relayed vs direct (a1 -> b1, v6 -> cn)")
             relay.stage(lab, rpaths, mode["tcp_seconds"], tcp_run, fam, rep)
+        if neb_pairs:
+            log(f"repetition {i + 1}/{n}: Nebula a1 -> b1, hole punched and relayed")
+            neb_pairs.stage(mode["tcp_seconds"], tcp_run, rep)
         t, tl = rep["tcp"], rep["tcp_loss"]
         log(
             "  "
@@ -118,6 +147,7 @@ def repetitions(
                 f"UDP {short(rep['udp'][k].get('best_received_mbps'))} Mbit/s, "
                 f"RTT {short(rep['rtt'][k].get('avg_ms'))} ms"
                 for k in PATHS
+                if k in t
             )
         )
 

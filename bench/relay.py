@@ -203,7 +203,7 @@ def data_paths(lab: Lab, fam: tuple[str, ...]) -> dict[str, DataPath]:
             ping_extra=fam,
             pids_of=pids_of(lab),
             hosts=hosts,
-            links=[],
+            links=[("trs", "eth0")],  # what crossed the relay's uplink: ~2x the payload when relayed
             counters=(client, fqdn(server)),
         )
         for key, (client, server, _, hosts) in PAIRS.items()

@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from . import adapter_report, handover_report
+from . import adapter_report, handover_report, headline, scaling_report
 from .stats import fmt
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +73,7 @@ def loadavg() -> list[float]:
 
 
 PATH_LABELS = {"plain": "A: plain routing", "nebula": "B: Nebula", "cyphonic": "C: CYPHONIC"}
+OTHER_LABELS = {"wireguard": "wireguard-go", "openvpn": "OpenVPN"}
 
 # The A/B/C table: (label, metric suffix of "<path>_<suffix>", ratio key "c_vs_b_<name>").
 ABC_ROWS: list[tuple[str, str, str]] = [
@@ -94,7 +95,13 @@ ROWS: list[tuple[str, str]] = [
     ("plain_loss_applied_pct", "loss applied, A plain (nft, per GRO aggregate)"),
     ("nebula_loss_applied_pct", "loss applied, B Nebula (nft, per outer datagram)"),
     ("cyphonic_loss_applied_pct", "loss applied, C CYPHONIC (test hook, approx.)"),
+    ("wireguard_tcp_retransmits", "TCP retransmits per run, wireguard-go"),
+    ("openvpn_tcp_retransmits", "TCP retransmits per run, OpenVPN"),
+    ("wireguard_loss_applied_pct", "loss applied, wireguard-go (nft, per outer datagram)"),
+    ("openvpn_loss_applied_pct", "loss applied, OpenVPN (nft, per outer datagram)"),
     ("nebula_tcp_vs_plain_pct", "TCP B Nebula / A plain (same repetition)"),
+    ("wireguard_tcp_vs_plain_pct", "TCP wireguard-go / A plain (same repetition)"),
+    ("openvpn_tcp_vs_plain_pct", "TCP OpenVPN / A plain (same repetition)"),
     ("cyphonic_tcp_vs_plain_pct", "TCP C CYPHONIC / A plain (same repetition)"),
     ("nebula_cpu_s_per_gbit_mn", "CPU per Gbit, B Nebula, mn (sender)"),
     ("nebula_cpu_s_per_gbit_cn", "CPU per Gbit, B Nebula, cn (receiver)"),
@@ -102,6 +109,8 @@ ROWS: list[tuple[str, str]] = [
     ("cyphonic_cpu_s_per_gbit_cn", "CPU per Gbit, C CYPHONIC, cn (receiver)"),
     ("nebula_cpu_pct", "B Nebula processes during TCP (100% = one core)"),
     ("cyphonic_cpu_pct", "C CYPHONIC daemons during TCP (100% = one core)"),
+    ("wireguard_cpu_pct", "wireguard-go processes during TCP (100% = one core)"),
+    ("openvpn_cpu_pct", "OpenVPN processes during TCP (100% = one core)"),
     ("plain_tcp_outside_cpu_pct", "CPU of processes outside the lab during A plain TCP (kept run)"),
     ("nebula_tcp_outside_cpu_pct", "CPU of processes outside the lab during B Nebula TCP (kept run)"),
     ("cyphonic_tcp_outside_cpu_pct", "CPU of processes outside the lab during C CYPHONIC TCP (kept run)"),
@@ -162,6 +171,9 @@ def labels() -> dict[str, str]:
         for path, name in PATH_LABELS.items():
             out[f"{path}_{suffix}"] = f"{label.split(',')[0]}, {name}"
         out[f"c_vs_b_{ratio}"] = f"{label.split(',')[0]}, C/B (same repetition)"
+        for path, name in OTHER_LABELS.items():
+            out[f"{path}_{suffix}"] = f"{label.split(',')[0]}, {name}"
+            out[f"{path}_vs_nebula_{ratio}"] = f"{label.split(',')[0]}, {name} / Nebula (same repetition)"
     return out
 
 
@@ -248,6 +260,15 @@ def _ciphers(result: dict) -> str:
     return ", ".join(used)
 
 
+def seed_markdown(result: dict) -> list[str]:
+    """The seed paper's tables with this run's figures beside them (bench/seed.py)."""
+    if not result.get("adapter"):
+        return []
+    from . import seed  # charts and tables are optional extras of a run
+
+    return seed.markdown(result).splitlines() + [""]
+
+
 def markdown(result: dict) -> str:
     env = result["environment"]
     cfg = result["config"]
@@ -267,25 +288,33 @@ def markdown(result: dict) -> str:
             if env["dirty_cyphonic"]
             else ""
         ),
-        f"- mode: {'quick' if cfg['quick'] else 'full'}; {cfg['repetitions']} interleaved "
+        f"- mode: {'quick (a smoke run: n = 1, indicative only)' if cfg['quick'] else 'full'}; "
+        f"{cfg['repetitions']} interleaved "
         f"repetitions; TCP {cfg['tcp_seconds']} s, UDP steps {cfg['udp_seconds']} s "
         f"(-l {cfg.get('udp_length')}, tun MTU {cfg.get('tun_mtu')}), ping -c {cfg['ping_count']} "
         f"-i {cfg['ping_interval']}; {cfg['restarts']} daemon restarts",
+        f"- versions: Nebula {env.get('nebula')}, wireguard-go {env.get('wireguard_go')}, "
+        f"OpenVPN {env.get('openvpn')}, {env.get('iperf3')}, Python {env.get('python')}",
+        f"- command: `{env.get('command')}`",
         f"- A: iperf3 -R from cn to 198.51.100.10 (through the NAPT); B: mn -> cn's Nebula "
-        f"address; C: mn -> cn.cyphonic.test (-{cfg.get('cyphonic_family')})",
+        f"address; C: mn -> cn.cyphonic.test (-{cfg.get('cyphonic_family')}); wireguard-go and "
+        "OpenVPN: mn -> cn's address in their tunnel",
         f"- Nebula {env.get('nebula')}: lighthouse in cloud, tun.mtu {neb.get('mtu')}, "
         f"socket buffers {(neb.get('read_buffer') or 0) >> 20} MiB, cipher aes (default)",
-        f"- 1% loss: A nft drop on cn's incoming TCP; B nft drop on cn's incoming UDP "
-        f"port {neb.get('port')}; C CYPHONIC_TEST_LOSS=0.01 on cn's daemon "
+        "- 1% loss: nft drop of 1% of cn's incoming TCP (A) or of the tunnel's outer datagrams "
+        "(Nebula, wireguard-go, OpenVPN); C CYPHONIC_TEST_LOSS=0.01 on cn's daemon "
         + ("(hook present)" if env.get("loss_hook_files") else "(HOOK ABSENT)"),
         f"- load average before / after: {result['loadavg_before']} / {result['loadavg_after']}",
         "",
-        "## Plain routing (A) vs Nebula (B) vs CYPHONIC (C)",
+        *headline.markdown(result),
+        "## CYPHONIC against Nebula: the data-plane goals",
         "",
         *abc_table(result),
         "",
         *relay_table(result),
+        *seed_markdown(result),
         *adapter_report.markdown(result),
+        *scaling_report.markdown(result),
         *handover_report.markdown(result),
         "## Details",
         "",
@@ -306,18 +335,23 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(result: dict, out: Path, stamp: str, latest: bool) -> list[Path]:
-    """<stamp>.json and <stamp>.md, and (for a complete run) latest.json / latest.md."""
-    out.mkdir(parents=True, exist_ok=True)
-    text_json = json.dumps(result, indent=1, sort_keys=False) + "\n"
-    text_md = markdown(result)
+def write(result: dict, run_dir: Path) -> list[Path]:
+    """The run's directory: results.json (everything) and report.md (the tables)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    names = [stamp] + (["latest"] if latest else [])
-    for name in names:
-        for suffix, text in ((".json", text_json), (".md", text_md)):
-            path = out / f"{name}{suffix}"
-            tmp = path.with_suffix(suffix + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
-            written.append(path)
+    for name, text in (("results.json", json.dumps(result, indent=1) + "\n"), ("report.md", markdown(result))):
+        path = run_dir / name
+        tmp = path.with_name(name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        written.append(path)
     return written
+
+
+def point_latest(out: Path, stamp: str) -> None:
+    """out/latest -> <stamp>/ (a relative symlink: it survives a clone) for a complete run."""
+    link = out / "latest"
+    tmp = out / ".latest.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(stamp, target_is_directory=True)
+    tmp.replace(link)

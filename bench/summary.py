@@ -9,14 +9,14 @@ compares the C/B and relayed/direct medians with the issue's goals.
 from __future__ import annotations
 
 from . import adapter_report, report
-from .datapaths import PATHS
+from .datapaths import PATHS, TUNNELS
 from .stats import dig, ratio, summarize
 
 # C/B goals of the issue "Data plane at kernel-offload speed": (comparison, bound)
 GOALS = {"tcp": (">=", 3.0), "tcp_loss": (">=", 1.5), "udp": (">=", 1.0), "rtt": ("<=", 1.0)}
 # Relayed (TRS) / direct (hole punched), a1 -> b1, same repetition: (comparison, bound)
 RELAY_GOALS = {"tcp": (">=", 0.7)}
-RELAY_KEYS = ("direct", "relayed", "v6cn")
+RELAY_KEYS = ("direct", "relayed", "v6cn", "nebula_direct", "nebula_relayed")
 RATIOS = {
     "tcp": "tcp_gbps",
     "tcp_loss": "tcp_loss_gbps",
@@ -58,7 +58,7 @@ def _abc_series(reps: list[dict]) -> dict[str, list]:
         s[f"{p}_tcp_busy_retries"] = [
             len(r["discarded_busy"]) if isinstance(r, dict) and r.get("discarded_busy") else 0 for r in col("tcp", p)
         ]
-    for p in ("nebula", "cyphonic"):
+    for p in TUNNELS:
         s[f"{p}_cpu_s_per_gbit"] = col("tcp", p, "cpu_s_per_gbit")
         for host in ("mn", "cn"):
             s[f"{p}_cpu_s_per_gbit_{host}"] = [
@@ -80,6 +80,8 @@ def _abc_series(reps: list[dict]) -> dict[str, list]:
     s["plain_tcp_tunnel_cpu_s"] = col("tcp", "plain", "daemon_cpu_s_total")
     for name, metric in RATIOS.items():
         s[f"c_vs_b_{name}"] = list(map(ratio, s[f"cyphonic_{metric}"], s[f"nebula_{metric}"]))
+        for p in TUNNELS[1:]:  # every system against Nebula, same repetition
+            s[f"{p}_vs_nebula_{name}"] = list(map(ratio, s[f"{p}_{metric}"], s[f"nebula_{metric}"]))
     s["cyphonic_loss_switch_s"] = [dig(r, "cyphonic_loss_switch", w, "to_ping_s") for r in reps for w in ("on", "off")]
     return s
 
@@ -113,6 +115,10 @@ def _relay_series(reps: list[dict]) -> dict[str, list]:
         name = m.split("_")[0]
         s[f"relay_ratio_{name}"] = list(map(ratio, s[f"relay_relayed_{m}"], s[f"relay_direct_{m}"]))
         s[f"relay_ratio_v6cn_{name}"] = list(map(ratio, s[f"relay_v6cn_{m}"], s[f"relay_direct_{m}"]))
+        for k in ("nebula_relayed", "direct", "relayed"):  # against Nebula hole punched, same repetition
+            s[f"relay_{k}_vs_nebula_direct_{name}"] = list(
+                map(ratio, s[f"relay_{k}_{m}"], s[f"relay_nebula_direct_{m}"])
+            )
     s["relay_switch_s"] = [dig(r, "relay", "switch", "to_registered_s") for r in reps]
     s["relay_punch_s"] = [
         next((t for t, path in dig(r, "relay", "direct", "path_check", "path_changes") or [] if path == "direct"), None)
@@ -155,6 +161,8 @@ PERCENTILES = {
 def unit(key: str) -> str:
     if key.startswith("c_vs_b_"):
         return "x (C/B)"
+    if "_vs_nebula_" in key:
+        return "x (/ Nebula)"
     if key.startswith("relay_ratio_"):
         return "x (relayed/direct)"
     for suffix, u in (

@@ -25,10 +25,11 @@ UDP_BUFFER = ("-w", "4M")
 class UdpStage:
     """The UDP search over A B C, remembering each path's last result as the next start."""
 
-    def __init__(self, lab: Lab, paths: dict[str, DataPath], seconds: float, refine: int) -> None:
+    def __init__(self, lab: Lab, paths: dict[str, DataPath], seconds: float, refine: int, start_mbps: int = 0) -> None:
         self.lab, self.paths = lab, paths
         self.seconds, self.refine = seconds, refine
-        self.start = {k: p.udp_start_mbps for k, p in paths.items()}
+        # a higher first rate saves the quick run's doubling steps
+        self.start = {k: max(p.udp_start_mbps, start_mbps) for k, p in paths.items()}
 
     def __call__(self, out: dict) -> None:
         """out[path] = every step of one search each."""
