@@ -15,7 +15,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   python3 python3-venv python3-dev gcc iproute2 nftables iptables iperf3 \
-  dnsutils iputils-ping tcpdump curl procps kmod isc-dhcp-client udhcpc >/dev/null
+  dnsutils iputils-ping tcpdump curl procps kmod isc-dhcp-client udhcpc \
+  nebula wireguard-go wireguard-tools openvpn openssl >/dev/null
 
 if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv .venv

@@ -54,6 +54,7 @@ def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
         text=True,
         timeout=420,
     )
+    (out / "bench-stderr.log").write_text(done.stderr)  # the progress lines, for a failure's reader
     return done, out
 
 
