@@ -56,15 +56,11 @@ from cyphonic.lab import Lab, down, netns
 MODES = {
     # reps: interleaved repetitions; refine: bisection steps of the UDP search;
     # udp_start: first offered rate of the search (Mbit/s; 0: each path's own);
-    # moves / nebula_moves: handover moves per kind; hold_s: the 100-tunnel window.
+    # moves / nebula_moves: handover moves per kind (the scaling window: scaling.WINDOW).
     # quick is a smoke run (~2.5 minutes, every stage once, n = 1): the figures
     # to quote come from a full run (~14 minutes).
-    "quick": dict(
-        reps=1, tcp_seconds=1, udp_seconds=1, refine=0, udp_start=800, restarts=3, moves=1, nebula_moves=0, hold_s=5
-    ),
-    "full": dict(
-        reps=3, tcp_seconds=4, udp_seconds=2, refine=2, udp_start=0, restarts=10, moves=3, nebula_moves=1, hold_s=20
-    ),
+    "quick": dict(reps=1, tcp_seconds=1, udp_seconds=1, refine=0, udp_start=800, restarts=3, moves=1, nebula_moves=0),
+    "full": dict(reps=3, tcp_seconds=4, udp_seconds=2, refine=2, udp_start=0, restarts=10, moves=3, nebula_moves=1),
 }
 
 

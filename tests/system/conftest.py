@@ -26,6 +26,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "disruptive: kills or restarts lab daemons; runs after the other system tests")
     config.addinivalue_line(
         "markers", "control_plane: tests signaling, not the data path: run once, on the offload data path")
+    config.addinivalue_line(
+        "markers",
+        "once: a slow test whose subject the integration tier covers on every data path: run once, "
+        "on the offload data path")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -84,6 +84,7 @@ def test_a_general_node_enrolled_without_ipv6_has_no_aaaa(lab: Lab) -> None:
     assert done.returncode == 0 and done.stdout.strip() == "", done.stdout
 
 
+@pytest.mark.control_plane
 @pytest.mark.parametrize("host", ["gn1", "gn2"])
 def test_a_general_node_renews_and_releases_its_lease(lab: Lab, host: str) -> None:
     address = lab.lease(host)
@@ -99,6 +100,7 @@ def test_a_general_node_renews_and_releases_its_lease(lab: Lab, host: str) -> No
     ping_ok(lab, host, CN)
 
 
+@pytest.mark.control_plane
 def test_an_unknown_mac_gets_no_lease(lab: Lab) -> None:
     lab.run("gn2", ["ip", "link", "add", "mv0", "link", "eth0", "type", "macvlan", "mode", "bridge"])
     try:
@@ -171,6 +173,7 @@ def test_a_general_node_reaches_gn3_and_v6_with_ping_curl_and_iperf3(
         apps.stop(iperf)
 
 
+@pytest.mark.control_plane
 def test_two_adapters_behind_napt_start_relayed_and_punch_a_direct_path(lab: Lab) -> None:
     ping_ok(lab, "gn1", GN3)
     wait_for(
@@ -256,6 +259,7 @@ def lab_cli() -> list[str]:
     return list(cyphonic_cli())
 
 
+@pytest.mark.control_plane
 @pytest.mark.disruptive
 def test_an_adapter_restart_keeps_every_address_and_the_tunnels_come_back(lab: Lab) -> None:
     ping_ok(lab, "gn1", CN)

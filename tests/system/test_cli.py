@@ -11,7 +11,7 @@ from cyphonic.cli import main
 from cyphonic.lab import Lab
 from cyphonic.lab.processes import cyphonic_cli, tool_env
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.control_plane]
 
 CN = "cn.cyphonic.test"
 

@@ -11,7 +11,7 @@ import pytest
 
 from cyphonic.lab import Lab, apps
 
-pytestmark = [pytest.mark.system, pytest.mark.disruptive]
+pytestmark = [pytest.mark.system, pytest.mark.disruptive, pytest.mark.control_plane]
 
 CN = "cn.cyphonic.test"
 RUN = 8  # seconds of iperf3

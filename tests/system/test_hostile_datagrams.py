@@ -36,7 +36,9 @@ from cyphonic.lab.topology import TRS_PORT
 from . import hostile
 from .conftest import running_lab
 
-pytestmark = pytest.mark.system
+# The pure-Python loops get the same mutations in tests/integration/test_dataplane_fuzz.py
+# and test_dataplane_bad_input.py (every data path there): here once, 60 s of mutations.
+pytestmark = [pytest.mark.system, pytest.mark.once]
 
 AS_PORT, NMS_PORT = 7000, 7001  # the cloud's defaults (auth/settings.py, nms/settings.py), which the lab keeps
 NODES = ("mn", "cn", "a1", "b1", "v6")

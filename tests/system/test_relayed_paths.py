@@ -118,6 +118,7 @@ def test_a_nat_that_rebinds_under_a_napt_to_napt_relay_costs_less_than_a_keepali
 
 
 @pytest.mark.disruptive
+@pytest.mark.control_plane
 def test_a_dead_trs_is_never_assigned_new_routes_go_to_the_other(lab: Lab) -> None:
     lab.kill("trs")
     try:

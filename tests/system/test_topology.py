@@ -14,7 +14,8 @@ from cyphonic.lab.netns import NETNS_ETC, list_namespaces, ns_name
 from cyphonic.lab.processes import cyphonic_cli, tool_env
 from cyphonic.lab.state import LabPaths
 
-pytestmark = pytest.mark.system
+# the lab itself (namespaces, NAPTs, moves): no CYPHONIC data path in it
+pytestmark = [pytest.mark.system, pytest.mark.control_plane]
 
 # Prints the source address of the first UDP datagram to port 9999.
 UDP_PEEK = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
