@@ -1,6 +1,6 @@
 """Charts of a bench run (matplotlib): PNGs a reader takes in at a glance.
 
-    .venv/bin/python -m bench.charts bench/results/latest.json [--out DIR]
+    .venv/bin/python -m bench.charts bench/results/latest/results.json [--out DIR]
 
 From a run's JSON (`bench/run.py`): every system and path side by side
 (`systems`, the headline), throughput (TCP, TCP at 1 % loss, UDP) and idle

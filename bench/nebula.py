@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from cyphonic.lab import Lab, LabError
+
+from .members import Members
 
 PORT = 4242
 SUBNET = "10.99.0"  # /24; clashes neither with 10.96.0.0/16 nor with the lab's links
@@ -87,7 +88,7 @@ def version() -> str | None:
     return out.strip().removeprefix("Version: ") or None
 
 
-class Nebula:
+class Nebula(Members):
     """One Nebula network. The defaults are the mn/cn network of the A/B/C paths;
     `pair_network` makes the a1/b1 one (other members, port, tun, relay)."""
 
@@ -118,6 +119,12 @@ class Nebula:
 
     def ip(self, host: str) -> str:
         return f"{SUBNET}.{self.members[host][1]}"
+
+    def hosts(self) -> list[str]:
+        return list(self.members)
+
+    def stop(self, timeout: float = 5) -> None:
+        self.terminate(timeout)
 
     def log(self, host: str) -> Path:
         return self.dir / f"{self.members[host][0]}.log"
@@ -204,15 +211,7 @@ class Nebula:
         for host, peer_public in self.prepunch.items():
             self._prepunch(host, peer_public)
         for host, (name, _) in self.members.items():
-            with open(self.log(host), "ab") as out:
-                self.procs[host] = self.lab.popen(
-                    host,
-                    ["nebula", "-config", str(self.dir / f"{name}.yml")],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            self.spawn(host, ["nebula", "-config", str(self.dir / f"{name}.yml")])
         for host in self.members:
             self._wait_active(host, deadline)
         t_active = time.monotonic()
@@ -254,33 +253,6 @@ class Nebula:
             if proc.poll() is not None or "Failed to get a tun/tap device" in text or time.monotonic() > deadline:
                 raise LabError(f"nebula on {host} did not come up (log {self.log(host)})", self._tails())
             time.sleep(0.05)
-
-    def _tails(self, lines: int = 8) -> str:
-        out = []
-        for host in self.members:
-            try:
-                text = self.log(host).read_text(errors="replace").splitlines()[-lines:]
-            except OSError:
-                text = ["(no log)"]
-            out.append(f"--- {host}\n" + "\n".join(text))
-        return "\n".join(out)
-
-    def pids(self) -> dict[str, list[int]]:
-        return {h: [p.pid] for h, p in self.procs.items() if p.poll() is None}
-
-    def alive(self) -> bool:
-        return bool(self.procs) and all(p.poll() is None for p in self.procs.values())
-
-    def stop(self, timeout: float = 5) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
     def _handshakes(self) -> list[tuple[str, str]]:
         """(host, log line) of the handshake lines between the pair's two members."""

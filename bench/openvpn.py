@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
 import subprocess
 import time
-from pathlib import Path
 
-from cyphonic.lab import Lab, LabError
+from cyphonic.lab import LabError
+
+from .members import PointToPoint
 
 PORT = 1194
 SUBNET = "10.97.0"  # /24: clear of 10.96.0.0/16, 10.98.0.0/24 (WireGuard), 10.99.0.0/24 (Nebula)
@@ -62,18 +62,11 @@ def version() -> str | None:
     return m.group(1) if m else None
 
 
-class OpenVpn:
-    def __init__(self, lab: Lab, directory: Path | None = None) -> None:
-        self.lab = lab
-        self.dir = directory or lab.paths.root / "openvpn"
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.sockets: dict[str, dict] = {}
-
-    def ip(self, host: str) -> str:
-        return f"{SUBNET}.{MEMBERS[host]}"
-
-    def log(self, host: str) -> Path:
-        return self.dir / f"{host}.log"
+class OpenVpn(PointToPoint):
+    SUBNET = SUBNET
+    OCTETS = MEMBERS
+    STATE = "openvpn"
+    TUN = TUN
 
     # -- files ----------------------------------------------------------------
 
@@ -131,22 +124,11 @@ class OpenVpn:
         t0 = time.monotonic()
         deadline = t0 + timeout
         for host in MEMBERS:
-            with open(self.log(host), "ab") as out:
-                self.procs[host] = self.lab.popen(
-                    host,
-                    ["openvpn", "--config", str(self.dir / f"{host}.conf")],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            self.spawn(host, ["openvpn", "--config", str(self.dir / f"{host}.conf")])
         for host in MEMBERS:
             self._wait_ready(host, deadline)
         t_ready = time.monotonic()
-        while self.lab.run(SERVER, ["ping", "-c", "1", "-W", "1", self.ip("cn")], timeout=10).returncode != 0:
-            if time.monotonic() > deadline or not self.alive():
-                raise LabError(f"openvpn: mn cannot ping {self.ip('cn')} after {timeout:.0f} s", self._tails())
-            time.sleep(0.2)
+        self.wait_ping("openvpn", deadline, timeout)
         t_ping = time.monotonic()
         self.sockets = {h: self._socket_buffers(h) for h in MEMBERS}
         return {
@@ -187,37 +169,6 @@ class OpenVpn:
     def _negotiated_cipher(self) -> str | None:
         m = re.search(r"Data Channel: cipher '([^']+)'", self.log(SERVER).read_text(errors="replace"))
         return m.group(1) if m else None
-
-    def _tails(self, lines: int = 8) -> str:
-        out = []
-        for host in MEMBERS:
-            try:
-                text = self.log(host).read_text(errors="replace").splitlines()[-lines:]
-            except OSError:
-                text = ["(no log)"]
-            out.append(f"--- {host}\n" + "\n".join(text))
-        return "\n".join(out)
-
-    def pids(self) -> dict[str, list[int]]:
-        # `ip netns exec` execs openvpn: the Popen's pid is openvpn itself.
-        return {h: [p.pid] for h, p in self.procs.items() if p.poll() is None}
-
-    def alive(self) -> bool:
-        return bool(self.procs) and all(p.poll() is None for p in self.procs.values())
-
-    def stop(self, timeout: float = 5) -> None:
-        """SIGTERM (openvpn closes its tun: the device goes); any device left is deleted."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for host in self.procs:
-            self.lab.run(host, ["ip", "link", "del", TUN], timeout=10)  # normally "Cannot find device"
 
     def settings(self) -> dict:
         """The non-default settings, for the result file (no keys, no paths)."""

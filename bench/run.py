@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--only",
         choices=("adapter", "handover", "scaling"),
-        help="run only this stage (for testing it; latest.* are not replaced)",
+        help="run only this stage (for testing it; latest is not moved)",
     )
     ap.add_argument(
         "--family",

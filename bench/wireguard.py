@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from cyphonic.lab import Lab, LabError
+from cyphonic.lab import LabError
+
+from .members import PointToPoint
 
 PORT = 51820
 SUBNET = "10.98.0"  # /24: clear of 10.96.0.0/16, 10.97.0.0/24 (OpenVPN), 10.99.0.0/24 (Nebula)
@@ -62,18 +63,11 @@ def version() -> str | None:
     return first.removeprefix("wireguard-go ") or None
 
 
-class WireGuard:
-    def __init__(self, lab: Lab, directory: Path | None = None) -> None:
-        self.lab = lab
-        self.dir = directory or lab.paths.root / "wireguard"
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.sockets: dict[str, dict] = {}
-
-    def ip(self, host: str) -> str:
-        return f"{SUBNET}.{MEMBERS[host]}"
-
-    def log(self, host: str) -> Path:
-        return self.dir / f"{host}.log"
+class WireGuard(PointToPoint):
+    SUBNET = SUBNET
+    OCTETS = MEMBERS
+    STATE = "wireguard"
+    TUN = TUN
 
     # -- files ----------------------------------------------------------------
 
@@ -129,15 +123,7 @@ class WireGuard:
             f"exec env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=verbose wireguard-go -f {TUN}"
         )
         for host in MEMBERS:  # mn first: it must be listening when cn's first handshake arrives
-            with open(self.log(host), "ab") as out:
-                self.procs[host] = self.lab.popen(
-                    host,
-                    ["sh", "-c", script],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            self.spawn(host, ["sh", "-c", script])
             self._wait_socket(host, deadline)
             self.wg(host, "setconf", TUN, str(self.dir / f"{host}.conf"))
             for cmd in (
@@ -148,10 +134,7 @@ class WireGuard:
                 if done.returncode != 0:
                     raise LabError(f"wireguard: {' '.join(cmd)} on {host}: {done.stderr.strip()}", self._tails())
         t_up = time.monotonic()
-        while self.lab.run(SERVER, ["ping", "-c", "1", "-W", "1", self.ip("cn")], timeout=10).returncode != 0:
-            if time.monotonic() > deadline or not self.alive():
-                raise LabError(f"wireguard: mn cannot ping {self.ip('cn')} after {timeout:.0f} s", self._tails())
-            time.sleep(0.2)
+        self.wait_ping("wireguard", deadline, timeout)
         t_ping = time.monotonic()
         self.sockets = {h: self._socket_buffers(h) for h in MEMBERS}
         return {
@@ -189,37 +172,6 @@ class WireGuard:
             return None
         out = self.wg(host, "show", TUN, "endpoints", check=False).stdout.split()
         return out[1] if len(out) > 1 and out[1] != "(none)" else None
-
-    def _tails(self, lines: int = 8) -> str:
-        out = []
-        for host in MEMBERS:
-            try:
-                text = self.log(host).read_text(errors="replace").splitlines()[-lines:]
-            except OSError:
-                text = ["(no log)"]
-            out.append(f"--- {host}\n" + "\n".join(text))
-        return "\n".join(out)
-
-    def pids(self) -> dict[str, list[int]]:
-        # `ip netns exec`, sh and env all exec: the Popen's pid is wireguard-go itself.
-        return {h: [p.pid] for h, p in self.procs.items() if p.poll() is None}
-
-    def alive(self) -> bool:
-        return bool(self.procs) and all(p.poll() is None for p in self.procs.values())
-
-    def stop(self, timeout: float = 5) -> None:
-        """SIGTERM (wireguard-go closes its tun: the device goes); any device left is deleted."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for host in self.procs:
-            self.lab.run(host, ["ip", "link", "del", TUN], timeout=10)  # normally "Cannot find device"
 
     def settings(self) -> dict:
         """The non-default settings, for the result file (no keys, no paths)."""
