@@ -310,8 +310,8 @@ def run_lab(prefix: str, mode: dict, result: dict, family: int) -> int:
         rc = 1
     finally:
         stages.next("lab down")
-        stages.close()
         removed = down(prefix)
+        stages.close()
         result["teardown_removed"] = removed
     return rc
 
