@@ -176,7 +176,8 @@ async def select(ident: Identity, go: trio.Event, target: str, timeout: float, *
     daemon = ident.daemon
     assert daemon is not None
     signaling = daemon.signaling
-    routes, tunnels = len(signaling.route_ms), len(signaling.tunnel_ms)
+    # the timers count every sample ever (cyphonic/timings.py); the last one is this route's
+    routes, tunnels = signaling.route_ms.count, signaling.tunnel_ms.count
     t0 = time.perf_counter()
     try:
         with trio.fail_after(timeout):
@@ -191,10 +192,10 @@ async def select(ident: Identity, go: trio.Event, target: str, timeout: float, *
         ident.error = f"route: no tunnel in {timeout:g} s"
         return
     ident.total_ms = (time.perf_counter() - t0) * 1000
-    if len(signaling.route_ms) > routes:
-        ident.route_selection_ms = round(signaling.route_ms[-1], 3)
-    if len(signaling.tunnel_ms) > tunnels:
-        ident.tunnel_establishment_ms = round(signaling.tunnel_ms[-1], 3)
+    if signaling.route_ms.count > routes:
+        ident.route_selection_ms = round(signaling.route_ms.recent[-1], 3)
+    if signaling.tunnel_ms.count > tunnels:
+        ident.tunnel_establishment_ms = round(signaling.tunnel_ms.recent[-1], 3)
     tunnel = daemon.packet.tunnel_to(target)
     if tunnel is not None:
         ident.path = "relay" if tunnel.relayed else PATH_NAMES.get(tunnel.path.process, tunnel.path.process)

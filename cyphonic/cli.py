@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
 
-from cyphonic import control, crypto, enrollment, keys
+from cyphonic import config_check, crypto, enrollment, keys, status_command, systemd
 from cyphonic.auth.settings import DEFAULT_VIP4, DEFAULT_VIP6
 from cyphonic.enrollment import DAY
 
@@ -86,7 +85,23 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument(
         "--daemon", help="control socket name: node, cloud, trs or a node's `control` key (default: the one running)"
     )
-    status.set_defaults(func=show_status)
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="SECONDS",
+        help="redraw every SECONDS (default 2) until Ctrl-C, with rates",
+    )
+    status.set_defaults(func=status_command.show)
+
+    configs = sub.add_parser("config", help="configuration files").add_subparsers(dest="config_command", required=True)
+    check = configs.add_parser("check", help="validate a file as this machine's daemon would, starting nothing")
+    check.add_argument("file", type=Path)
+    check.add_argument("--kind", choices=["node", "adapter", "cloud", "trs"], help="default: from its name or keys")
+    check.set_defaults(func=lambda args: config_check.check(args.file, args.kind))
+
+    systemd.add_parser(sub)
 
     try:
         from cyphonic.lab.commands import add_lab_parser
@@ -210,106 +225,6 @@ def ca_revoke(args) -> int:
     enrollment.append_revoked(args.ca, cert.serial, cert.fqdn)
     print(f"revoked {cert.fqdn} (serial {cert.serial})")
     return 0
-
-
-def show_status(args) -> int:
-    names = [args.daemon] if args.daemon else list(control.NAMES)
-    for name in names:
-        try:
-            reply = control.query(name, {"command": "status"})
-        except (ConnectionRefusedError, FileNotFoundError):
-            continue
-        except OSError as exc:
-            print(f"cyphonic status: {name}: {exc}", file=sys.stderr)
-            return 1
-        except ValueError:  # closed without an answer: it had too many clients
-            print(f"cyphonic status: {name}: no answer (the daemon is busy; try again)", file=sys.stderr)
-            return 1
-        if "error" in reply:  # e.g. permission denied
-            print(f"cyphonic status: {name}: {reply['error']}", file=sys.stderr)
-            return 1
-        if args.json:
-            print(json.dumps(reply, indent=2))
-        else:
-            print(format_status(reply))
-        return 0
-    print("cyphonic status: no CYPHONIC daemon runs in this network namespace", file=sys.stderr)
-    return 1
-
-
-def format_status(s: dict) -> str:
-    if s.get("role") == "node":
-        lines = [
-            f"node {s['fqdn']}  vip4 {s['vip4']}  vip6 {s['vip6']}",
-            f"registered: {'yes' if s['registered'] else 'no'}"
-            + (f"  (behind NAT: {'yes' if s['nat'] else 'no'})" if s.get("nat") is not None else ""),
-            f"{'peer':<28} {'path':<8} {'endpoint':<24} {'tx bytes':>12} {'rx bytes':>12}  handshake",
-        ]
-        for p in s["peers"]:
-            lines.append(
-                f"{p['fqdn']:<28} {p['path']:<8} {p['endpoint']:<24} {p['tx_bytes']:>12} {p['rx_bytes']:>12}"
-                f"  {p['last_handshake']:.0f}s ago, {p.get('rekeys', 0)} rekeys, {p.get('cipher', '-')}"
-            )
-        if not s["peers"]:
-            lines.append("(no peers)")
-        lines += _mobility_lines(s.get("mobility"))
-        return "\n".join(lines)
-    if s.get("role") == "adapter":
-        return format_adapter(s)
-    if s.get("role") == "cloud":
-        lines = [f"cloud for {s['domain']}, up {s['uptime']}s", "registered nodes:"]
-        for n in s["nodes"]:
-            att = ", ".join(f"{fam} {a['observed']}{' NAT' if a['nat'] else ''}" for fam, a in n["attachments"].items())
-            lines.append(f"  {n['fqdn']:<28} {n['vip4']:<14} {att}")
-        return "\n".join(lines)
-    if s.get("role") == "trs":
-        lines = [f"TRS up {s['uptime']}s, {len(s['sessions'])} relay sessions"]
-        for r in s["sessions"]:
-            ends = ", ".join(
-                f"{side} {v['endpoint'] or '-'} ({v['packets']} pkts, {v['bytes']} B)" for side, v in r["sides"].items()
-            )
-            lines.append(f"  {r['session']}  idle {r['idle']}s  {ends}")
-        return "\n".join(lines)
-    return json.dumps(s, indent=2)
-
-
-def _mobility_lines(m: dict | None) -> list[str]:
-    """The last move, if any: when, where to, and how long until the first packet on the new path."""
-    if not m:
-        return []
-    if m.get("offline"):
-        return ["uplink: none (tunnels wait; names of peers without a tunnel fail)"]
-    if not m["moves"]:
-        return []
-    last = m["moves"][-1]
-    first = last.get("first_received_ms")
-    when = time.strftime("%H:%M:%S", time.localtime(last["at"]))
-    heard = f"first packet after {first:.0f} ms" if first is not None else "nothing heard since"
-    return [
-        f"moves: {len(m['moves'])}, the last at {when} to {', '.join(last['locators']) or 'no address'}: {heard};"
-        f" paths selected again: {m['path_changes']}"
-    ]
-
-
-def format_adapter(s: dict) -> str:
-    lines = [
-        f"adapter {s['fqdn']}  vip4 {s['vip4']}  vip6 {s['vip6']}  LAN {s['lan']} ({s['mac']})",
-        f"registered: {'yes' if s['registered'] else 'no'}  data path: {s['dataplane']['path']}",
-        f"{'general node':<24} {'mac':<18} {'vip4':<14} {'lease':>7} {'tx bytes':>12} {'rx bytes':>12}  peers",
-    ]
-    for gn in s["general_nodes"]:
-        lease = f"{gn['lease_expires']:.0f}s" if gn["lease_expires"] is not None else "-"
-        peers = ", ".join(f"{p['fqdn']} ({p['path']})" for p in gn["peers"]) or "-"
-        lines.append(
-            f"{gn['fqdn']:<24} {gn['mac']:<18} {gn['vip4'] or '-':<14} {lease:>7} {gn['tx_bytes']:>12}"
-            f" {gn['rx_bytes']:>12}  {peers}"
-        )
-        if gn["ipv6"]:
-            lines.append(f"{'':<24} {'':<18} {gn['vip6']}")
-    if not s["general_nodes"]:
-        lines.append("(no general nodes)")
-    lines += _mobility_lines(s.get("mobility"))
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,27 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cyphonic.errors import ConfigError
 
 Address = tuple[str, int]
+C = TypeVar("C", bound=Callable[..., Any])
+
+
+def kind(description: str) -> Callable[[C], C]:
+    """Names the type a converter accepts, for docs/config.md: the reference
+    is generated from the converters the programs check with, so it cannot drift."""
+
+    def mark(convert: C) -> C:
+        convert.kind = description  # type: ignore[attr-defined]
+        return convert
+
+    return mark
+
+
+def kind_of(convert: Callable[..., Any]) -> str:
+    return getattr(convert, "kind", "value")
 
 
 def parse_address(text: str) -> Address:
@@ -37,8 +53,10 @@ class Key:
 
     convert: Callable[[Any, Path], Any]
     default: Any = ...  # Ellipsis: required
+    doc: str = ""  # what it means, for the generated config reference (docs/config.md)
 
 
+@kind("string")
 def text(value: Any, base: Path) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("must be a non-empty string")
@@ -46,6 +64,7 @@ def text(value: Any, base: Path) -> str:
 
 
 def integer(low: int, high: int) -> Callable[[Any, Path], int]:
+    @kind(f"integer {low}-{high}")
     def check(value: Any, base: Path) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"must be an integer from {low} to {high}")
@@ -54,26 +73,39 @@ def integer(low: int, high: int) -> Callable[[Any, Path], int]:
     return check
 
 
+@kind("boolean")
 def boolean(value: Any, base: Path) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
     return value
 
 
+@kind("path (relative to the file)")
 def path(value: Any, base: Path) -> Path:
     return base / text(value, base)
 
 
+@kind("ADDRESS:PORT")
 def address(value: Any, base: Path) -> Address:
     return parse_address(text(value, base))
 
 
+@kind('ADDRESS:PORT or "" (off)')
+def optional_address(value: Any, base: Path) -> Address | None:
+    """ADDRESS:PORT, or "" for none (a feature left off)."""
+    if value == "":
+        return None
+    return address(value, base)
+
+
+@kind("list of ADDRESS:PORT")
 def addresses(value: Any, base: Path) -> list[Address]:
     if not isinstance(value, list):
         raise ValueError("must be a list of ADDRESS:PORT strings")
     return [address(v, base) for v in value]
 
 
+@kind("list of strings")
 def strings(value: Any, base: Path) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("must be a list of strings")
@@ -81,6 +113,7 @@ def strings(value: Any, base: Path) -> list[str]:
 
 
 def network(version: int) -> Callable[[Any, Path], Any]:
+    @kind(f"IPv{version} network (CIDR)")
     def check(value: Any, base: Path):
         net = ipaddress.ip_network(text(value, base))
         if net.version != version:
@@ -93,16 +126,20 @@ def network(version: int) -> Callable[[Any, Path], Any]:
 Schema = dict[str, "Key | Schema"]
 
 
-def load(path_: Path, schema: Schema) -> dict[str, Any]:
-    """The checked configuration; ConfigError names the first bad key."""
-    path_ = Path(path_)
+def read(path_: Path) -> dict[str, Any]:
+    """The file's TOML, unchecked; ConfigError if it cannot be read or parsed."""
     try:
-        raw = tomllib.loads(path_.read_text())
+        return tomllib.loads(Path(path_).read_text())
     except OSError as exc:
         raise ConfigError(str(path_), exc.strerror or str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path_), f"not valid TOML ({exc})") from None
-    return _check(raw, schema, path_.parent, "")
+
+
+def load(path_: Path, schema: Schema) -> dict[str, Any]:
+    """The checked configuration; ConfigError names the first bad key."""
+    path_ = Path(path_)
+    return _check(read(path_), schema, path_.parent, "")
 
 
 def _check(raw: dict, schema: Schema, base: Path, prefix: str) -> dict[str, Any]:

@@ -59,6 +59,7 @@ def group_id(group: str) -> int:
         raise ValueError(f"no such group '{group}'") from None
 
 
+@config.kind("group name or gid (must exist), or empty")
 def existing_group(value: Any, base: Path) -> str:
     """Config converter for `control_group`: empty, or a group that exists."""
     if value == "":

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 from pyroute2.netlink.exceptions import NetlinkError
 
-from cyphonic import config, control, logs
+from cyphonic import config, control, logs, metrics, notify
 from cyphonic.errors import AuthenticationError, ConfigError, ParseError
 from cyphonic.node.signaling import Fatal
 from cyphonic.udp import DatagramService, UdpServer
@@ -42,8 +42,12 @@ def main(
     except (OSError, ValueError, KeyError) as exc:  # a key file missing or unreadable
         print(f"{program}: cannot start: {exc}", file=sys.stderr)
         sys.exit(2)
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(serve, cfg, built)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            trio.run(serve, cfg, built)
+    except* ConfigError as group:  # found only on binding (the `metrics` address)
+        print(f"{program}: config error: {group.exceptions[0]}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run_daemon(program: str, file: str, schema: config.Schema, make: Callable[[dict[str, Any]], Any]) -> None:
@@ -62,6 +66,9 @@ def run_daemon(program: str, file: str, schema: config.Schema, make: Callable[[d
         trio.run(daemon.run)
     except* Fatal as group:
         fatal = group.exceptions[0]
+    except* ConfigError as group:  # found only on binding (the `metrics` address)
+        print(f"{program}: config error: {group.exceptions[0]}", file=sys.stderr)
+        sys.exit(2)
     except* KeyboardInterrupt:
         pass
     if fatal is not None:  # one line, not a traceback: it is the operator's to fix
@@ -109,6 +116,9 @@ async def serve_one(
         await nursery.start(UdpServer(service, listen, name).run)
         if control_name:
             await nursery.start(control.serve, control_name, document, cfg["control_group"])
+            if cfg["metrics"]:  # the AS or the NMS alone
+                part = {"AS": "auth", "NMS": "nms"}[name]
+                await nursery.start(metrics.serve, cfg["metrics"], lambda: metrics.cloud_families(**{part: service}))
         task_status.started()
 
 
@@ -119,4 +129,5 @@ def _configured(program: str, file: str, schema: config.Schema) -> dict[str, Any
     args = parser.parse_args()
     cfg = config.load_or_exit(program, args.config, schema)
     logs.setup(cfg["log_level"])
+    notify.stopping_on_sigterm()
     return cfg

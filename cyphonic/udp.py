@@ -115,8 +115,8 @@ class UdpServer:
                 sock.sendto(data, dest)
             except BlockingIOError:
                 self.send_drops += 1
-            except OSError as exc:
-                log.warning("%s: cannot send to %s: %s", self.name, format_address(dest), exc)
+            except OSError as exc:  # counted and rate-limited: a dead route must not log per datagram
+                self.service.drops("send failed", format_address(dest), str(exc))
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         relay = isinstance(self.service, BatchForwarder)
@@ -215,8 +215,8 @@ class UdpServer:
         count = -(-(end - start) // size)
         try:
             sent = batch_io.send_run(sock, view[start:end], size, dest, self._gso.get(family, False))
-        except OSError as exc:
-            log.warning("%s: cannot send to %s: %s", self.name, format_address(dest), exc)
+        except OSError as exc:  # counted and rate-limited, as in send()
+            self.service.drops("send failed", format_address(dest), str(exc), count=count)
             return
         self.send_drops += count - sent
 

@@ -24,7 +24,8 @@ fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
 # the data path's compiled per-packet loops (cyphonic/fastpath; gcc and
-# python3-dev above); without them the daemons run the pure-Python loops
+# python3-dev above). pip built them already, but optionally (a machine
+# without a compiler still installs); here a failed build must stop us
 .venv/bin/python -m cyphonic.fastpath.build
 
 case "$what" in

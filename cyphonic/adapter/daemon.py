@@ -12,11 +12,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import trio
 
-from cyphonic import control, crypto, fastpath
+from cyphonic import control, crypto, fastpath, metrics, notify
 from cyphonic.adapter.address_configuration import AddressConfiguration
 from cyphonic.adapter.general_nodes import GeneralNode, GeneralNodeManagement
 from cyphonic.adapter.interface import InterfaceHandling
@@ -28,7 +28,7 @@ from cyphonic.kernel.netlink import global_addresses, network_changes
 from cyphonic.kernel.packet_socket import PacketSocket
 from cyphonic.keys import read_certificate
 from cyphonic.node.compiled_loops import CompiledLoops
-from cyphonic.node.daemon import network_changed, open_sockets, read_sockets
+from cyphonic.node.daemon import network_changed, offered_ciphers, open_sockets, read_sockets
 from cyphonic.node.demux import Demultiplexer
 from cyphonic.node.signaling import SignalingModule
 from cyphonic.wire.certificate import Certificate
@@ -108,6 +108,7 @@ class AdapterDaemon:
         )
         self.addresses: AddressConfiguration | None = None
         self.interface: InterfaceHandling | None = None
+        self.metrics_address: tuple[str, int] | None = None  # where GET /metrics answers, once bound
 
     def _general_node_ready(self, gn: GeneralNode) -> None:
         if self.addresses is not None:
@@ -120,6 +121,8 @@ class AdapterDaemon:
             nursery.start_soon(self.signaling.run)
             if self.control_name:
                 await nursery.start(control.serve, self.control_name, self.status, self.cfg["control_group"])
+            if self.cfg["metrics"]:
+                self.metrics_address = await nursery.start(metrics.serve, self.cfg["metrics"], self._metrics)
             for sock in self.sockets.values():
                 nursery.start_soon(read_sockets, sock, self.packet, self.demux, self.signaling.drops)
             grant = await self.signaling.login()
@@ -161,7 +164,12 @@ class AdapterDaemon:
                 len(self.general_nodes.by_mac),
                 self.dataplane()["path"],
             )
+            # registered, its general nodes fetched, the LAN port served: systemd's `Type=notify`
+            notify.ready(f"adapter {grant.fqdn} ready on {self.lan.name}")
             task_status.started(self)
+
+    def _metrics(self) -> Iterator[metrics.Metric]:
+        return metrics.adapter_families(self)
 
     def network_changed(self) -> None:
         """The WAN side moved: the adapter and every general node at once."""
@@ -175,6 +183,7 @@ class AdapterDaemon:
             "lan_vnet_header": self.lan.vnet,
             "udp_gso": self.gso,
             "udp_gro": self.gro,
+            "ciphers": offered_ciphers(self.cfg["cipher"]),
         }
 
     def status(self, _request: dict) -> dict:

@@ -32,6 +32,8 @@ def _peer(t, now: float) -> dict[str, Any]:
         "cipher": t.cipher.suite,
         "tx_bytes": t.tx_bytes,
         "rx_bytes": t.rx_bytes,
+        "tx_packets": t.tx_packets,
+        "rx_packets": t.rx_packets,
         "last_handshake": round(now - t.established, 1),
     }
 
@@ -88,6 +90,7 @@ def status_document(daemon, now: float) -> dict[str, Any]:
         "registrations": daemon.signaling.registered,
         "lan": daemon.lan.name,
         "mac": mac_text(daemon.lan.mac),
+        "listen_port": daemon.cfg["listen_port"],
         "uptime": round(now - daemon.started, 1),
         "dataplane": daemon.dataplane(),
         "general_nodes": general,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import sqlite3
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 
 from cyphonic import crypto
@@ -91,6 +91,8 @@ class AuthenticationService:
         self.logins = 0
         self.node_informations = 0
         self.refusals = 0
+        # ("login" or "node information", "granted" or the reject reason), for the metrics
+        self.results: Counter[tuple[str, str]] = Counter()
         self._replies: OrderedDict[bytes, tuple[Address, float, bytes]] = OrderedDict()
         self._nonces = Freshness(MAX_SKEW)
         self._per_source = Budgets(*VERIFY_PER_SOURCE)
@@ -133,6 +135,7 @@ class AuthenticationService:
             return None
         except AuthenticationError as exc:
             self.refusals += 1
+            self.results[(what, REASONS.get(exc.reason, "malformed"))] += 1
             self.drops(f"{what} refused", source, exc.reason, per_detail=True)
             reply = self._reject(request, exc.reason)
             if len(reply) > len(data):
@@ -141,8 +144,11 @@ class AuthenticationService:
                 return None
         except Unavailable as exc:
             self.refusals += 1
+            self.results[(what, "unavailable")] += 1
             log.error("%s from %s not decided: %s", what, source, exc)
             reply = self._reject(request, "unavailable")
+        else:
+            self.results[(what, "granted")] += 1
         self._replies[key] = (source, now, reply)
         while len(self._replies) > REPLY_CACHE:
             self._replies.popitem(last=False)

@@ -16,16 +16,22 @@ DEFAULT_VIP4 = "10.96.0.0/16"
 DEFAULT_VIP6 = "fd7c:1f00::/64"
 
 SECTION: c.Schema = {
-    "listen": c.Key(c.addresses, [("0.0.0.0", 7000), ("::", 7000)]),
-    "ca": c.Key(c.path, None),
-    "certificate": c.Key(c.path),
-    "key": c.Key(c.path),
-    "nms_key": c.Key(c.path),
-    "revoked": c.Key(c.path, None),
-    "database": c.Key(c.path),
-    "vip4_pool": c.Key(c.network(4), None),
-    "vip6_pool": c.Key(c.network(6), None),
-    "ticket_lifetime": c.Key(c.integer(60, 30 * 86400), 86400),
+    "listen": c.Key(c.addresses, [("0.0.0.0", 7000), ("::", 7000)], doc="the AS's UDP addresses"),
+    "ca": c.Key(c.path, None, doc="the CA certificate; unset: ca.crt beside `certificate`"),
+    "certificate": c.Key(c.path, doc="the AS's own certificate, issued by the CA"),
+    "key": c.Key(c.path, doc="the AS's private keys"),
+    "nms_key": c.Key(c.path, doc="the AS–NMS key the tickets are sealed under (shared with [nms] nms_key)"),
+    "revoked": c.Key(
+        c.path, None, doc="revoked certificate serials, one per line; reread when it changes (unset: none)"
+    ),
+    "database": c.Key(c.path, doc="SQLite file of enrollments and virtual-IP assignments"),
+    "vip4_pool": c.Key(c.network(4), None, doc=f"the virtual IPv4 addresses to assign (unset: {DEFAULT_VIP4})"),
+    "vip6_pool": c.Key(c.network(6), None, doc=f"the virtual IPv6 addresses to assign (unset: {DEFAULT_VIP6})"),
+    "ticket_lifetime": c.Key(
+        c.integer(60, 30 * 86400),
+        86400,
+        doc="seconds an NMS ticket is valid; a ticket never outlives the certificate",
+    ),
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from cyphonic import control
+from cyphonic import control, metrics, notify
 from cyphonic.auth import serve as auth_serve
 from cyphonic.auth import settings as auth_settings
 from cyphonic.auth.service import AuthenticationService
@@ -31,6 +31,7 @@ class Services:
     auth: AuthenticationService
     nms: NodeManagementService
     relay: RelayService | None
+    metrics_address: tuple[str, int] | None = None  # where GET /metrics answers, once bound
 
 
 def build(cfg: dict[str, Any]) -> Services:
@@ -61,5 +62,9 @@ async def serve(
             await nursery.start(trs_serve.serve, cfg["trs"], services.relay, cfg["control_group"])
         if control_name:
             await nursery.start(control.serve, control_name, status, cfg["control_group"])
+        if cfg["metrics"]:  # one endpoint for the AS, the NMS and the embedded TRS
+            build = lambda: metrics.cloud_families(auth, nms, services.relay)  # noqa: E731
+            services.metrics_address = await nursery.start(metrics.serve, cfg["metrics"], build)
         log.info("cloud ready (domain %s)", cfg["domain"])
+        notify.ready(f"cloud ready (domain {cfg['domain']})")  # every socket bound: systemd's `Type=notify`
         task_status.started()

@@ -11,12 +11,21 @@ from cyphonic.nms import settings as nms
 from cyphonic.trs import settings as trs
 
 SCHEMA: c.Schema = {
-    "domain": c.Key(c.text),
-    "log_level": c.Key(c.text, "INFO"),
+    "domain": c.Key(c.text, doc="the overlay's DNS domain: a node's FQDN is NAME.DOMAIN"),
+    "log_level": c.Key(c.text, "INFO", doc="Python logging level (DEBUG, INFO, WARNING, ERROR)"),
+    "metrics": c.Key(
+        c.optional_address,
+        None,
+        doc="ADDRESS:PORT where the cloud (or the AS or NMS run alone) serves Prometheus metrics"
+        " (GET /metrics); empty: off",
+    ),
     "auth": auth.SECTION,
     "nms": nms.SECTION,
     "trs": trs.EMBEDDED,
-    # besides root and the daemon's uid, members of this group (name or
-    # gid) may read the status of the cloud and its embedded TRS
-    "control_group": c.Key(control.existing_group, ""),
+    "control_group": c.Key(
+        control.existing_group,
+        "",
+        doc="besides root and the daemon's uid, members of this group may read the status of the cloud and its"
+        " embedded TRS",
+    ),
 }

@@ -64,6 +64,10 @@ class RelayService:
         self.drops = Drops(log)
         self._requests = Freshness(MAX_SKEW)
         self._next_expiry: float | None = None  # no session expires before
+        # what sessions that are gone carried, by side, and how many were
+        # opened: with the live sessions' counters, totals that never go back
+        self.retired = {s: Side() for s in SIDES}
+        self.sessions_opened = 0
 
     # -- input ------------------------------------------------------------------
 
@@ -108,6 +112,9 @@ class RelayService:
             if accepted:
                 # a new session, or the NMS reusing an id with a new Tunnel Key:
                 # the key it sends now is the one both ends hold
+                if session is not None:
+                    self._retire(session)
+                self.sessions_opened += 1
                 self.sessions[body.session_id] = Session(
                     body.session_id, seal_key, mac_key, float(body.lifetime), now, now
                 )
@@ -235,13 +242,27 @@ class RelayService:
         for session_id, s in list(self.sessions.items()):
             deadline = s.last_seen + s.lifetime
             if now >= deadline:  # due at exactly the deadline next_timer gave
-                del self.sessions[session_id]
+                self._retire(self.sessions.pop(session_id))
                 log.info("relay session %08x expired", session_id)
             elif next_expiry is None or deadline < next_expiry:
                 next_expiry = deadline
         # traffic only moves deadlines later, so this bound stays early enough
         self._next_expiry = next_expiry
         return []
+
+    def _retire(self, session: Session) -> None:
+        for side_id, side in session.sides.items():
+            self.retired[side_id].packets += side.packets
+            self.retired[side_id].bytes += side.bytes
+
+    def relayed(self) -> dict[int, Side]:
+        """Frames and bytes received from each side, since start."""
+        totals = {s: Side(packets=r.packets, bytes=r.bytes) for s, r in self.retired.items()}
+        for session in self.sessions.values():
+            for side_id, side in session.sides.items():
+                totals[side_id].packets += side.packets
+                totals[side_id].bytes += side.bytes
+        return totals
 
     def status(self, now: float) -> list[dict]:
         return [

@@ -1,7 +1,8 @@
 """The data path's per-packet loops, compiled (DESIGN section 10).
 
-A small C extension built with cffi by the install step
-(`python -m cyphonic.fastpath.build`): segmenting and sealing a TUN
+A small C extension built with cffi when pip installs the package or
+builds its wheel (setup.py; `python -m cyphonic.fastpath.build` in a
+checkout): segmenting and sealing a TUN
 super-packet into the GSO send buffer (seal.c), opening a GRO batch in
 place with the replay window (open.c, replay.c) and coalescing TCP
 segments into TUN writes (coalesce.c). Cryptography stays libsodium's,
@@ -20,6 +21,7 @@ import logging
 from typing import Any
 
 from cyphonic import crypto
+from cyphonic.config import kind
 from cyphonic.core.replay import COUNTER_LIMIT, WINDOW
 from cyphonic.core.replay import ReplayWindow as PythonReplayWindow
 
@@ -41,6 +43,7 @@ def available() -> bool:
     return lib is not None
 
 
+@kind('"auto", "compiled" or "python"')
 def config_choice(value: Any, base: Any = None) -> str:
     """The config key `packet_loops` (node, adapter, TRS), checked."""
     if value not in ("auto", "compiled", "python"):

@@ -2,10 +2,13 @@
 
     python -m cyphonic.fastpath.build      # in place, next to this file
 
-The README's install step runs it (tools/bootstrap.sh); without it the
-data path runs its pure-Python loops, which produce the same bytes. It
-needs a C compiler and the Python headers (gcc, python3-dev), nothing
-else: libsodium is reached through PyNaCl's own copy at run time.
+A wheel (`pip wheel .`, `python -m build`) carries it already: setup.py
+hands `ffibuilder` to cffi's setuptools integration. In a source checkout
+(`pip install -e`, tools/bootstrap.sh) this command builds or rebuilds it
+in place. Without it the data path runs its pure-Python loops, which
+produce the same bytes. It needs a C compiler and the Python headers (gcc,
+python3-dev), nothing else: libsodium is reached through PyNaCl's own copy
+at run time.
 """
 
 from __future__ import annotations
@@ -17,7 +20,17 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = sorted(str(p) for p in HERE.glob("*.c"))
+
+
+def _path(path: Path) -> str:
+    """Relative to the project's root under setuptools (setup.py's
+    cffi_modules loads this file as `__cffi__`, in that directory), which
+    refuses absolute paths; absolute otherwise, since cffi's own compile()
+    changes directory."""
+    return str(path.relative_to(Path.cwd())) if __name__ == "__cffi__" else str(path)
+
+
+SOURCES = sorted(_path(p) for p in HERE.glob("*.c"))
 
 ffibuilder = FFI()
 ffibuilder.cdef((HERE / "fastpath.h").read_text())
@@ -25,8 +38,12 @@ ffibuilder.set_source(
     "cyphonic.fastpath._fastpath",
     '#include <stdint.h>\n#include <stddef.h>\n#include "fastpath.h"\n',
     sources=SOURCES,
-    include_dirs=[str(HERE)],
+    include_dirs=[_path(HERE)],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
+    # one file name (_fastpath.cpython-3XX-….so) whichever way it is built:
+    # cffi's setuptools path would otherwise name it .abi3.so, and a stale
+    # interpreter-specific copy beside it would be the one imported
+    py_limited_api=False,
 )
 
 

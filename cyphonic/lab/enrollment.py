@@ -32,6 +32,10 @@ def ca_init(ca_dir: Path, domain: str) -> None:
 
 
 TRS_KEY = "nms-trs.key"
+# Every lab daemon serves Prometheus metrics here, in its own namespace: on
+# loopback, which no move of the host takes away; scrape it from inside
+# (`cyphonic lab exec HOST -- curl -s http://127.0.0.1:9101/metrics`).
+METRICS = "127.0.0.1:9101"
 TRS_CONFIG = "trs.toml"
 
 
@@ -54,6 +58,7 @@ def trs_init(ca_dir: Path, relays: dict[str, list[str]]) -> None:
                     "listen": ["0.0.0.0:7002", "[::]:7002"],
                     "public": list(public),
                     "nms_key": TRS_KEY,
+                    "metrics": METRICS,
                 }
             )
         )
@@ -100,13 +105,15 @@ def enroll_lab(topology: Topology, paths: LabPaths, changes: dict[str, object]) 
     """The CA, the relays, every node and every adapter (with its general
     nodes) of the topology; `changes` go into each node.toml and adapter.toml."""
     ca_init(paths.ca, topology.domain)
+    cloud = paths.ca / "cloud.toml"
+    cloud.write_text(_toml({"metrics": METRICS, **tomllib.loads(cloud.read_text())}))
+    changes = {"metrics": METRICS, **changes}
     relays = topology.with_role(Role.TRS)
     if relays:
         trs_init(paths.ca, {h.name: trs_public(topology, h.name) for h in relays})
     for host in topology.with_role(Role.NODE):
         config = enroll_node(host.name, paths.ca, paths.bundle(host.name), topology.cloud_addresses_for(host.name))
-        if changes:
-            derive_node_config(config, config, changes)
+        derive_node_config(config, config, changes)
     for host in topology.with_role(Role.ADAPTER):
         general = []
         for node, port in topology.general_nodes(host.name):
@@ -115,8 +122,7 @@ def enroll_lab(topology: Topology, paths: LabPaths, changes: dict[str, object]) 
             general.append((port.mac, node.name, node.ipv6))
         clouds = topology.cloud_addresses_for(host.name)
         config = enroll_adapter(host.name, paths.ca, paths.bundle(host.name), clouds, host.lan, general)
-        if changes:
-            derive_node_config(config, config, changes)
+        derive_node_config(config, config, changes)
 
 
 def revoke(ca_dir: Path, certfile: Path) -> None:

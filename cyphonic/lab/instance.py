@@ -279,6 +279,8 @@ class Lab:
                 "vip6": (st or {}).get("vip6"),
                 "addresses": mobility.current_addresses(self, host.name),
                 "network": mobility.current_network(self, host.name, moves),
+                # GET /metrics of the host's daemon, reachable from its own namespace
+                "metrics": enrollment.METRICS if host.role in PROGRAMS else None,
             }
             if host.role == Role.GENERAL:
                 # What its adapter reports, and what its DHCP client configured.

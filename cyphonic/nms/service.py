@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +57,7 @@ class PendingRoute:
     mn_session_key: bytes
     cn_fqdn: str
     trs: Address | None = None  # the relay of a relayed path
+    path: str = "relay"  # for the metrics: "direct", "reverse" or "relay"
 
 
 class NodeManagementService:
@@ -77,6 +78,10 @@ class NodeManagementService:
         self.locations = Registry(refresh, revoked, self.drops)
         self.registry = self.locations.nodes  # by FQDN
         self.route_selections = 0
+        # for the metrics: registrations by result ("accepted", "refused"),
+        # route selections by path ("direct", "reverse", "relay") or error code
+        self.registrations: Counter[str] = Counter()
+        self.route_results: Counter[str] = Counter()
         self._replies: OrderedDict[tuple[str, int], tuple[bytes, float, Address]] = OrderedDict()
         self._directions = Freshness(MAX_SKEW)
         self._route_budget = Budgets(*ROUTE_SELECTIONS)
@@ -135,6 +140,7 @@ class NodeManagementService:
 
     def _register(self, ticket, txid: int, body: bytes, source: Address, now: float) -> Outgoing:
         nat = self.locations.register(ticket, parse(wire.RegistrationBody, body), source, now)
+        self.registrations["refused" if nat is None else "accepted"] += 1
         if nat is None:
             return []
         ack = build(wire.RegistrationAck, dict(observed=locator(*source), nat=nat, refresh=self.refresh))
@@ -200,6 +206,7 @@ class NodeManagementService:
             cn.endpoints.by_family[route.family].observed,
             now,
             f"{route.process} over {route.family}",
+            path="direct" if mn_initiates else "reverse",
         )
 
     def _selecting(self, mn_fqdn: str, cn_fqdn: str) -> bool:
@@ -209,7 +216,7 @@ class NodeManagementService:
         return any(p.mn_txid[0] == mn_fqdn and p.cn_fqdn == cn_fqdn for p in self.pending.values())
 
     def _announce(
-        self, path_id, mn, cn, txid, reply_to, mn_key, to_mn, to_cn, cn_address, now, what, trs=None
+        self, path_id, mn, cn, txid, reply_to, mn_key, to_mn, to_cn, cn_address, now, what, trs=None, path="relay"
     ) -> Outgoing:
         """Route Direction to CN now; to MN once CN has acknowledged."""
         cn_txid = secrets.randbits(32)
@@ -227,6 +234,7 @@ class NodeManagementService:
             mn_key,
             cn.fqdn,
             trs,
+            path,
         )
         log.info("route selection %s -> %s: %s (path %08x)", mn.fqdn, cn.fqdn, what, path_id)
         return [(cn_msg, cn_address)]
@@ -289,6 +297,7 @@ class NodeManagementService:
             self.drops("acknowledgement from another node than the path's CN", None, ticket.fqdn)
             return []
         del self.pending[path_id]
+        self.route_results[pending.path] += 1
         if pending.trs is not None and self.relays is not None:
             self.relays.carried(pending.mn_txid[0], pending.cn_fqdn, pending.trs)
         self._remember(pending.mn_txid, pending.mn_reply, now, pending.reply_to)
@@ -360,6 +369,7 @@ class NodeManagementService:
 
     def _sealed_error(self, txid: int, session_key: bytes, code: str, detail: str) -> bytes:
         detail = detail.encode()[:200].decode(errors="ignore")
+        self.route_results[code] += 1  # every error the NMS answers ends a route selection
         body = build(wire.SignalingErrorBody, dict(code=code, detail=detail))
         return _sealed_reply("SignalingError", txid, session_key, body)
 

@@ -9,11 +9,13 @@ from cyphonic.keys import RevocationList, read_secret
 from cyphonic.nms.service import NodeManagementService
 
 SECTION: c.Schema = {
-    "listen": c.Key(c.addresses, [("0.0.0.0", 7001), ("::", 7001)]),
-    "nms_key": c.Key(c.path),
-    "refresh": c.Key(c.integer(1, 3600), 10),
-    "trs": c.Key(c.addresses, []),  # Tunnel Relay Services the NMS may assign
-    "trs_key": c.Key(c.path, None),  # NMS–TRS key, shared with every TRS
+    "listen": c.Key(c.addresses, [("0.0.0.0", 7001), ("::", 7001)], doc="the NMS's UDP addresses"),
+    "nms_key": c.Key(c.path, doc="the AS–NMS key the tickets are sealed under (shared with [auth] nms_key)"),
+    "refresh": c.Key(
+        c.integer(1, 3600), 10, doc="seconds between a node's registrations; one is forgotten after three missed"
+    ),
+    "trs": c.Key(c.addresses, [], doc="the Tunnel Relay Services the NMS may assign (their public addresses)"),
+    "trs_key": c.Key(c.path, None, doc="the NMS–TRS key, shared with every TRS (unset: no relay)"),
 }
 
 

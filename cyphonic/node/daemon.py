@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import trio
 
-from cyphonic import control, crypto, fastpath
+from cyphonic import control, crypto, fastpath, metrics, notify
 from cyphonic.config import format_address
 from cyphonic.crypto import PacketBuffer
 from cyphonic.errors import AuthenticationError, ParseError
@@ -96,6 +96,12 @@ def network_changed(packet: PacketHandlingModule, identities: list[SignalingModu
         packet.heard_after_move = None
 
 
+def offered_ciphers(choice: str) -> list[str]:
+    """The suites a tunnel handshake offers for the `cipher` key, by name."""
+    offered = crypto.suites_offered(choice)
+    return [name for name, bit in crypto.SUITE_BITS.items() if offered & bit]
+
+
 def mobility_status(signaling: SignalingModule, packet: PacketHandlingModule) -> dict:
     """The moves this identity saw, each with when the first authenticated
     datagram came after it (the first packet on the new path)."""
@@ -142,6 +148,7 @@ class NodeDaemon:
         self.gso = offload and all(batch_io.gso_supported(s) for s in self.sockets.values())
         self.gro = offload and all(batch_io.enable_gro(s) for s in self.sockets.values())
         self.threaded = False  # the data path on its own thread (node.data_thread)
+        self.metrics_address: tuple[str, int] | None = None  # where GET /metrics answers, once bound
         self.tun: Tun | None = None
         self.packet = PacketHandlingModule(-1, self.sockets, gso=self.gso)
         self.signaling = SignalingModule(
@@ -159,6 +166,8 @@ class NodeDaemon:
             nursery.start_soon(self.signaling.run)
             if self.control_name:
                 await nursery.start(control.serve, self.control_name, self.status, self.cfg["control_group"])
+            if self.cfg["metrics"]:
+                self.metrics_address = await nursery.start(metrics.serve, self.cfg["metrics"], self._metrics)
             # the sockets' Trio readers, until a data thread takes over
             readers = trio.CancelScope()
             nursery.start_soon(self._read_sockets, readers)
@@ -180,6 +189,8 @@ class NodeDaemon:
             nursery.start_soon(network_changes, self.network_changed)
             await nursery.start(self.resolver.run)
             log.info("node %s ready on %s", grant.fqdn, self.tun.name)
+            # logged in, registered, TUN up, resolver bound: systemd's `Type=notify`
+            notify.ready(f"node {grant.fqdn} ready on {self.tun.name}")
             task_status.started(self)
 
     async def _read_sockets(self, scope: trio.CancelScope) -> None:
@@ -195,6 +206,9 @@ class NodeDaemon:
     def network_changed(self) -> None:
         network_changed(self.packet, [self.signaling])
 
+    def _metrics(self) -> Iterator[metrics.Metric]:
+        return metrics.node_families(self)
+
     def dataplane(self) -> dict:
         return {
             "path": "offload" if self.packet.vnet else "plain",
@@ -203,6 +217,7 @@ class NodeDaemon:
             "tun_offloads": getattr(self.tun, "offload_names", []),
             "udp_gso": self.gso,
             "udp_gro": self.gro,
+            "ciphers": offered_ciphers(self.cfg["cipher"]),
         }
 
     def status(self, _request: dict) -> dict:
@@ -238,6 +253,7 @@ class NodeDaemon:
             "nat": any(r["nat"] for r in self.signaling.registered.values()) if self.signaling.registered else None,
             "registrations": self.signaling.registered,
             "tun": self.tun.name if self.tun else None,
+            "listen_port": self.cfg["listen_port"],
             "uptime": round(now - self.started, 1),
             "dataplane": self.dataplane(),
             "peers": sorted(peers, key=lambda p: p["fqdn"]),

@@ -7,7 +7,7 @@ import time
 
 import trio
 
-from cyphonic import control
+from cyphonic import control, metrics
 from cyphonic.core.relay import RelayService
 from cyphonic.udp import UdpServer
 
@@ -31,5 +31,7 @@ async def serve(
     async with trio.open_nursery() as nursery:
         await nursery.start(UdpServer(service, cfg["listen"], "TRS").run)
         await nursery.start(control.serve, "trs", status, control_group)
+        if cfg.get("metrics"):  # trs.toml's; a TRS in the cloud is in the cloud's metrics
+            await nursery.start(metrics.serve, cfg["metrics"], lambda: metrics.cloud_families(relay=service))
         log.info("TRS ready, announced as %s", ", ".join(f"{h}:{p}" for h, p in cfg["public"]))
         task_status.started()

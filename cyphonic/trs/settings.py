@@ -15,23 +15,33 @@ from cyphonic.keys import read_secret
 log = logging.getLogger("cyphonic.trs")
 
 SCHEMA: c.Schema = {  # trs.toml
-    "listen": c.Key(c.addresses, [("0.0.0.0", 7002), ("::", 7002)]),
-    "public": c.Key(c.addresses),  # where nodes reach this TRS, told to the NMS
-    "nms_key": c.Key(c.path),
-    "log_level": c.Key(c.text, "INFO"),
-    "control_group": c.Key(control.existing_group, ""),  # may read the status, besides root and our uid
-    # the relay's per-frame MAC check: "compiled" (cyphonic.fastpath, built by
-    # the install step), "python" (the reference), "auto" = compiled where built
-    "packet_loops": c.Key(fastpath.config_choice, "auto"),
+    "listen": c.Key(c.addresses, [("0.0.0.0", 7002), ("::", 7002)], doc="the TRS's UDP addresses"),
+    "public": c.Key(c.addresses, doc="where nodes reach this TRS, one address per family (list the same in [nms] trs)"),
+    "nms_key": c.Key(c.path, doc="the NMS–TRS key ([nms] trs_key of cloud.toml)"),
+    "log_level": c.Key(c.text, "INFO", doc="Python logging level (DEBUG, INFO, WARNING, ERROR)"),
+    "metrics": c.Key(
+        c.optional_address,
+        None,
+        doc="ADDRESS:PORT where the TRS serves Prometheus metrics (GET /metrics); empty: off",
+    ),
+    "control_group": c.Key(
+        control.existing_group, "", doc="besides root and the TRS's uid, members of this group may read its status"
+    ),
+    "packet_loops": c.Key(
+        fastpath.config_choice,
+        "auto",
+        doc='the relay\'s per-frame MAC check: "compiled" (cyphonic.fastpath, built by the install step),'
+        ' "python" (the reference), "auto": compiled where built',
+    ),
 }
 
 # [trs] of cloud.toml: `python -m cyphonic.cloud` can run a TRS in the same
 # process (list its public addresses in [nms] trs too)
 EMBEDDED: c.Schema = {
-    "enabled": c.Key(c.boolean, False),
-    "listen": c.Key(c.addresses, [("0.0.0.0", 7002), ("::", 7002)]),
-    "public": c.Key(c.addresses, []),
-    "nms_key": c.Key(c.path, None),
+    "enabled": c.Key(c.boolean, False, doc="run a TRS in the cloud's process"),
+    "listen": c.Key(c.addresses, [("0.0.0.0", 7002), ("::", 7002)], doc="the embedded TRS's UDP addresses"),
+    "public": c.Key(c.addresses, [], doc="where nodes reach it (needed when enabled; list them in [nms] trs too)"),
+    "nms_key": c.Key(c.path, None, doc="the NMS–TRS key (unset: [nms] trs_key)"),
 }
 
 

@@ -187,7 +187,7 @@ def test_a_replayed_update_from_the_old_address_moves_nothing(net):
 
 
 def test_status_tells_the_last_move_and_how_soon_the_new_path_carried_a_packet():
-    from cyphonic.cli import format_status
+    from cyphonic.status_text import format_status
 
     node = {"role": "node", "fqdn": "mn.x", "vip4": "10.0.0.1", "vip6": "fd00::1", "registered": True,
             "nat": False, "peers": []}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -90,6 +90,8 @@ class TunnelEstablishment:
         self.tunnels: dict[str, core.Tunnel] = {}  # by peer FQDN: the ones this identity established
         self.links: dict[int, tuple[RelayLink, float]] = {}  # path id -> (relay link, announced at)
         self.early: list[tuple[int, bytes, Address, float]] = []  # (path id, request, source, at)
+        # tunnel handshakes by (role, result), for the metrics
+        self.handshakes: Counter[tuple[str, str]] = Counter()
 
     # -- initiator ------------------------------------------------------------------------
 
@@ -100,6 +102,7 @@ class TunnelEstablishment:
 
         def failed(now: float) -> None:
             self.paths.pop(path.path_id, None)
+            self.handshakes[("initiator", "timeout")] += 1
             log.warning("tunnel to %s failed: no answer from %s:%s", path.peer.fqdn, *path.peer_address)
             selection = self.selections.get(path.peer.fqdn)
             if selection is not None and selection.path_id == path.path_id:
@@ -181,6 +184,7 @@ class TunnelEstablishment:
         if entry is not None:
             entry.state, entry.since = state, now
         self.tunnels[tunnel.peer.fqdn] = tunnel
+        self.handshakes[("initiator" if state == ESTABLISHED else "responder", "established")] += 1
         log.info("tunnel up with %s (%s) via %s:%s", tunnel.peer.fqdn, tunnel.path.process, *tunnel.endpoint)
         self._events.append(ev.TunnelEstablished(tunnel))
         if tunnel.relayed and self.punching:

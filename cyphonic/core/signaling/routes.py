@@ -27,6 +27,7 @@ from cyphonic.core.freshness import MAX_SKEW, Freshness
 from cyphonic.core.relay import RelayLink
 from cyphonic.core.signaling import events as ev
 from cyphonic.errors import AuthenticationError, ParseError
+from cyphonic.timings import Timings
 from cyphonic.wire import signaling as wire
 from cyphonic.wire.common import build, locator_text, parse
 
@@ -98,8 +99,9 @@ class RouteSelection:
 
     def __init__(self) -> None:
         self.selections: dict[str, Selection] = {}
-        self.route_ms: deque[float] = deque(maxlen=1000)
-        self.tunnel_ms: deque[float] = deque(maxlen=1000)
+        # the last 1000 for `cyphonic status`, cumulative buckets for the metrics
+        self.route_ms = Timings(maxlen=1000)
+        self.tunnel_ms = Timings(maxlen=1000)
         self._directions = Freshness(MAX_SKEW, capacity=4096)  # Route Directions to CN seen
         self._reacks: dict[int, int] = {}
 
