@@ -29,7 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "control_plane: tests signaling, not the data path: run once, on the offload data path")
     config.addinivalue_line(
         "markers",
-        "once: a slow test whose subject the integration tier covers on every data path: run once, "
+        "once: a test whose subject does not change with the packet loops (the adapter's LAN side, "
+        "the bench's own lab) or that the integration tier covers on every data path: run once, "
         "on the offload data path")
 
 

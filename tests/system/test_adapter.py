@@ -65,6 +65,7 @@ def wait_for(predicate, what: str, timeout: float = 20.0):
 # -- addresses --------------------------------------------------------------------------
 
 
+@pytest.mark.control_plane
 @pytest.mark.parametrize("host, adapter", [("gn1", "adapter"), ("gn2", "adapter"), ("gn3", "adapter2")])
 def test_each_general_node_holds_the_virtual_ipv4_its_adapter_reports(lab: Lab, host: str, adapter: str) -> None:
     gn = general_node(lab, host, adapter)
@@ -73,12 +74,14 @@ def test_each_general_node_holds_the_virtual_ipv4_its_adapter_reports(lab: Lab, 
     assert f"{host}.{DOMAIN}" in lab.registered_fqdns()
 
 
+@pytest.mark.control_plane
 def test_the_ipv6_general_node_holds_its_virtual_ipv6(lab: Lab) -> None:
     gn = general_node(lab, "gn6")
     assert gn["ipv6"] and gn["vip6"] and gn["vip6"] != "::"
     assert lab.lease("gn6") == gn["vip6"]
 
 
+@pytest.mark.control_plane
 def test_a_general_node_enrolled_without_ipv6_has_no_aaaa(lab: Lab) -> None:
     done = lab.run("cn", ["dig", "+time=5", "+tries=1", "+short", "AAAA", GN1], timeout=15)
     assert done.returncode == 0 and done.stdout.strip() == "", done.stdout
@@ -117,6 +120,7 @@ def test_an_unknown_mac_gets_no_lease(lab: Lab) -> None:
 # -- names and reachability ---------------------------------------------------------------
 
 
+@pytest.mark.control_plane
 def test_dig_of_cn_from_a_general_node_answers_through_the_adapter(lab: Lab) -> None:
     cn = lab.status("cn")
     assert cn is not None
@@ -209,6 +213,7 @@ sendp(frame, iface="eth0", count=5, verbose=False)
 """
 
 
+@pytest.mark.once
 def test_a_general_node_forging_another_s_mac_or_ip_gets_nothing_through(lab: Lab) -> None:
     ping_ok(lab, "gn1", CN)
     adapter = lab.status("adapter")
@@ -244,6 +249,7 @@ def test_a_device_with_link_mtu_1500_gets_through_with_df_pings_and_tcp(lab: Lab
         lab.run("gn2", ["ip", "link", "set", "eth0", "mtu", "1400"])
 
 
+@pytest.mark.control_plane
 def test_cyphonic_status_on_the_adapter_lists_its_general_nodes(lab: Lab) -> None:
     done = lab.run("adapter", [*lab_cli(), "status"], timeout=15)
     assert done.returncode == 0, done.stderr
@@ -322,6 +328,7 @@ def rss_kib(lab: Lab, host: str) -> int:
     raise AssertionError(f"no VmRSS for {host}")
 
 
+@pytest.mark.once
 def test_a_storm_of_hostile_frames_on_the_lan_is_counted_and_changes_nothing(lab: Lab) -> None:
     adapter = lab.status("adapter")
     assert adapter is not None
@@ -346,6 +353,7 @@ def test_a_storm_of_hostile_frames_on_the_lan_is_counted_and_changes_nothing(lab
     assert lab.dhcp_renew("gn2") == general_node(lab, "gn2")["vip4"]
 
 
+@pytest.mark.control_plane
 def test_dig_of_an_unknown_cyphonic_name_is_nxdomain_at_once(lab: Lab) -> None:
     started = time.monotonic()
     done = lab.run("gn1", ["dig", "+time=5", "+tries=1", f"nobody.{DOMAIN}"], timeout=15)

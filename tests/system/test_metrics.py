@@ -9,7 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cyphonic.lab import Lab
 
-pytestmark = pytest.mark.system
+# read from the daemons' counters, which both packet loops keep alike: once
+pytestmark = [pytest.mark.system, pytest.mark.control_plane]
 
 CN = "cn.cyphonic.test"
 

@@ -88,6 +88,7 @@ def _without_punching(lab: Lab) -> None:
     lab.wait_registered(["a1", "b1"], time.monotonic() + 20)
 
 
+@pytest.mark.control_plane
 @pytest.mark.disruptive
 def test_without_hole_punching_napt_to_napt_stays_on_the_relay(lab: Lab, tmp_path) -> None:
     _without_punching(lab)
