@@ -13,6 +13,11 @@ Sample = dict[str, Any]
 UNITS = ("KiB", "MiB", "GiB", "TiB")
 
 
+def _address(vip: str | None) -> str:
+    """A virtual IP, or "-" where there is none (a peer without IPv6 reports "::")."""
+    return "-" if not vip or vip in ("::", "0.0.0.0") else vip
+
+
 def size(n: float) -> str:
     """1536 -> '1.5 KiB': binary units, three significant digits at most."""
     if n < 1024:
@@ -104,7 +109,7 @@ PEER_HEADER = ["PEER", "VIP4", "VIP6", "PATH", "ENDPOINT", "CIPHER", "HANDSHAKE"
 
 
 def _peer_row(p: Sample, before: Sample | None, elapsed: float | None) -> list[str]:
-    row = [p["fqdn"], p.get("vip4") or "-", p.get("vip6") or "-", p["path"], p["endpoint"] or "-"]
+    row = [p["fqdn"], p.get("vip4") or "-", _address(p.get("vip6")), p["path"], p["endpoint"] or "-"]
     row += [p.get("cipher", "-"), f"{duration(p['last_handshake'])} ago"]
     row += [traffic(p, "rx", before, elapsed), traffic(p, "tx", before, elapsed)]
     if "drops" in p:  # per-peer drops, where a status has them

@@ -53,6 +53,13 @@ def test_node_header_then_one_line_per_peer_then_drops_by_reason():
     assert lines[-1] == "drops: 7 (bad MAC 5, replayed 2)"
 
 
+def test_a_peer_without_ipv6_shows_a_dash_not_the_unspecified_address():
+    # a general node enrolled without IPv6 is reported with vip6 "::" (seen in the demo)
+    lines = format_status({**NODE, "peers": [{**PEER, "vip6": "::"}]}).splitlines()
+    [peer] = [re.split(r" {2,}", line) for line in lines if line.startswith("cn.x.test ")]
+    assert peer[1:3] == ["10.96.0.3", "-"]
+
+
 def test_a_node_without_peers_or_registration_says_so():
     text = format_status({**NODE, "peers": [], "registered": False, "registrations": {}, "drops": {}})
     assert "registered: no" in text and text.endswith("no peers")
