@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,17 @@ from typing import Any
 from cyphonic.lab import LabError
 
 
-class Members:
-    """A mixin: the class sets `self.procs` (host -> Popen) and has `log(host)` and `hosts()`."""
-
-    procs: dict[str, subprocess.Popen]
-
-    def log(self, host: str) -> Path:
-        raise NotImplementedError
-
-    def hosts(self) -> Iterable[str]:
-        raise NotImplementedError
+class Members(ABC):
+    """The class sets `self.lab` and `self.procs` (host -> Popen) and says where each member logs."""
 
     lab: Any
+    procs: dict[str, subprocess.Popen]
+
+    @abstractmethod
+    def log(self, host: str) -> Path: ...
+
+    @abstractmethod
+    def hosts(self) -> Iterable[str]: ...
 
     def spawn(self, host: str, argv: list[str]) -> None:
         """Start the member on `host` in its namespace, its output appended to its log."""

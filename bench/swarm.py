@@ -49,7 +49,7 @@ import trio
 from cyphonic import cli, config
 from cyphonic.kernel.netlink import global_addresses
 from cyphonic.lab.enrollment import derive_node_config
-from cyphonic.node.daemon import PATH_NAMES, NodeDaemon
+from cyphonic.node.daemon import NodeDaemon
 from cyphonic.node.errors import RouteError, UnknownPeer
 from cyphonic.node.settings import SCHEMA
 
@@ -198,7 +198,7 @@ async def select(ident: Identity, go: trio.Event, target: str, timeout: float, *
         ident.tunnel_establishment_ms = round(signaling.tunnel_ms.recent[-1], 3)
     tunnel = daemon.packet.tunnel_to(target)
     if tunnel is not None:
-        ident.path = "relay" if tunnel.relayed else PATH_NAMES.get(tunnel.path.process, tunnel.path.process)
+        ident.path = tunnel.path_name
 
 
 def summary(idents: list[Identity]) -> tuple[int, list[str]]:

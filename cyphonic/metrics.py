@@ -33,8 +33,6 @@ from cyphonic.timings import Timings
 
 Build = Callable[[], Iterable[Metric]]
 PATHS = ("direct", "reverse", "relay")
-# core.signaling names the path by the process that opened it
-PROCESS_PATHS = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", "TunnelRequestToTRS": "direct"}
 
 
 # -- the daemons' figures as metric families ----------------------------------------
@@ -89,7 +87,7 @@ def tunnels(tunnel_list: Iterable[Any], owner: Callable[[Any], str] | None = Non
         row = sums.setdefault(key, [0, 0, 0, 0, 0])
         for i, n in enumerate((t.tx_bytes, t.rx_bytes, t.tx_packets, t.rx_packets, t.rekeys)):
             row[i] += n
-        by_path["relay" if t.relayed else PROCESS_PATHS.get(t.path.process, "direct")] += 1
+        by_path[t.path_name] += 1
     for key, (txb, rxb, txp, rxp, rk) in sorted(sums.items()):
         bytes_.add_metric([*key, "tx"], txb)
         bytes_.add_metric([*key, "rx"], rxb)

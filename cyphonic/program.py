@@ -114,9 +114,11 @@ async def serve_one(
 
     async with trio.open_nursery() as nursery:
         await nursery.start(UdpServer(service, listen, name).run)
+        # alone (control_name set) it answers status and metrics itself; in the
+        # cloud process, cloud.run serves both for the AS, the NMS and the TRS
         if control_name:
             await nursery.start(control.serve, control_name, document, cfg["control_group"])
-            if cfg["metrics"]:  # the AS or the NMS alone
+            if cfg["metrics"]:
                 part = {"AS": "auth", "NMS": "nms"}[name]
                 await nursery.start(metrics.serve, cfg["metrics"], lambda: metrics.cloud_families(**{part: service}))
         task_status.started()

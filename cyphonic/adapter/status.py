@@ -8,7 +8,7 @@ from typing import Any
 
 from cyphonic.adapter.general_nodes import mac_text
 from cyphonic.config import format_address
-from cyphonic.node.daemon import PATH_NAMES, mobility_status
+from cyphonic.node.daemon import mobility_status
 
 
 def _percentiles(values) -> dict[str, float | None]:
@@ -27,7 +27,7 @@ def _peer(t, now: float) -> dict[str, Any]:
         "fqdn": t.peer.fqdn,
         "vip4": str(t.peer.vip4),
         "vip6": str(t.peer.vip6),
-        "path": "relay" if t.relayed else PATH_NAMES.get(t.path.process, t.path.process),
+        "path": t.path_name,
         "endpoint": format_address(t.endpoint),
         "cipher": t.cipher.suite,
         "tx_bytes": t.tx_bytes,

@@ -88,6 +88,9 @@ class Candidate:
     challenge: bytes
     probed: float = -math.inf
 
+# the seed's Route Direction processes, by what opened the tunnel
+PATH_NAMES = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", "TunnelRequestToTRS": "direct"}
+
 
 @dataclass
 class Tunnel:
@@ -182,6 +185,12 @@ class Tunnel:
     def relayed(self) -> bool:
         """Sending through the TRS (a relayed path not yet punched direct)."""
         return self.path.relay is not None and self.endpoint == self.path.peer_address
+
+    @property
+    def path_name(self) -> str:
+        """"direct", "reverse" or "relay", as status, metrics and the bench name it: a
+        relayed path punched direct is "direct"."""
+        return "relay" if self.relayed else PATH_NAMES.get(self.path.process, self.path.process)
 
     def open_at(
         self,

@@ -31,9 +31,6 @@ from cyphonic.wire.common import MAX_DATAGRAM, parse
 
 log = logging.getLogger("cyphonic.node")
 
-# a relayed path whose hole punch succeeded is reported "direct"
-PATH_NAMES = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", "TunnelRequestToTRS": "direct"}
-
 
 def open_sockets(port: int) -> dict[int, socket.socket]:
     """One UDP socket per address family, for signaling and tunnels alike,
@@ -228,7 +225,7 @@ class NodeDaemon:
                 "fqdn": t.peer.fqdn,
                 "vip4": str(t.peer.vip4),
                 "vip6": str(t.peer.vip6),
-                "path": "relay" if t.relayed else PATH_NAMES.get(t.path.process, t.path.process),
+                "path": t.path_name,
                 "process": t.path.process,
                 "endpoint": format_address(t.endpoint),
                 "tx_bytes": t.tx_bytes,

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cyphonic import config, metrics
 from cyphonic.core.relay import Side
+from cyphonic.core.tunnel import Tunnel
 from cyphonic.errors import ConfigError
 from cyphonic.node.settings import SCHEMA as NODE_SCHEMA
 from cyphonic.timings import Timings
@@ -33,9 +34,11 @@ def drops(**counts: int) -> SimpleNamespace:
 
 def tunnel(peer: str, process: str = "TunnelRequestToCN", relayed: bool = False, owner=None, **n: int):
     counts = dict(tx_bytes=0, rx_bytes=0, tx_packets=0, rx_packets=0, rekeys=0) | n
-    return SimpleNamespace(
+    t = SimpleNamespace(
         peer=SimpleNamespace(fqdn=peer), path=SimpleNamespace(process=process), relayed=relayed, owner=owner, **counts
     )
+    t.path_name = Tunnel.path_name.fget(t)  # the real tunnel's naming of its path
+    return t
 
 
 def machine(route_ms=(), tunnel_ms=(), handshakes=None) -> SimpleNamespace:
