@@ -88,6 +88,7 @@ class Candidate:
     challenge: bytes
     probed: float = -math.inf
 
+
 # the seed's Route Direction processes, by what opened the tunnel
 PATH_NAMES = {"TunnelRequestToCN": "direct", "TunnelRequestToNATcn": "reverse", "TunnelRequestToTRS": "direct"}
 
@@ -188,7 +189,7 @@ class Tunnel:
 
     @property
     def path_name(self) -> str:
-        """"direct", "reverse" or "relay", as status, metrics and the bench name it: a
+        """ "direct", "reverse" or "relay", as status, metrics and the bench name it: a
         relayed path punched direct is "direct"."""
         return "relay" if self.relayed else PATH_NAMES.get(self.path.process, self.path.process)
 
